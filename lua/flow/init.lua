@@ -1,0 +1,124 @@
+-- flow — the async core as workflows see it: tasks, waiting, cancellation, time.
+--
+-- The primitives live in C (flow.core: spawn, sleep, wait_any, shield, clocks); what is
+-- policy lives here: how all/any/timeout combine them. Every waiting call suspends only the
+-- running task.
+--
+-- Cancellation: h:cancel() (or a signal, or a timeout) makes the task's current wait raise
+-- the error object { code = "flow.cancelled" }. A cancelled task stays cancelled: every later
+-- wait in it raises again (a pcall cannot make it carry on) and it ends "cancelled" even if
+-- its body returns. Cleanup that must wait runs inside flow.shield:
+--
+--   local ok, err = pcall(work)
+--   flow.shield(function() emr.terminate(cluster_id) end)   -- runs even when cancelled
+--   if not ok then error(err, 0) end
+--
+-- `<close>` variables are closed when a task fails or is cancelled; their __close methods
+-- run outside any task (they cannot wait), so waiting cleanup belongs in flow.shield.
+local core = require "flow.core"
+
+local M = {}
+
+M.spawn = core.spawn
+M.sleep = core.sleep
+M.now = core.now
+M.time = core.time
+M.shield = core.shield
+M.current = core.current
+M.error = core.error
+M.is_error = core.is_error
+M.cancelled = core.cancelled
+M.wait_any = core.wait_any
+M.core = core
+
+local wait_any, spawn, shield = core.wait_any, core.spawn, core.shield
+
+-- Cancel every handle in hs except those already done, then wait for them to finish so their
+-- cleanups have run before we go on (shielded: we may be cancelled ourselves).
+local function cancel_and_drain(hs)
+  for _, h in ipairs(hs) do h:cancel() end
+  shield(function()
+    for _, h in ipairs(hs) do
+      if not h:done() then wait_any({ h }) end
+    end
+  end)
+end
+M.cancel_and_drain = cancel_and_drain
+
+local function check_handles(hs, fname)
+  if type(hs) ~= "table" then
+    error(("bad argument #1 to '%s' (a list of task handles expected, got %s)"):format(fname, type(hs)), 3)
+  end
+end
+
+-- flow.all(handles) -> array of each task's first result, in the order given.
+-- Waits for all; when one fails, the others are cancelled and its error is raised.
+function M.all(hs)
+  check_handles(hs, "all")
+  local results, pending, index = {}, {}, {}
+  for i, h in ipairs(hs) do pending[#pending + 1] = h; index[#pending] = i end
+  while #pending > 0 do
+    local ok, k = pcall(wait_any, pending)
+    if not ok then cancel_and_drain(pending); error(k, 0) end
+    local h, i = pending[k], index[k]
+    table.remove(pending, k)
+    table.remove(index, k)
+    local r = table.pack(h:result())
+    if not r[1] then
+      cancel_and_drain(pending)
+      error(r[2], 0)
+    end
+    results[i] = r[2]
+  end
+  return results
+end
+
+-- flow.any(handles) -> index, results... of the first task to succeed; the rest are
+-- cancelled. When every task fails, raises the last error.
+function M.any(hs)
+  check_handles(hs, "any")
+  local pending, index = {}, {}
+  for i, h in ipairs(hs) do pending[#pending + 1] = h; index[#pending] = i end
+  if #pending == 0 then error("bad argument #1 to 'any' (no tasks)", 2) end
+  local last_err
+  while #pending > 0 do
+    local ok, k = pcall(wait_any, pending)
+    if not ok then cancel_and_drain(pending); error(k, 0) end
+    local h, i = pending[k], index[k]
+    table.remove(pending, k)
+    table.remove(index, k)
+    local r = table.pack(h:result())
+    if r[1] then
+      cancel_and_drain(pending)
+      return i, table.unpack(r, 2, r.n)
+    end
+    last_err = r[2]
+  end
+  error(last_err, 0)
+end
+
+-- flow.timeout(seconds, fn, ...) -> fn's results, or raises { code = "flow.timeout",
+-- retryable = true } once the time is up; fn's work is cancelled (and its cleanups have run)
+-- before the error is raised. fn runs in a task of its own.
+function M.timeout(s, fn, ...)
+  if type(s) ~= "number" or s < 0 then
+    error(("bad argument #1 to 'timeout' (seconds >= 0 expected, got %s)"):format(tostring(s)), 2)
+  end
+  if type(fn) ~= "function" then
+    error(("bad argument #2 to 'timeout' (function expected, got %s)"):format(type(fn)), 2)
+  end
+  local h = spawn(fn, ...)
+  local ok, k = pcall(wait_any, { h }, s)
+  if not ok then cancel_and_drain({ h }); error(k, 0) end
+  if k == nil then
+    cancel_and_drain({ h })
+    error(core.error("flow.timeout", ("timed out after %gs"):format(s), { retryable = true }), 2)
+  end
+  return h:wait()
+end
+
+-- Workflow engine entry points (lua/flow/workflow.lua, poll.lua), loaded on first use.
+function M.workflow(spec) return require("flow.workflow").new(spec) end
+function M.poll(...) return require("flow.poll").poll(...) end
+
+return M

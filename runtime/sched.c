@@ -1,0 +1,1100 @@
+/*
+ * sched.c — tasks on the libuv loop: coroutines, yield/resume, operations, timers, virtual
+ * time, cancellation, signals. Exposes the Lua module "flow.core".
+ *
+ * A task is a full userdata ("flowrun.task") whose first user value is its coroutine. While a
+ * task lives it is anchored in the registry (luaL_ref), so neither it nor its coroutine can be
+ * collected; once finished only handles keep it. The coroutine's extra space points back to
+ * the task, which is how a waiting primitive finds "the task running here" and refuses to wait
+ * in a plain coroutine.
+ *
+ * Completion callbacks never call Lua: fr_op_complete queues the task; fr_sched_run resumes
+ * queued tasks from the top of the C stack, between turns of uv_run.
+ *
+ * Timers are one binary heap of ops driven by a single uv_timer, so a sleeping task costs a
+ * heap slot and a small op, not a libuv handle. Virtual time: when nothing is runnable and no
+ * I/O op is pending, the clock jumps to the next deadline.
+ *
+ * Ownership: fr_op_t memory is malloc'd by fr_op_new and freed by the scheduler (free_op),
+ * or by fr_op_complete for an op a cancel detached.
+ */
+#include "flowrun.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define TASK_MT "flowrun.task"
+
+enum { T_NEW, T_READY, T_RUNNING, T_WAITING, T_OK, T_ERROR };
+static const char *const state_names[] = {"pending", "ready",  "running",
+                                          "waiting", "ok",     "error"};
+
+typedef struct waiter {
+    fr_op_t *op;
+    fr_task_t *target;
+    struct waiter *prev, *next;
+} waiter_t;
+
+struct fr_task {
+    lua_State *co;
+    int ref; /* registry anchor while alive, LUA_NOREF after */
+    int id;
+    int state;
+    int nargs;
+    int nres;
+    bool cancelled; /* cancellation requested */
+    bool observed;  /* its outcome was read by a waiter */
+    bool is_main;
+    int shield;
+    fr_op_t *op; /* the op it waits on */
+    fr_task_t *next_ready;
+    fr_task_t *prev_live, *next_live;
+    waiter_t *waiters;
+};
+
+/* ---- global scheduler state ------------------------------------------------------------- */
+static struct {
+    uv_loop_t loop;
+    lua_State *L; /* main thread */
+    fr_task_t *ready_head, *ready_tail;
+    fr_task_t *live; /* every task not yet finished */
+    int live_count;
+    int next_id;
+    int ops;        /* ops allocated and not freed */
+    int io_pending; /* pending ops with vt->io */
+    fr_op_t **heap;
+    int heap_len, heap_cap;
+    uv_timer_t timer;
+    uv_signal_t sigint, sigterm;
+    uint64_t t0;     /* uv_hrtime at start */
+    double wall0;    /* wall clock at start */
+    double voffset;  /* seconds virtual time has jumped */
+    bool virtual_time;
+    int signal;      /* first signal received */
+    bool (*interrupt_hook)(int sig);
+    void (*shutdown_fns[16])(void);
+    int nshutdown;
+} S;
+
+uv_loop_t *fr_loop(void)
+{
+    return &S.loop;
+}
+
+double fr_now(void)
+{
+    return (double)(uv_hrtime() - S.t0) / 1e9 + S.voffset;
+}
+
+double fr_time(void)
+{
+    if (S.virtual_time)
+        return S.wall0 + fr_now();
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+bool fr_virtual_time(void)
+{
+    return S.virtual_time;
+}
+
+void fr_at_shutdown(void (*fn)(void))
+{
+    if (S.nshutdown < (int)(sizeof S.shutdown_fns / sizeof S.shutdown_fns[0]))
+        S.shutdown_fns[S.nshutdown++] = fn;
+}
+
+void fr_sched_set_interrupt_hook(bool (*hook)(int sig))
+{
+    S.interrupt_hook = hook;
+}
+
+int fr_sched_signal(void)
+{
+    return S.signal;
+}
+
+/* ---- the timer heap ------------------------------------------------------------------------ */
+static void heap_swap(int i, int j)
+{
+    fr_op_t *t = S.heap[i];
+    S.heap[i] = S.heap[j];
+    S.heap[j] = t;
+    S.heap[i]->heap_index = i;
+    S.heap[j]->heap_index = j;
+}
+
+static void heap_up(int i)
+{
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (S.heap[p]->deadline <= S.heap[i]->deadline)
+            break;
+        heap_swap(i, p);
+        i = p;
+    }
+}
+
+static void heap_down(int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < S.heap_len && S.heap[l]->deadline < S.heap[m]->deadline)
+            m = l;
+        if (r < S.heap_len && S.heap[r]->deadline < S.heap[m]->deadline)
+            m = r;
+        if (m == i)
+            break;
+        heap_swap(i, m);
+        i = m;
+    }
+}
+
+static void timer_cb(uv_timer_t *h);
+
+static void rearm_timer(void)
+{
+    if (S.heap_len == 0) {
+        uv_timer_stop(&S.timer);
+        return;
+    }
+    double delay = S.heap[0]->deadline - fr_now();
+    uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1000.0);
+    uv_timer_start(&S.timer, timer_cb, ms, 0);
+}
+
+void fr_timer_start(fr_op_t *op, double deadline)
+{
+    if (S.heap_len == S.heap_cap) {
+        int cap = S.heap_cap ? S.heap_cap * 2 : 256;
+        fr_op_t **h = realloc(S.heap, (size_t)cap * sizeof *h);
+        if (!h) {
+            fprintf(stderr, "flowrun: out of memory (timer heap)\n");
+            abort();
+        }
+        S.heap = h;
+        S.heap_cap = cap;
+    }
+    op->deadline = deadline;
+    op->heap_index = S.heap_len;
+    S.heap[S.heap_len++] = op;
+    heap_up(op->heap_index);
+    if (op->heap_index == 0)
+        rearm_timer();
+}
+
+void fr_timer_stop(fr_op_t *op)
+{
+    int i = op->heap_index;
+    if (i < 0)
+        return;
+    op->heap_index = -1;
+    S.heap_len--;
+    if (i != S.heap_len) {
+        S.heap[i] = S.heap[S.heap_len];
+        S.heap[i]->heap_index = i;
+        heap_down(i);
+        heap_up(S.heap[i]->heap_index);
+    }
+    if (i == 0)
+        rearm_timer();
+}
+
+/* Complete every op whose deadline has come. */
+static void fire_timers(void)
+{
+    double now = fr_now();
+    while (S.heap_len > 0 && S.heap[0]->deadline <= now + 1e-9) {
+        fr_op_t *op = S.heap[0];
+        fr_timer_stop(op);
+        fr_op_complete(op);
+    }
+    rearm_timer();
+}
+
+static void timer_cb(uv_timer_t *h)
+{
+    (void)h;
+    fire_timers();
+}
+
+/* ---- ready queue and task life --------------------------------------------------------------- */
+static void enqueue(fr_task_t *t)
+{
+    t->next_ready = NULL;
+    if (S.ready_tail)
+        S.ready_tail->next_ready = t;
+    else
+        S.ready_head = t;
+    S.ready_tail = t;
+}
+
+static fr_task_t *dequeue(void)
+{
+    fr_task_t *t = S.ready_head;
+    if (t) {
+        S.ready_head = t->next_ready;
+        if (!S.ready_head)
+            S.ready_tail = NULL;
+        t->next_ready = NULL;
+    }
+    return t;
+}
+
+static void live_unlink(fr_task_t *t)
+{
+    if (t->prev_live)
+        t->prev_live->next_live = t->next_live;
+    else
+        S.live = t->next_live;
+    if (t->next_live)
+        t->next_live->prev_live = t->prev_live;
+    t->prev_live = t->next_live = NULL;
+    S.live_count--;
+}
+
+static void free_op(fr_op_t *op)
+{
+    if (op->heap_index >= 0)
+        fr_timer_stop(op);
+    if (op->vt->io)
+        S.io_pending--;
+    if (op->vt->free)
+        op->vt->free(op);
+    S.ops--;
+    free(op);
+}
+
+void *fr_op_new(lua_State *L, size_t size, const fr_op_vt_t *vt)
+{
+    fr_task_t *t = fr_task_current(L);
+    if (!t)
+        luaL_error(L, "cannot wait here: %s can only be called inside a flowrun task (not "
+                      "from a plain coroutine)", vt->name);
+    if (!lua_isyieldable(L))
+        luaL_error(L, "cannot wait here: %s was called across a C boundary (a table.sort "
+                      "comparator, a __gc or other metamethod called from C)", vt->name);
+    if (t->cancelled && t->shield == 0) {
+        fr_error_push(L, "flow.cancelled", "task cancelled", false);
+        lua_error(L);
+    }
+    fr_op_t *op = calloc(1, size < sizeof(fr_op_t) ? sizeof(fr_op_t) : size);
+    if (!op)
+        luaL_error(L, "out of memory");
+    op->vt = vt;
+    op->task = t;
+    op->state = FR_OP_PENDING;
+    op->heap_index = -1;
+    S.ops++;
+    if (vt->io)
+        S.io_pending++;
+    return op;
+}
+
+void fr_op_discard(void *p)
+{
+    free_op(p);
+}
+
+void fr_op_complete(void *p)
+{
+    fr_op_t *op = p;
+    if (!op->task) { /* detached by a cancel that needed this callback */
+        free_op(op);
+        return;
+    }
+    if (op->state != FR_OP_PENDING)
+        return;
+    op->state = FR_OP_DONE;
+    fr_task_t *t = op->task;
+    if (t->state == T_WAITING && t->op == op) {
+        t->state = T_READY;
+        enqueue(t);
+    }
+}
+
+static int raise_cancelled(lua_State *L)
+{
+    fr_error_push(L, "flow.cancelled", "task cancelled", false);
+    return lua_error(L);
+}
+
+static int op_results(lua_State *L)
+{
+    fr_op_t *op = lua_touserdata(L, lua_upvalueindex(1));
+    return op->vt->results(L, op);
+}
+
+static int op_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    fr_task_t *t = fr_task_current(L);
+    fr_op_t *op = t->op;
+    t->op = NULL;
+    if (!op) /* detached by a cancel still finishing in the background */
+        return raise_cancelled(L);
+    if (op->state == FR_OP_CANCELLED) {
+        free_op(op);
+        return raise_cancelled(L);
+    }
+    if (!op->vt->results) {
+        free_op(op);
+        return 0;
+    }
+    int base = lua_gettop(L);
+    lua_pushlightuserdata(L, op);
+    lua_pushcclosure(L, op_results, 1);
+    int rc = lua_pcall(L, 0, LUA_MULTRET, 0);
+    free_op(op);
+    if (rc != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L) - base;
+}
+
+int fr_op_wait(lua_State *L, void *p)
+{
+    fr_op_t *op = p;
+    fr_task_t *t = op->task;
+    t->op = op;
+    t->state = T_WAITING;
+    if (op->state == FR_OP_DONE) { /* completed while starting */
+        t->state = T_READY;
+        enqueue(t);
+    }
+    return lua_yieldk(L, 0, 0, op_k);
+}
+
+fr_task_t *fr_task_current(lua_State *L)
+{
+    return *(fr_task_t **)lua_getextraspace(L);
+}
+
+int fr_task_id(const fr_task_t *t)
+{
+    return t->id;
+}
+
+/* Stop what a waiting task waits on and queue it to receive the cancellation error. */
+static void interrupt(fr_task_t *t)
+{
+    fr_op_t *op = t->op;
+    if (op && op->state == FR_OP_PENDING) {
+        if (op->heap_index >= 0)
+            fr_timer_stop(op);
+        bool stopped = op->vt->cancel ? op->vt->cancel(op) : true;
+        if (stopped) {
+            op->state = FR_OP_CANCELLED;
+        } else {
+            op->task = NULL; /* the module's callback frees it */
+            t->op = NULL;
+        }
+    } else if (op) {
+        op->state = FR_OP_CANCELLED; /* done but not yet delivered: deliver the cancel */
+    }
+    if (t->state == T_WAITING) {
+        t->state = T_READY;
+        enqueue(t);
+    }
+}
+
+/* Request cancellation. Returns false when the task had already finished. */
+bool fr_task_cancel(fr_task_t *t)
+{
+    if (t->state == T_OK || t->state == T_ERROR)
+        return false;
+    t->cancelled = true;
+    if (t->shield == 0 && (t->state == T_WAITING || t->state == T_READY))
+        interrupt(t);
+    return true;
+}
+
+void fr_sched_cancel_all(void)
+{
+    for (fr_task_t *t = S.live; t; t = t->next_live)
+        fr_task_cancel(t);
+}
+
+/* ---- finishing a task ------------------------------------------------------------------------ */
+static void join_fire(fr_op_t *op, fr_task_t *target);
+
+static void wake_waiters(fr_task_t *t)
+{
+    /* each join unlinks all of its waiters when it fires, so the list shrinks */
+    while (t->waiters)
+        join_fire(t->waiters->op, t);
+}
+
+static void finish(fr_task_t *t, int state)
+{
+    lua_State *L = S.L;
+    t->state = state;
+    live_unlink(t);
+    wake_waiters(t);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+    t->ref = LUA_NOREF;
+}
+
+/* traceback_of(err, co) -> "message\nstack traceback: ..." of the failed coroutine. */
+static int traceback_of(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 2);
+    const char *msg = luaL_tolstring(L, 1, NULL);
+    luaL_traceback(L, co, msg, 0);
+    return 1;
+}
+
+/* Resume one task; handles its yield, return or error. */
+static void run_task(fr_task_t *t)
+{
+    lua_State *co = t->co;
+    int nres = 0, nargs = 0;
+    if (t->state == T_NEW) {
+        if (t->cancelled) { /* cancelled before it ever ran */
+            lua_settop(co, 0);
+            fr_error_push(co, "flow.cancelled", "task cancelled", false);
+            t->nres = 0;
+            finish(t, T_ERROR);
+            return;
+        }
+        nargs = t->nargs;
+    }
+    t->state = T_RUNNING;
+    int st = lua_resume(co, S.L, nargs, &nres);
+    if (st == LUA_YIELD) {
+        if (t->state == T_RUNNING) {
+            /* a bare coroutine.yield() in a task: give others a turn */
+            lua_pop(co, nres);
+            t->state = T_READY;
+            enqueue(t);
+        }
+        return;
+    }
+    if (st == LUA_OK) {
+        if (t->cancelled) {
+            lua_settop(co, 0);
+            fr_error_push(co, "flow.cancelled", "task cancelled", false);
+            finish(t, T_ERROR);
+            return;
+        }
+        t->nres = nres;
+        finish(t, T_OK);
+        return;
+    }
+    /* error: keep a traceback for the report, then close pending to-be-closed variables */
+    lua_State *L = S.L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the task */
+    lua_pushcfunction(L, traceback_of);
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1); /* the error */
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "(error while building the traceback)");
+    }
+    lua_setiuservalue(L, -2, 2);
+    lua_pop(L, 1);
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1); /* keep the error while the thread resets */
+    if (lua_resetthread(co) != LUA_OK && lua_gettop(co) > 0) {
+        /* the error object (the original, or a failing __close method's) is on top */
+        lua_pop(L, 1);
+        if (lua_gettop(co) > 1)
+            lua_replace(co, 1);
+        lua_settop(co, 1);
+    } else {
+        lua_settop(co, 0);
+        lua_xmove(L, co, 1);
+    }
+    if (t->cancelled && !fr_error_is(co, -1, "flow.cancelled")) {
+        lua_settop(co, 0);
+        fr_error_push(co, "flow.cancelled", "task cancelled", false);
+    }
+    finish(t, T_ERROR);
+}
+
+/* ---- joins: waiting for other tasks ---------------------------------------------------------- */
+typedef struct {
+    fr_op_t base;
+    int n;
+    int fired; /* 1-based index of the task that finished; 0: the deadline passed */
+    waiter_t w[];
+} join_op_t;
+
+static void join_unlink(join_op_t *j)
+{
+    for (int i = 0; i < j->n; i++) {
+        waiter_t *w = &j->w[i];
+        if (!w->target)
+            continue;
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            w->target->waiters = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        w->prev = w->next = NULL;
+        w->target = NULL;
+    }
+}
+
+static void join_fire(fr_op_t *op, fr_task_t *target)
+{
+    join_op_t *j = (join_op_t *)op;
+    for (int i = 0; i < j->n; i++)
+        if (j->w[i].target == target && j->fired == 0)
+            j->fired = i + 1;
+    join_unlink(j);
+    if (op->heap_index >= 0)
+        fr_timer_stop(op);
+    fr_op_complete(op);
+}
+
+static bool join_cancel(fr_op_t *op)
+{
+    join_unlink((join_op_t *)op);
+    return true;
+}
+
+static void join_free(fr_op_t *op)
+{
+    join_unlink((join_op_t *)op);
+}
+
+static int join_results(lua_State *L, fr_op_t *op)
+{
+    join_op_t *j = (join_op_t *)op;
+    if (j->fired == 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, j->fired);
+    return 1;
+}
+
+static const fr_op_vt_t join_vt = {"wait", join_results, join_cancel, join_free, false};
+
+static fr_task_t *check_task(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, TASK_MT);
+}
+
+static bool task_done(const fr_task_t *t)
+{
+    return t->state == T_OK || t->state == T_ERROR;
+}
+
+/* core.wait_any(handles [, timeout]) -> index of the first finished task, or nil when the
+ * timeout passed. Waits; never raises the tasks' errors. */
+static int l_wait_any(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double timeout = luaL_optnumber(L, 2, -1);
+    int n = (int)luaL_len(L, 1);
+    if (n == 0 && timeout < 0)
+        return luaL_argerror(L, 1, "no tasks to wait for");
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        fr_task_t *t = luaL_testudata(L, -1, TASK_MT);
+        if (!t)
+            return luaL_error(L, "bad argument #1 to 'wait_any' (element %d is not a task)", i);
+        lua_pop(L, 1);
+        if (task_done(t)) {
+            lua_pushinteger(L, i);
+            return 1;
+        }
+    }
+    join_op_t *j = fr_op_new(L, sizeof *j + (size_t)n * sizeof(waiter_t), &join_vt);
+    j->n = n;
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        fr_task_t *t = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        waiter_t *w = &j->w[i];
+        w->op = &j->base;
+        w->target = t;
+        w->prev = NULL;
+        w->next = t->waiters;
+        if (t->waiters)
+            t->waiters->prev = w;
+        t->waiters = w;
+    }
+    if (timeout >= 0)
+        fr_timer_start(&j->base, fr_now() + timeout);
+    return fr_op_wait(L, j);
+}
+
+/* Push a finished task's outcome: its results, or raise its error. */
+static int push_outcome(lua_State *L, fr_task_t *t)
+{
+    t->observed = true;
+    lua_State *co = t->co;
+    if (t->state == T_ERROR) {
+        lua_pushvalue(co, -1);
+        lua_xmove(co, L, 1);
+        return lua_error(L);
+    }
+    int n = t->nres;
+    luaL_checkstack(L, n, "too many results");
+    lua_checkstack(co, n);
+    for (int i = 1; i <= n; i++)
+        lua_pushvalue(co, i);
+    lua_xmove(co, L, n);
+    return n;
+}
+
+static int task_wait_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    fr_task_t *t = lua_touserdata(L, 1);
+    return push_outcome(L, t);
+}
+
+/* h:wait() -> the task's results; re-raises its error. Waits. */
+static int l_task_wait(lua_State *L)
+{
+    fr_task_t *t = check_task(L, 1);
+    lua_settop(L, 1);
+    if (task_done(t))
+        return push_outcome(L, t);
+    fr_task_t *self = fr_task_current(L);
+    if (self == t)
+        return luaL_error(L, "a task cannot wait for itself");
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushcfunction(L, l_wait_any);
+    lua_insert(L, -2);
+    lua_callk(L, 1, 1, 0, task_wait_k);
+    return task_wait_k(L, LUA_OK, 0);
+}
+
+static int l_task_cancel(lua_State *L)
+{
+    fr_task_t *t = check_task(L, 1);
+    lua_pushboolean(L, fr_task_cancel(t));
+    return 1;
+}
+
+static int l_task_done(lua_State *L)
+{
+    lua_pushboolean(L, task_done(check_task(L, 1)));
+    return 1;
+}
+
+static const char *task_status(fr_task_t *t)
+{
+    if (t->state == T_ERROR && t->cancelled)
+        return "cancelled";
+    if (t->state == T_ERROR && fr_error_is(t->co, -1, "flow.cancelled"))
+        return "cancelled";
+    return state_names[t->state];
+}
+
+static int l_task_status(lua_State *L)
+{
+    fr_task_t *t = check_task(L, 1);
+    lua_pushstring(L, task_status(t));
+    return 1;
+}
+
+/* h:result() -> ok, results... without raising (nil, err on failure); only for finished tasks */
+static int l_task_result(lua_State *L)
+{
+    fr_task_t *t = check_task(L, 1);
+    if (!task_done(t))
+        return luaL_error(L, "task %d has not finished", t->id);
+    t->observed = true;
+    if (t->state == T_ERROR) {
+        lua_pushboolean(L, 0);
+        lua_pushvalue(t->co, -1);
+        lua_xmove(t->co, L, 1);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    lua_settop(L, 2);
+    return push_outcome(L, t) + 1;
+}
+
+static int l_task_traceback(lua_State *L)
+{
+    check_task(L, 1);
+    lua_getiuservalue(L, 1, 2);
+    return 1;
+}
+
+/* h.id, or a method; upvalue 1 is the methods table */
+static int l_task_index(lua_State *L)
+{
+    fr_task_t *t = check_task(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "id") == 0) {
+        lua_pushinteger(L, t->id);
+        return 1;
+    }
+    lua_getfield(L, lua_upvalueindex(1), k);
+    return 1;
+}
+
+static int l_task_tostring(lua_State *L)
+{
+    fr_task_t *t = check_task(L, 1);
+    lua_pushfstring(L, "task %d (%s)", t->id, task_status(t));
+    return 1;
+}
+
+/* A failed task whose error nobody read is reported when it is collected. */
+static int l_task_gc(lua_State *L)
+{
+    fr_task_t *t = lua_touserdata(L, 1);
+    if (t->state == T_ERROR && !t->observed && !t->is_main &&
+        !fr_error_is(t->co, -1, "flow.cancelled")) {
+        lua_getiuservalue(L, 1, 2);
+        const char *tb = lua_tostring(L, -1);
+        fprintf(stderr, "flowrun: task %d failed and no one waited for it: %s\n", t->id,
+                tb ? tb : "(error)");
+    }
+    return 0;
+}
+
+/* Create a task running the function at stack position -(nargs+1) with the nargs values above
+ * it; pops them and pushes the task handle. Queues it to run. */
+fr_task_t *fr_task_spawn(lua_State *L, int nargs)
+{
+    fr_task_t *t = lua_newuserdatauv(L, sizeof *t, 2);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, TASK_MT);
+    t->co = lua_newthread(L);
+    lua_setiuservalue(L, -2, 1);
+    *(fr_task_t **)lua_getextraspace(t->co) = t;
+    t->id = ++S.next_id;
+    t->nargs = nargs;
+    t->ref = LUA_NOREF;
+    /* move function and arguments into the coroutine */
+    lua_insert(L, -(nargs + 2));
+    lua_xmove(L, t->co, nargs + 1);
+    lua_pushvalue(L, -1);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->next_live = S.live;
+    if (S.live)
+        S.live->prev_live = t;
+    S.live = t;
+    S.live_count++;
+    t->state = T_NEW;
+    enqueue(t);
+    return t;
+}
+
+/* flow.spawn(fn, ...) -> task handle. Does not wait: the task starts on the next turn. */
+static int l_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    fr_task_spawn(L, lua_gettop(L) - 1);
+    return 1;
+}
+
+/* ---- sleep ----------------------------------------------------------------------------------- */
+static const fr_op_vt_t sleep_vt = {"flow.sleep", NULL, NULL, NULL, false};
+
+/* flow.sleep(seconds): waits; 0 gives other tasks a turn. */
+static int l_sleep(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0 && s == s, 1, "expected a duration >= 0 in seconds");
+    fr_op_t *op = fr_op_new(L, sizeof *op, &sleep_vt);
+    if (s == 0)
+        op->state = FR_OP_DONE; /* fr_op_wait queues the task at once */
+    else
+        fr_timer_start(op, fr_now() + s);
+    return fr_op_wait(L, op);
+}
+
+/* ---- shield ---------------------------------------------------------------------------------- */
+static int shield_k(lua_State *L, int status, lua_KContext ctx)
+{
+    fr_task_t *t = fr_task_current(L);
+    t->shield--;
+    if (status != LUA_OK && status != LUA_YIELD)
+        return lua_error(L);
+    return lua_gettop(L) - (int)ctx;
+}
+
+/* flow.shield(fn, ...) -> fn's results: fn runs with cancellation deferred. */
+static int l_shield(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    fr_task_t *t = fr_task_current(L);
+    if (!t)
+        return luaL_error(L, "flow.shield can only be called inside a flowrun task");
+    t->shield++;
+    int st = lua_pcallk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, 0, shield_k);
+    return shield_k(L, st, 0);
+}
+
+/* ---- the rest of flow.core --------------------------------------------------------------------- */
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, fr_now());
+    return 1;
+}
+
+static int l_time(lua_State *L)
+{
+    lua_pushnumber(L, fr_time());
+    return 1;
+}
+
+static int l_current(lua_State *L)
+{
+    fr_task_t *t = fr_task_current(L);
+    if (!t)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    return 1;
+}
+
+static int l_cancelling(lua_State *L)
+{
+    fr_task_t *t = fr_task_current(L);
+    lua_pushboolean(L, t && t->cancelled);
+    return 1;
+}
+
+static int l_set_virtual_time(lua_State *L)
+{
+    S.virtual_time = lua_toboolean(L, 1);
+    return 0;
+}
+
+static int l_virtual_time(lua_State *L)
+{
+    lua_pushboolean(L, S.virtual_time);
+    return 1;
+}
+
+static int l_stats(lua_State *L)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, S.live_count);
+    lua_setfield(L, -2, "tasks");
+    lua_pushinteger(L, S.ops);
+    lua_setfield(L, -2, "ops");
+    lua_pushinteger(L, S.io_pending);
+    lua_setfield(L, -2, "io");
+    lua_pushinteger(L, S.heap_len);
+    lua_setfield(L, -2, "timers");
+    lua_pushinteger(L, S.next_id);
+    lua_setfield(L, -2, "spawned");
+    return 1;
+}
+
+static int l_signal(lua_State *L)
+{
+    if (!S.signal)
+        return 0;
+    lua_pushinteger(L, S.signal);
+    return 1;
+}
+
+static int l_cancel_all(lua_State *L)
+{
+    (void)L;
+    fr_sched_cancel_all();
+    return 0;
+}
+
+/* core.fsync(file): flush a Lua file handle and fsync it. Returns true or nil, message. */
+static int l_fsync(lua_State *L)
+{
+    luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    if (!p->closef)
+        return luaL_error(L, "attempt to use a closed file");
+    if (fflush(p->f) != 0 || fsync(fileno(p->f)) != 0)
+        return luaL_fileresult(L, 0, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"spawn", l_spawn},
+    {"sleep", l_sleep},
+    {"wait_any", l_wait_any},
+    {"shield", l_shield},
+    {"now", l_now},
+    {"time", l_time},
+    {"current", l_current},
+    {"cancelling", l_cancelling},
+    {"set_virtual_time", l_set_virtual_time},
+    {"virtual_time", l_virtual_time},
+    {"stats", l_stats},
+    {"signal", l_signal},
+    {"cancel_all", l_cancel_all},
+    {"fsync", l_fsync},
+    {NULL, NULL},
+};
+
+static const luaL_Reg task_methods[] = {
+    {"wait", l_task_wait},     {"cancel", l_task_cancel},       {"done", l_task_done},
+    {"status", l_task_status}, {"result", l_task_result},       {"traceback", l_task_traceback},
+    {NULL, NULL},
+};
+
+int fr_error_open(lua_State *L); /* error.c: adds error, is_error, cancelled to the table */
+
+static int luaopen_flow_core(lua_State *L)
+{
+    luaL_newlib(L, core_funcs);
+    fr_error_open(L);
+    return 1;
+}
+
+FR_MODULE("flow.core", luaopen_flow_core)
+
+/* ---- start, run, stop ------------------------------------------------------------------------- */
+static void signal_cb(uv_signal_t *h, int sig)
+{
+    (void)h;
+    if (S.interrupt_hook && S.interrupt_hook(sig))
+        return;
+    if (S.signal) { /* the second signal: exit at once */
+        fprintf(stderr, "\nflowrun: second %s, exiting now\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        _exit(128 + sig);
+    }
+    S.signal = sig;
+    fr_sched_cancel_all();
+}
+
+void fr_sched_init(lua_State *L)
+{
+    S.L = L;
+    if (uv_loop_init(&S.loop) != 0) {
+        fprintf(stderr, "flowrun: cannot start the event loop\n");
+        exit(1);
+    }
+    S.t0 = uv_hrtime();
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    S.wall0 = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    uv_timer_init(&S.loop, &S.timer);
+    uv_unref((uv_handle_t *)&S.timer);
+    uv_signal_init(&S.loop, &S.sigint);
+    uv_signal_init(&S.loop, &S.sigterm);
+    uv_signal_start(&S.sigint, signal_cb, SIGINT);
+    uv_signal_start(&S.sigterm, signal_cb, SIGTERM);
+    uv_unref((uv_handle_t *)&S.sigint);
+    uv_unref((uv_handle_t *)&S.sigterm);
+    signal(SIGPIPE, SIG_IGN);
+    luaL_newmetatable(L, TASK_MT);
+    luaL_newlib(L, task_methods);
+    lua_pushcclosure(L, l_task_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_task_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, l_task_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
+static void run_ready(void)
+{
+    /* run what is queued now; tasks queued meanwhile wait for the next turn, after I/O */
+    fr_task_t *last = S.ready_tail;
+    while (S.ready_head) {
+        fr_task_t *t = dequeue();
+        run_task(t);
+        if (t == last)
+            break;
+    }
+}
+
+static void report_deadlock(void)
+{
+    fprintf(stderr, "flowrun: deadlock: %d task(s) are waiting and nothing can wake them\n",
+            S.live_count);
+    for (fr_task_t *t = S.live; t; t = t->next_live)
+        fprintf(stderr, "  task %d waits on %s\n", t->id, t->op ? t->op->vt->name : "nothing");
+}
+
+/* Run until the task finishes (and everything it left is cancelled and finished when `all`).
+ * Returns false on a deadlock. */
+bool fr_sched_run(fr_task_t *main, bool all)
+{
+    main->is_main = true;
+    bool cancelled_rest = false;
+    for (;;) {
+        if (S.ready_head)
+            run_ready();
+        if (task_done(main)) {
+            if (!all || S.live_count == 0)
+                return true;
+            /* the main task ended: cancel what it left behind and let their cleanups run */
+            if (!cancelled_rest) {
+                cancelled_rest = true;
+                fr_sched_cancel_all();
+                continue;
+            }
+        }
+        if (S.ready_head) {
+            uv_run(&S.loop, UV_RUN_NOWAIT);
+            continue;
+        }
+        if (S.virtual_time && S.io_pending == 0 && S.heap_len > 0) {
+            double gap = S.heap[0]->deadline - fr_now();
+            if (gap > 0)
+                S.voffset += gap;
+            fire_timers();
+            continue;
+        }
+        if (S.heap_len > 0)
+            uv_ref((uv_handle_t *)&S.timer);
+        else
+            uv_unref((uv_handle_t *)&S.timer);
+        if (!uv_loop_alive(&S.loop) && !S.ready_head) {
+            report_deadlock();
+            return false;
+        }
+        uv_run(&S.loop, UV_RUN_ONCE);
+    }
+}
+
+bool fr_task_ok(fr_task_t *t)
+{
+    return t->state == T_OK;
+}
+
+lua_State *fr_task_thread(fr_task_t *t)
+{
+    return t->co;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void fr_sched_shutdown(void)
+{
+    for (int i = 0; i < S.nshutdown; i++)
+        S.shutdown_fns[i]();
+    uv_run(&S.loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&S.timer, NULL);
+    uv_close((uv_handle_t *)&S.sigint, NULL);
+    uv_close((uv_handle_t *)&S.sigterm, NULL);
+    uv_walk(&S.loop, close_walk, NULL);
+    uv_run(&S.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&S.loop) != 0)
+        fprintf(stderr, "flowrun: warning: event loop closed with handles still open\n");
+    free(S.heap);
+    S.heap = NULL;
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs the Debian packages flowrun needs to build, test and benchmark, only those missing.
+#   scripts/deps.sh          install what is missing (with sudo when not root)
+#   scripts/deps.sh --check  exit 1 when something is missing, install nothing
+set -euo pipefail
+
+packages=(
+  # build
+  gcc make pkg-config
+  liblua5.4-dev libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libpq-dev
+  libexpat1-dev libedit-dev
+  # tests
+  lua5.4 postgresql lua-busted lua-lpeg lua-filesystem perl
+  python3 python3-botocore ca-certificates openssl
+  # benchmarks
+  nginx-light wrk hyperfine python3-psycopg2 time
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+# moto (the AWS emulator the tests talk to) comes with this machine's python3; Debian 12 has
+# no package of it, so its absence is reported, not silently skipped.
+moto_ok=1
+python3 -c 'import moto.server, boto3, botocore' 2>/dev/null || moto_ok=0
+
+if [ "${1:-}" = "--check" ]; then
+  [ ${#missing[@]} -eq 0 ] && [ $moto_ok = 1 ] && exit 0
+  [ ${#missing[@]} -gt 0 ] && echo "missing packages: ${missing[*]}" >&2
+  [ $moto_ok = 0 ] && echo "missing: python3 modules moto (with its server), boto3, botocore" >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "scripts/deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # Keep Debian's postgresql/nginx from starting system-wide servers: the tests start their own.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 755 /usr/sbin/policy-rc.d
+    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ $moto_ok = 0 ]; then
+  echo "scripts/deps.sh: python3 lacks moto 5 (with its server), boto3 or botocore;" >&2
+  echo "  install them into $(command -v python3) (pip install 'moto[server]' boto3)" >&2
+  exit 1
+fi
