@@ -1,0 +1,361 @@
+-- sim/dms.lua — AWS DMS replication tasks in the simulator: starting -> running -> stopped
+-- ("Stop Reason FULL_LOAD_ONLY_FINISHED") with a full load whose length comes from the source
+-- table sizes (tables loaded eight at a time, as MaxFullLoadSubTasks does), progress in
+-- ReplicationTaskStats, per-table statistics, and the raw Parquet files written to the S3
+-- target's bucket as each table finishes. Failures: fail "dms.task" (the task fails part way,
+-- status failed, LastFailureMessage) and "dms.table" (=name, or the largest table: that table
+-- errors and the task still stops with FULL_LOAD_ONLY_FINISHED, as DMS does).
+local json = require "json"
+local util = require "sim.util"
+local sim = require "sim"
+
+local M = {ops = {}}
+
+M.required = {
+  DescribeReplicationTasks = {},
+  StartReplicationTask = {"ReplicationTaskArn", "StartReplicationTaskType"},
+  StopReplicationTask = {"ReplicationTaskArn"},
+  DescribeTableStatistics = {"ReplicationTaskArn"},
+  DescribeEndpoints = {},
+}
+
+local function not_found(what)
+  return util.fault("ResourceNotFoundFault", what)
+end
+
+local function table_list(task)
+  local names = {}
+  for name in pairs(task.sim_tables or {}) do names[#names + 1] = name end
+  if #names == 0 then
+    -- No sizes given: the explicitly named tables of the selection rules, 10,000 rows each.
+    local ok, m = pcall(json.decode, task.TableMappings or "{}")
+    for _, r in ipairs(ok and type(m) == "table" and m.rules or {}) do
+      local loc = r["object-locator"] or {}
+      if r["rule-type"] == "selection" and r["rule-action"] ~= "exclude"
+        and loc["schema-name"] and loc["table-name"] and not loc["table-name"]:find("[%%_]") then
+        names[#names + 1] = loc["schema-name"] .. "." .. loc["table-name"]
+        task.sim_tables = task.sim_tables or {}
+        task.sim_tables[names[#names]] = 10000
+      end
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+-- Plan a full load starting at t0: each table gets a slot, a start and an end.
+local function plan_load(w, task, t0)
+  local d = w.durations
+  local names = table_list(task)
+  local slots = {}
+  for i = 1, math.max(1, d.dms_parallel_tables) do slots[i] = t0 end
+  local tables, finish = {}, t0
+  for _, name in ipairs(names) do
+    local rows = task.sim_tables[name] or 0
+    local best = 1
+    for i = 2, #slots do if slots[i] < slots[best] then best = i end end
+    local start = slots[best]
+    local stop = start + math.max(d.dms_min_table, rows / d.dms_rows_per_second)
+    slots[best] = stop
+    if stop > finish then finish = stop end
+    tables[#tables + 1] = {name = name, rows = rows, start = start, stop = stop}
+  end
+  return tables, finish
+end
+
+local function errored_table(task)
+  local which = sim.failing("dms.table")
+  if not which then return nil end
+  if which ~= true then return which end
+  local best, rows = nil, -1
+  for name, n in pairs(task.sim_tables or {}) do
+    if n > rows or (n == rows and name < best) then best, rows = name, n end
+  end
+  return best
+end
+
+local function write_raw_files(w, task, tbl)
+  local target = w.dms.endpoints[task.TargetEndpointArn]
+  local s3s = target and target.S3Settings
+  if not s3s or not s3s.BucketName then return end
+  local bucket = w.s3.buckets[s3s.BucketName]
+  if not bucket then return end
+  local schema, name = tbl.name:match("^([^.]+)%.(.+)$")
+  if not schema then schema, name = "public", tbl.name end
+  local folder = s3s.BucketFolder and s3s.BucketFolder ~= "" and (s3s.BucketFolder .. "/") or ""
+  local files = math.max(1, math.ceil(tbl.rows / 500000))
+  for i = 1, files do
+    local key = string.format("%s%s/%s/LOAD%08X.parquet", folder, schema, name, i)
+    local n = i < files and 500000 or tbl.rows - 500000 * (files - 1)
+    -- Not real Parquet: the magic bytes around a note of what the file stands for.
+    local body = "PAR1" .. json.encode({sim = "dms full load", table = tbl.name, rows = n}) .. "PAR1"
+    bucket.objects[key] = {body = body, etag = util.etag(body), mtime = tbl.stop,
+                           ctype = "application/octet-stream"}
+  end
+end
+
+-- Bring a task up to time now.
+local function advance(w, task, now)
+  local r = task.sim_run
+  if not r then return end
+  local d = w.durations
+  for _ = 1, 10 do
+    local st = task.Status
+    if st == "starting" and now >= r.start + d.dms_start then
+      task.Status = "running"
+      r.load_start = r.start + d.dms_start
+      task.ReplicationTaskStartDate = r.load_start
+      r.tables, r.finish = plan_load(w, task, r.load_start)
+      r.errored = errored_table(task)
+      if sim.failing("dms.task") then
+        r.fail_at = r.load_start + (r.finish - r.load_start) * 0.6
+      end
+    elseif st == "running" and r.fail_at and now >= r.fail_at then
+      task.Status = "failed"
+      task.StopReason = "Stop Reason FATAL_ERROR"
+      task.LastFailureMessage = "Last Error Task '" .. task.ReplicationTaskIdentifier ..
+        "' was suspended due to 6 successive unexpected failures Stop Reason FATAL_ERROR " ..
+        "Error Level FATAL (simulated failure: dms.task)"
+      r.stopped_at = r.fail_at
+    elseif st == "running" and r.finish and not r.done and now >= r.finish then
+      r.done = true
+      for _, t in ipairs(r.tables) do
+        if t.name ~= r.errored then write_raw_files(w, task, t) end
+      end
+      if task.MigrationType == "full-load" then
+        task.Status = "stopped"
+        task.StopReason = "Stop Reason FULL_LOAD_ONLY_FINISHED"
+        r.stopped_at = r.finish
+      end
+    elseif st == "stopping" and now >= r.stop_requested + d.dms_stop then
+      task.Status = "stopped"
+      task.StopReason = "Stop Reason NORMAL"
+      r.stopped_at = r.stop_requested + d.dms_stop
+    else
+      break
+    end
+  end
+end
+
+local function stats(w, task, now)
+  local r = task.sim_run
+  if not r then return nil end
+  local s = {FullLoadProgressPercent = 0, ElapsedTimeMillis = 0, TablesLoaded = 0,
+             TablesLoading = 0, TablesQueued = 0, TablesErrored = 0,
+             FreshStartDate = r.start, StartDate = r.start}
+  local t_end = r.stopped_at or now
+  s.ElapsedTimeMillis = math.floor((t_end - r.start) * 1000)
+  if r.stopped_at then s.StopDate = r.stopped_at end
+  if not r.tables then
+    s.TablesQueued = #table_list(task)
+    return s
+  end
+  s.FullLoadStartDate = r.load_start
+  local total, done = 0, 0
+  for _, t in ipairs(r.tables) do
+    total = total + t.rows
+    if t_end >= t.stop then
+      if t.name == r.errored then s.TablesErrored = s.TablesErrored + 1
+      else s.TablesLoaded = s.TablesLoaded + 1 end
+      done = done + t.rows
+    elseif t_end >= t.start then
+      s.TablesLoading = s.TablesLoading + 1
+      done = done + t.rows * (t_end - t.start) / (t.stop - t.start)
+    else
+      s.TablesQueued = s.TablesQueued + 1
+    end
+  end
+  s.FullLoadProgressPercent = total > 0 and math.floor(100 * done / total) or 100
+  if r.done then
+    s.FullLoadProgressPercent = 100
+    s.FullLoadFinishDate = r.finish
+  end
+  return s
+end
+
+local function view(w, task, now, without_settings)
+  local out = {}
+  for k, v in pairs(task) do
+    if not k:match("^sim_") then out[k] = v end
+  end
+  if without_settings then out.ReplicationTaskSettings = nil end
+  out.ReplicationTaskStats = stats(w, task, now)
+  return out
+end
+
+local function get_task(w, arn)
+  local task = w.dms.tasks[arn]
+  if not task then
+    error(not_found("Replication Task " .. tostring(arn) .. " not found"))
+  end
+  advance(w, task, sim.now())
+  return task
+end
+
+local filters = {
+  ["replication-task-arn"] = "ReplicationTaskArn",
+  ["replication-task-id"] = "ReplicationTaskIdentifier",
+  ["migration-type"] = "MigrationType",
+  ["endpoint-arn"] = {"SourceEndpointArn", "TargetEndpointArn"},
+  ["replication-instance-arn"] = "ReplicationInstanceArn",
+}
+
+local function matches(task, fs)
+  for _, f in ipairs(fs or {}) do
+    local fields = filters[f.Name]
+    if not fields then
+      error(util.fault("InvalidParameterValueException",
+        "Invalid filter name: " .. tostring(f.Name)))
+    end
+    if type(fields) == "string" then fields = {fields} end
+    local hit = false
+    for _, field in ipairs(fields) do
+      for _, v in ipairs(f.Values or {}) do if task[field] == v then hit = true end end
+    end
+    if not hit then return false end
+  end
+  return true
+end
+
+local function page(list, params, max_default)
+  local max = params.MaxRecords or max_default
+  local start = tonumber(params.Marker or "0") or 0
+  local out = util.array()
+  for i = start + 1, math.min(#list, start + max) do out[#out + 1] = list[i] end
+  local marker = start + max < #list and tostring(start + max) or nil
+  return out, marker
+end
+
+function M.ops.DescribeReplicationTasks(w, p)
+  local now = sim.now()
+  local list = {}
+  for _, arn in ipairs(util.sorted_keys(w.dms.tasks)) do
+    local task = w.dms.tasks[arn]
+    if matches(task, p.Filters) then
+      advance(w, task, now)
+      list[#list + 1] = view(w, task, now, p.WithoutSettings)
+    end
+  end
+  if #list == 0 then error(not_found("No Tasks found matching provided filters")) end
+  local items, marker = page(list, p, 100)
+  return {ReplicationTasks = items, Marker = marker}
+end
+
+function M.ops.StartReplicationTask(w, p)
+  local task = get_task(w, p.ReplicationTaskArn)
+  local kind = p.StartReplicationTaskType
+  if kind ~= "start-replication" and kind ~= "resume-processing" and kind ~= "reload-target" then
+    error(util.fault("InvalidParameterValueException",
+      "Invalid StartReplicationTaskType: " .. tostring(kind) ..
+      " (expected start-replication, resume-processing or reload-target)"))
+  end
+  local st = task.Status
+  if st ~= "ready" and st ~= "stopped" and st ~= "failed" then
+    error(util.fault("InvalidResourceStateFault", "Replication task " ..
+      task.ReplicationTaskIdentifier .. " is in state " .. st .. " and cannot be started"))
+  end
+  if kind == "start-replication" and st ~= "ready" then
+    error(util.fault("InvalidResourceStateFault",
+      "Start Type : START_REPLICATION, valid only for tasks running for the first time"))
+  end
+  local now = sim.now()
+  task.Status = "starting"
+  task.StopReason = nil
+  task.LastFailureMessage = nil
+  task.sim_run = {start = now, type = kind}
+  task.sim_starts = (task.sim_starts or 0) + 1
+  return {ReplicationTask = view(w, task, now)}
+end
+
+function M.ops.StopReplicationTask(w, p)
+  local task = get_task(w, p.ReplicationTaskArn)
+  if task.Status ~= "running" and task.Status ~= "starting" then
+    error(util.fault("InvalidResourceStateFault", "Replication task " ..
+      task.ReplicationTaskIdentifier .. " is not running (state " .. task.Status .. ")"))
+  end
+  task.Status = "stopping"
+  task.sim_run.stop_requested = sim.now()
+  task.sim_run.fail_at = nil
+  return {ReplicationTask = view(w, task, sim.now())}
+end
+
+local function table_state(r, t, now)
+  if r.stopped_at and r.stopped_at < t.stop then
+    if now >= t.start then return "Table cancelled" end
+    return "Before load"
+  end
+  if now >= t.stop then
+    if t.name == r.errored then return "Table error" end
+    return "Table completed"
+  end
+  if now >= t.start then return "Full load" end
+  return "Before load"
+end
+
+function M.ops.DescribeTableStatistics(w, p)
+  local task = get_task(w, p.ReplicationTaskArn)
+  local now = sim.now()
+  local r = task.sim_run
+  local list = {}
+  for _, t in ipairs(r and r.tables or {}) do
+    local st = table_state(r, t, now)
+    local schema, name = t.name:match("^([^.]+)%.(.+)$")
+    local rows = 0
+    if st == "Table completed" then rows = t.rows
+    elseif st == "Full load" or st == "Table cancelled" then
+      local t_end = math.min(now, r.stopped_at or now)
+      rows = math.floor(t.rows * (t_end - t.start) / (t.stop - t.start))
+    end
+    local item = {
+      SchemaName = schema or "public", TableName = name or t.name,
+      Inserts = 0, Deletes = 0, Updates = 0, Ddls = 0,
+      AppliedInserts = 0, AppliedDeletes = 0, AppliedUpdates = 0, AppliedDdls = 0,
+      FullLoadRows = rows, FullLoadCondtnlChkFailedRows = 0,
+      FullLoadErrorRows = st == "Table error" and t.rows or 0,
+      FullLoadStartTime = now >= t.start and t.start or nil,
+      FullLoadEndTime = (st == "Table completed" or st == "Table error") and t.stop or nil,
+      FullLoadReloaded = r.type == "reload-target",
+      LastUpdateTime = math.min(now, t.stop),
+      TableState = st, ValidationPendingRecords = 0, ValidationFailedRecords = 0,
+      ValidationSuspendedRecords = 0, ValidationState = "Not enabled",
+    }
+    local keep = true
+    for _, f in ipairs(p.Filters or {}) do
+      local field = ({["schema-name"] = "SchemaName", ["table-name"] = "TableName",
+                      ["table-state"] = "TableState"})[f.Name]
+      if not field then
+        error(util.fault("InvalidParameterValueException",
+          "Invalid filter name: " .. tostring(f.Name)))
+      end
+      local hit = false
+      for _, v in ipairs(f.Values or {}) do if item[field] == v then hit = true end end
+      keep = keep and hit
+    end
+    if keep then list[#list + 1] = item end
+  end
+  local items, marker = page(list, p, 100)
+  return {ReplicationTaskArn = task.ReplicationTaskArn, TableStatistics = items, Marker = marker}
+end
+
+function M.ops.DescribeEndpoints(w, p)
+  local list = {}
+  for _, arn in ipairs(util.sorted_keys(w.dms.endpoints)) do
+    local e = w.dms.endpoints[arn]
+    local keep = true
+    for _, f in ipairs(p.Filters or {}) do
+      local field = ({["endpoint-arn"] = "EndpointArn", ["endpoint-type"] = "EndpointType",
+                      ["endpoint-id"] = "EndpointIdentifier", ["engine-name"] = "EngineName"})[f.Name]
+      local hit = false
+      for _, v in ipairs(f.Values or {}) do
+        if field and tostring(e[field]):lower() == tostring(v):lower() then hit = true end
+      end
+      keep = keep and hit
+    end
+    if keep then list[#list + 1] = e end
+  end
+  if #list == 0 then error(not_found("No Endpoints found matching provided filters")) end
+  local items, marker = page(list, p, 100)
+  return {Endpoints = items, Marker = marker}
+end
+
+return M

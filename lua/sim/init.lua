@@ -1,0 +1,235 @@
+-- sim — an in-process AWS for `--sim`: answers DMS, EMR, S3, Glue, Secrets Manager, STS and
+-- Athena requests at the HTTP level, after the client has serialized them, so the client's
+-- whole path except the socket is exercised.
+--
+--   require("sim").handle(req) -> {status, headers, body}
+--     req = {method, url, headers, body, service, region}
+--
+-- State lives in one table (a "world"): built from the default world (sim/seed.lua), then a
+-- seed file (FLOWRUN_SIM_SEED or configure{seed_file}); or loaded from a state file
+-- (FLOWRUN_SIM_STATE or configure{state_file}) that is rewritten after every call that changed
+-- something, so a killed run that is resumed finds the same clusters and tasks.
+--
+-- Resources move through their states lazily: each call first advances every resource it
+-- touches to the current time of the flow clock (flow.time(), which follows virtual time),
+-- so no background task is needed and hours of simulated work cost nothing.
+--
+-- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table"},
+-- throttle = 0.2}, or flow.options.sim_fail, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
+local json = require "json"
+local util = require "sim.util"
+
+local M = {}
+
+local services = {
+  dms = {module = "sim.dms", namespace = "com.amazonaws.dms", prefix = "AmazonDMSv20160101"},
+  emr = {module = "sim.emr", namespace = "com.amazonaws.emr", prefix = "ElasticMapReduce"},
+  glue = {module = "sim.glue", namespace = "com.amazonaws.glue", prefix = "AWSGlue"},
+  secretsmanager = {module = "sim.secrets", namespace = "com.amazonaws.secretsmanager",
+                    prefix = "secretsmanager"},
+  athena = {module = "sim.athena", namespace = "com.amazonaws.athena", prefix = "AmazonAthena"},
+  s3 = {module = "sim.s3"},
+  sts = {module = "sim.sts"},
+}
+M.services = services
+
+local world        -- the state table
+local cfg = {}     -- options in force
+local configured = false
+
+---- options -----------------------------------------------------------------------------------
+
+local function parse_fail(spec, into)
+  into.fail = into.fail or {}
+  local items = {}
+  if type(spec) == "string" then
+    for item in spec:gmatch("[^,%s]+") do items[#items + 1] = item end
+  elseif type(spec) == "table" then
+    for k, v in pairs(spec) do
+      if type(k) == "number" then items[#items + 1] = v
+      elseif k == "throttle" then items[#items + 1] = "throttle=" .. tostring(v)
+      elseif v then items[#items + 1] = k end
+    end
+  end
+  for _, item in ipairs(items) do
+    local k, v = tostring(item):match("^([%w%._]+)=(.*)$")
+    if k == "throttle" then
+      into.throttle = tonumber(v) or error("sim: throttle wants a probability, got " .. v)
+    elseif k then
+      into.fail[k] = v
+    else
+      into.fail[item] = true
+    end
+  end
+end
+
+local function default_options()
+  local o = {fail = {}, throttle = 0}
+  local ok, fo = pcall(require, "flow.options")
+  if ok and type(fo) == "table" then
+    if fo.sim_fail then parse_fail(fo.sim_fail, o) end
+    if fo.sim_state then o.state_file = fo.sim_state end
+    if fo.sim_seed then o.seed_file = fo.sim_seed end
+  end
+  local env = os.getenv("FLOWRUN_SIM_FAIL")
+  if env and env ~= "" then parse_fail(env, o) end
+  o.state_file = o.state_file or os.getenv("FLOWRUN_SIM_STATE")
+  o.seed_file = o.seed_file or os.getenv("FLOWRUN_SIM_SEED")
+  if o.state_file == "" then o.state_file = nil end
+  if o.seed_file == "" then o.seed_file = nil end
+  return o
+end
+
+-- Time source: wall clock of the flow runtime (follows virtual time); overridable for tests.
+function M.now()
+  if cfg.clock then return cfg.clock() end
+  local ok, flow = pcall(require, "flow")
+  if ok and flow.time then return flow.time() end
+  return os.time()
+end
+
+function M.failing(what) return cfg.fail and cfg.fail[what] end
+
+---- world -------------------------------------------------------------------------------------
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function load_world()
+  if cfg.state_file then
+    local s = read_file(cfg.state_file)
+    if s and s ~= "" then
+      local ok, w = pcall(json.decode, s)
+      if not ok then error("sim: state file " .. cfg.state_file .. " is not JSON: " .. tostring(w)) end
+      world = require("sim.state").thaw(w)
+      return
+    end
+  end
+  local seeds = {}
+  if not cfg.no_default then seeds[#seeds + 1] = require("sim.state").default_seed end
+  if cfg.seed_file then
+    local s, err = read_file(cfg.seed_file)
+    if not s then error("sim: cannot read seed file: " .. tostring(err)) end
+    local ok, v = pcall(json.decode, s)
+    if not ok then error("sim: seed file " .. cfg.seed_file .. " is not JSON: " .. tostring(v)) end
+    seeds[#seeds + 1] = v
+  end
+  if cfg.seed then seeds[#seeds + 1] = cfg.seed end
+  world = require("sim.state").build(seeds)
+  M.save()
+end
+
+-- (Re)configure the simulator. opts: fail (list or "a,b,throttle=p"), throttle, state_file,
+-- seed_file, seed (a table, same shape as a seed file), clock (function), no_default (start
+-- from an empty world instead of the demo world), random_seed.
+function M.configure(opts)
+  opts = opts or {}
+  cfg = default_options()
+  for k, v in pairs(opts) do
+    if k == "fail" then cfg.fail = {}; parse_fail(v, cfg)
+    else cfg[k] = v end
+  end
+  if opts.random_seed then math.randomseed(opts.random_seed) end
+  configured = true
+  world = nil
+  load_world()
+  return M
+end
+
+local function ensure()
+  if not configured then M.configure({}) end
+  if not world then load_world() end
+  return world
+end
+
+function M.world() return ensure() end
+
+-- Persist the world when a state file is configured: written to a temporary file then renamed,
+-- so a crash never leaves half a file.
+function M.save()
+  if not cfg.state_file or not world then return end
+  local s = json.encode(require("sim.state").freeze(world))
+  local tmp = cfg.state_file .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(s)
+  f:close()
+  assert(os.rename(tmp, cfg.state_file))
+end
+
+-- Sim-only hook: row counts of the source tables a DMS task copies ({"schema.table" = n}),
+-- so the load takes as long as it would and the statistics match the real source.
+function M.set_table_rows(task_arn, rows)
+  local w = ensure()
+  local t = w.dms.tasks[task_arn]
+  if not t then error("sim: no DMS task " .. tostring(task_arn)) end
+  t.sim_tables = {}
+  for name, n in pairs(rows) do t.sim_tables[name] = math.tointeger(n) or n end
+  M.save()
+end
+
+---- dispatch ----------------------------------------------------------------------------------
+
+local function throttled(service)
+  if (cfg.throttle or 0) <= 0 or math.random() >= cfg.throttle then return nil end
+  if service == "s3" then
+    return util.fault("SlowDown", "Please reduce your request rate.", 503)
+  end
+  return util.fault("ThrottlingException", "Rate exceeded", 400)
+end
+
+local function error_answer(svc, service, f)
+  if service == "s3" then return require("sim.s3").error_answer(f) end
+  if service == "sts" then return require("sim.sts").error_answer(f) end
+  return util.json_error(svc.namespace or ("com.amazonaws." .. service), f)
+end
+
+function M.handle(req)
+  ensure()
+  local service = req.service
+  local svc = services[service]
+  if not svc then
+    return util.json_error("com.amazon.coral.service", util.fault("UnknownServiceException",
+      "The simulator does not answer service '" .. tostring(service) .. "'", 400))
+  end
+  local mod = require(svc.module)
+  local ok, res = pcall(function()
+    local f = throttled(service)
+    if f then error(f) end
+    if svc.prefix then
+      local target = util.header(req.headers, "X-Amz-Target")
+      local prefix, op = tostring(target or ""):match("^([^.]+)%.(%w+)$")
+      if prefix ~= svc.prefix or not mod.ops[op] then
+        error(util.fault("UnknownOperationException",
+          "Unknown operation " .. tostring(target), 400))
+      end
+      local params = {}
+      if req.body and req.body ~= "" then
+        local dok, v = pcall(json.decode, req.body)
+        if not dok or type(v) ~= "table" then
+          error(util.fault("SerializationException", "Could not parse the request body as JSON"))
+        end
+        params = v
+      end
+      util.require_params(params, mod.required and mod.required[op])
+      return util.json_ok(mod.ops[op](world, params, req))
+    end
+    return mod.handle(world, req)
+  end)
+  if not ok then
+    if util.is_fault(res) then
+      res = error_answer(svc, service, res)
+    else
+      res = error_answer(svc, service, util.fault("InternalFailure",
+        "simulator error: " .. tostring(res), 500))
+    end
+  end
+  M.save()
+  return res
+end
+
+return M

@@ -1,0 +1,248 @@
+-- sim/util.lua — wire helpers shared by the simulator's services: AWS-shaped JSON and XML
+-- answers and errors, URL and form parsing, XML escaping, base64, gzip (stored blocks), dates.
+-- Pure functions; the only state is the request-id counter.
+local json = require "json"
+
+local M = {}
+
+local reqn = 0
+function M.request_id()
+  reqn = reqn + 1
+  return string.format("51a1e0e0-%04x-4f1a-9b1e-%012x", math.random(0, 0xffff), reqn)
+end
+
+-- Header lookup by case-insensitive name (the client sends them as it likes).
+function M.header(headers, name)
+  if not headers then return nil end
+  local v = headers[name]
+  if v ~= nil then return v end
+  local lname = name:lower()
+  for k, val in pairs(headers) do
+    if type(k) == "string" and k:lower() == lname then return val end
+  end
+  return nil
+end
+
+---- JSON 1.1 answers -------------------------------------------------------------------------
+
+function M.json_ok(tbl)
+  return {
+    status = 200,
+    headers = {
+      ["Content-Type"] = "application/x-amz-json-1.1",
+      ["x-amzn-RequestId"] = M.request_id(),
+    },
+    body = json.encode(tbl or json.object({})),
+  }
+end
+
+-- A raised AWS error inside a handler: error(M.fault(code, message, status)).
+local Fault = {}
+Fault.__index = Fault
+Fault.__tostring = function(f) return f.code .. ": " .. f.message end
+function M.fault(code, message, status, fields)
+  local f = setmetatable({code = code, message = message, status = status or 400}, Fault)
+  if fields then for k, v in pairs(fields) do f[k] = v end end
+  return f
+end
+function M.is_fault(v) return getmetatable(v) == Fault end
+
+function M.json_error(namespace, f)
+  return {
+    status = f.status,
+    headers = {
+      ["Content-Type"] = "application/x-amz-json-1.1",
+      ["x-amzn-RequestId"] = M.request_id(),
+      ["x-amzn-ErrorType"] = f.code .. ":",
+    },
+    body = json.encode({__type = namespace .. "#" .. f.code, message = f.message}),
+  }
+end
+
+-- Required members, checked the way AWS's front end does (botocore validates on the client
+-- side; a client that does not still gets the service's answer).
+function M.require_params(params, names)
+  local missing = {}
+  for _, n in ipairs(names or {}) do
+    local v = params[n]
+    if v == nil or v == json.null then missing[#missing + 1] = n end
+  end
+  if #missing > 0 then
+    local parts = {}
+    for _, n in ipairs(missing) do
+      local member = n:sub(1, 1):lower() .. n:sub(2)
+      parts[#parts + 1] = string.format(
+        "Value null at '%s' failed to satisfy constraint: Member must not be null", member)
+    end
+    error(M.fault("ValidationException", string.format("%d validation error%s detected: %s",
+      #missing, #missing > 1 and "s" or "", table.concat(parts, "; "))))
+  end
+end
+
+---- XML ---------------------------------------------------------------------------------------
+
+function M.xml_escape(s)
+  return (tostring(s):gsub("[&<>\"']", {
+    ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&apos;",
+  }))
+end
+
+-- el("Key", "a<b") → "<Key>a&lt;b</Key>"; el("X", nil) → "".
+function M.el(tag, value)
+  if value == nil then return "" end
+  return "<" .. tag .. ">" .. M.xml_escape(value) .. "</" .. tag .. ">"
+end
+
+---- URLs and forms ----------------------------------------------------------------------------
+
+function M.url_decode(s, plus)
+  if plus then s = s:gsub("+", " ") end
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+function M.url_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+function M.parse_query(qs)
+  local out = {}
+  if not qs or qs == "" then return out end
+  for pair in qs:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=(.*)$")
+    if not k then k, v = pair, "" end
+    out[M.url_decode(k, true)] = M.url_decode(v, true)
+  end
+  return out
+end
+
+-- "https://host:port/path?query" → scheme, host (no port), path (raw), query string
+function M.parse_url(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then scheme, rest = "https", url end
+  local authority, path = rest:match("^([^/?]*)(.*)$")
+  local host = authority:gsub("^.*@", ""):gsub(":%d+$", "")
+  local p, q = path:match("^([^?]*)%??(.*)$")
+  if p == "" then p = "/" end
+  return scheme, host:lower(), p, q
+end
+
+---- dates -------------------------------------------------------------------------------------
+
+function M.iso8601(t)
+  local s = math.floor(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S", s) .. string.format(".%03dZ", math.floor((t - s) * 1000))
+end
+
+function M.http_date(t)
+  return os.date("!%a, %d %b %Y %H:%M:%S GMT", math.floor(t))
+end
+
+---- base64 ------------------------------------------------------------------------------------
+
+local b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+function M.b64encode(s)
+  return ((s:gsub(".", function(c)
+    local r, b = "", c:byte()
+    for i = 8, 1, -1 do r = r .. (b % 2 ^ i - b % 2 ^ (i - 1) > 0 and "1" or "0") end
+    return r
+  end) .. "0000"):gsub("%d%d%d?%d?%d?%d?", function(x)
+    if #x < 6 then return "" end
+    local c = 0
+    for i = 1, 6 do c = c + (x:sub(i, i) == "1" and 2 ^ (6 - i) or 0) end
+    return b64:sub(c + 1, c + 1)
+  end) .. ({"", "==", "="})[#s % 3 + 1])
+end
+
+function M.b64decode(s)
+  s = s:gsub("[^" .. b64 .. "=]", "")
+  return (s:gsub(".", function(x)
+    if x == "=" then return "" end
+    local r, f = "", (b64:find(x, 1, true) - 1)
+    for i = 6, 1, -1 do r = r .. (f % 2 ^ i - f % 2 ^ (i - 1) > 0 and "1" or "0") end
+    return r
+  end):gsub("%d%d%d?%d?%d?%d?%d?%d?", function(x)
+    if #x ~= 8 then return "" end
+    local c = 0
+    for i = 1, 8 do c = c + (x:sub(i, i) == "1" and 2 ^ (8 - i) or 0) end
+    return string.char(c)
+  end))
+end
+
+---- hashing and gzip --------------------------------------------------------------------------
+
+local crc_table
+function M.crc32(s)
+  if not crc_table then
+    crc_table = {}
+    for i = 0, 255 do
+      local c = i
+      for _ = 1, 8 do
+        if c & 1 == 1 then c = 0xEDB88320 ~ (c >> 1) else c = c >> 1 end
+      end
+      crc_table[i] = c
+    end
+  end
+  local crc = 0xFFFFFFFF
+  for i = 1, #s do
+    crc = crc_table[(crc ~ s:byte(i)) & 0xFF] ~ (crc >> 8)
+  end
+  return crc ~ 0xFFFFFFFF
+end
+
+-- An ETag-looking digest (32 hex digits). Not MD5: nothing in the simulator depends on it
+-- being MD5, only on equal bodies giving equal tags.
+function M.etag(s)
+  local h1, h2 = 0x811C9DC5, M.crc32(s)
+  for i = 1, #s do h1 = ((h1 ~ s:byte(i)) * 0x01000193) & 0xFFFFFFFF end
+  return string.format("%08x%08x%08x%08x", h1, h2, #s & 0xFFFFFFFF, (h1 ~ h2) & 0xFFFFFFFF)
+end
+
+-- gzip member with stored (uncompressed) deflate blocks: what EMR's log files look like to a
+-- reader, without needing a compressor.
+function M.gzip_stored(data)
+  local out = {"\31\139\8\0\0\0\0\0\0\255"}
+  local pos, n = 1, #data
+  repeat
+    local chunk = data:sub(pos, pos + 65534)
+    pos = pos + #chunk
+    local final = pos > n and 1 or 0
+    out[#out + 1] = string.pack("<BI2I2", final, #chunk, (~#chunk) & 0xFFFF) .. chunk
+  until pos > n
+  out[#out + 1] = string.pack("<I4I4", M.crc32(data), n & 0xFFFFFFFF)
+  return table.concat(out)
+end
+
+---- misc --------------------------------------------------------------------------------------
+
+function M.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t or {}) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+function M.copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = M.copy(x) end
+  return setmetatable(out, getmetatable(v))
+end
+
+function M.object(t) return json.object(t or {}) end
+
+-- A list that encodes as a JSON array even when empty.
+function M.array(t) return json.array(t or {}) end
+
+-- Tags as AWS lists them: [{Key, Value}] → map, and back.
+function M.tags_to_map(list)
+  local m = {}
+  for _, kv in ipairs(list or {}) do m[kv.Key] = kv.Value end
+  return m
+end
+function M.map_to_tags(m)
+  local out = M.array()
+  for _, k in ipairs(M.sorted_keys(m)) do out[#out + 1] = {Key = k, Value = m[k]} end
+  return out
+end
+
+return M
