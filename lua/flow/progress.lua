@@ -1,0 +1,388 @@
+-- flow.progress — how a run shows itself: a live view redrawn in place on a terminal ("tty"),
+-- timestamped log lines otherwise ("text"), one JSON object per line for machines ("json"),
+-- or nothing ("quiet", for tests and benchmarks). Every reporter has the same methods, called
+-- by the engine:
+--   rep:run_started(info)            info = {run_id, workflow, tasks = {names}, resumed}
+--   rep:task(st, event, extra)       event: started, succeeded, failed, retry, skipped,
+--                                    upstream_failed, cancelled; st = the engine's task state
+--   rep:log(st_or_nil, msg)          ctx.log lines and flow.poll status lines
+--   rep:progress(st, pct, msg)       ctx.progress
+--   rep:run_finished(summary)        prints the one-screen summary
+--   rep:close()
+local duration = require "flow.duration"
+
+local M = {}
+
+local function now()
+  local ok, flow = pcall(require, "flow")
+  if ok and flow.time then return flow.time() end
+  return os.time()
+end
+
+local function mono()
+  local ok, flow = pcall(require, "flow")
+  if ok and flow.now then return flow.now() end
+  return os.clock()
+end
+
+local function iso(t)
+  local s = math.floor(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S", s) .. string.format(".%03dZ", math.floor((t - s) * 1000))
+end
+M.iso = iso
+
+local function one_line(s, max)
+  s = tostring(s or ""):gsub("[\r\n]+", " ")
+  if max and #s > max then s = s:sub(1, max - 3) .. "..." end
+  return s
+end
+M.one_line = one_line
+
+-- "code: message" for error objects, tostring otherwise; one line, secrets are the caller's
+-- business (error objects never carry them).
+function M.errstr(e)
+  if e == nil then return "" end
+  if type(e) == "table" then
+    if e.code ~= nil then return one_line(tostring(e.code) .. ": " .. tostring(e.message or "")) end
+    if e.message ~= nil then return one_line(e.message) end
+  end
+  return one_line(tostring(e))
+end
+
+local function event_text(st, event, extra)
+  extra = extra or {}
+  if event == "started" then
+    return string.format("started (attempt %d)", st.attempts)
+  elseif event == "succeeded" then
+    return string.format("succeeded in %s (attempt %d)", duration.format(extra.elapsed), st.attempts)
+  elseif event == "failed" then
+    return string.format("failed after %d attempt(s): %s", st.attempts, M.errstr(st.error))
+  elseif event == "retry" then
+    return string.format("attempt %d failed: %s; retrying in %s", st.attempts,
+      M.errstr(extra.error), duration.format(extra.delay))
+  elseif event == "cancelled" then
+    return "cancelled"
+  elseif event == "skipped" then
+    return "skipped (trigger rule " .. (extra.rule or "?") .. ")"
+  elseif event == "upstream_failed" then
+    return "not run: an upstream task failed (trigger rule " .. (extra.rule or "?") .. ")"
+  end
+  return event
+end
+
+-- The summary table, as lines: one per task (state, attempts, duration, error).
+function M.summary_lines(sum, width)
+  width = width or 100
+  local out = {}
+  out[#out + 1] = string.format("run %s (%s): %s in %s%s", sum.run_id, sum.workflow,
+    sum.state:upper(), duration.format(sum.duration),
+    sum.reason and (" — " .. sum.reason) or "")
+  local nw = 4
+  for _, t in ipairs(sum.tasks) do if #t.name > nw then nw = #t.name end end
+  if nw > 40 then nw = 40 end
+  local limit = sum.max_rows or 60
+  local rows = sum.tasks
+  local shown = 0
+  out[#out + 1] = string.format("  %-" .. nw .. "s  %-15s %8s %9s  %s", "TASK", "STATE",
+    "ATTEMPTS", "DURATION", "ERROR")
+  local counts = {}
+  for _, t in ipairs(rows) do counts[t.state] = (counts[t.state] or 0) + 1 end
+  for _, t in ipairs(rows) do
+    -- with many tasks, successes are counted rather than listed
+    if #rows <= limit or t.state ~= "success" then
+      shown = shown + 1
+      if shown > limit then
+        out[#out + 1] = string.format("  ... %d more not shown", #rows - shown + 1)
+        break
+      end
+      local err = t.error and M.errstr(t.error) or ""
+      local fixed = nw + 38
+      out[#out + 1] = string.format("  %-" .. nw .. "s  %-15s %8s %9s  %s", one_line(t.name, nw),
+        t.state .. (t.cleanup and "*" or ""), t.attempts > 0 and tostring(t.attempts) or "-",
+        t.duration and duration.format(t.duration) or "-", one_line(err, math.max(20, width - fixed)))
+    end
+  end
+  local keys = {}
+  for k in pairs(counts) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = counts[k] .. " " .. k end
+  local has_cleanup = false
+  for _, t in ipairs(rows) do if t.cleanup then has_cleanup = true end end
+  out[#out + 1] = "  " .. table.concat(parts, ", ") .. (has_cleanup and "   (* cleanup task)" or "")
+  return out
+end
+
+-- ---- text: timestamped log lines ------------------------------------------------------------
+local Text = {}
+Text.__index = Text
+
+function M.text(out)
+  return setmetatable({ out = out or io.stdout }, Text)
+end
+
+function Text:line(task, msg)
+  self.out:write(iso(now()), " ", task and (task .. ": ") or "", msg, "\n")
+  self.out:flush()
+end
+
+function Text:run_started(info)
+  self:line(nil, string.format("run %s of %s %s (%d tasks)", info.run_id, info.workflow,
+    info.resumed and "resumed" or "started", #info.tasks))
+end
+
+function Text:task(st, event, extra)
+  self:line(st.name, event_text(st, event, extra))
+end
+
+function Text:log(st, msg)
+  self:line(st and st.name, one_line(msg))
+end
+
+function Text:progress(st, pct, msg)
+  self:line(st.name, string.format("%s%s", pct and string.format("%d%% ", math.floor(pct)) or "",
+    one_line(msg or "")))
+end
+
+function Text:run_finished(sum)
+  for _, l in ipairs(M.summary_lines(sum)) do self.out:write(l, "\n") end
+  self.out:flush()
+end
+
+function Text:close() end
+
+-- ---- json: one object per line ----------------------------------------------------------------
+local Json = {}
+Json.__index = Json
+
+function M.json(out)
+  return setmetatable({ out = out or io.stdout, json = require "json" }, Json)
+end
+
+function Json:emit(rec)
+  local t = now()
+  rec.ts = iso(t)
+  rec.time = t
+  self.out:write(self.json.encode(rec), "\n")
+  self.out:flush()
+end
+
+function Json:run_started(info)
+  self.run_id = info.run_id
+  self:emit { event = info.resumed and "run_resumed" or "run_started", run = info.run_id,
+    workflow = info.workflow, tasks = #info.tasks }
+end
+
+function Json:task(st, event, extra)
+  extra = extra or {}
+  local rec = { event = "task_" .. event, run = self.run_id, task = st.name,
+    attempt = st.attempts, state = st.state }
+  if event == "failed" then rec.error = M.errstr(st.error) end
+  if event == "retry" then rec.error, rec.delay = M.errstr(extra.error), extra.delay end
+  if event == "succeeded" then rec.elapsed = extra.elapsed end
+  if extra.rule then rec.rule = extra.rule end
+  self:emit(rec)
+end
+
+function Json:log(st, msg)
+  self:emit { event = "log", run = self.run_id, task = st and st.name, message = tostring(msg) }
+end
+
+function Json:progress(st, pct, msg)
+  self:emit { event = "progress", run = self.run_id, task = st.name, percent = pct,
+    message = msg }
+end
+
+function Json:run_finished(sum)
+  local tasks = {}
+  for _, t in ipairs(sum.tasks) do
+    tasks[#tasks + 1] = { name = t.name, state = t.state, attempts = t.attempts,
+      duration = t.duration, error = t.error and M.errstr(t.error) or nil, cleanup = t.cleanup }
+  end
+  self:emit { event = "run_finished", run = sum.run_id, workflow = sum.workflow,
+    state = sum.state, duration = sum.duration, exit = sum.exit, reason = sum.reason,
+    tasks = tasks }
+end
+
+function Json:close() end
+
+-- ---- quiet ----------------------------------------------------------------------------------------
+local Quiet = {}
+Quiet.__index = Quiet
+function M.quiet(events)
+  return setmetatable({ events = events }, Quiet)
+end
+function Quiet:run_started(info) if self.events then self.events[#self.events + 1] = { "run", info } end end
+function Quiet:task(st, event, extra)
+  if self.events then self.events[#self.events + 1] = { event, st.name, st.attempts, extra } end
+end
+function Quiet:log(st, msg)
+  if self.events then self.events[#self.events + 1] = { "log", st and st.name, msg } end
+end
+function Quiet:progress(st, pct, msg)
+  if self.events then self.events[#self.events + 1] = { "progress", st.name, pct, msg } end
+end
+function Quiet:run_finished(sum) self.summary = sum end
+function Quiet:close() end
+
+-- ---- tty: one line per task, redrawn in place ---------------------------------------------------
+local Tty = {}
+Tty.__index = Tty
+
+local COLOR = {
+  pending = "\27[2m", running = "\27[33m", up_for_retry = "\27[35m", success = "\27[32m",
+  failed = "\27[31m", upstream_failed = "\27[31;2m", skipped = "\27[2m", cancelled = "\27[35m",
+}
+local MARK = {
+  pending = ".", running = ">", up_for_retry = "~", success = "+", failed = "x",
+  upstream_failed = "-", skipped = "-", cancelled = "!",
+}
+
+function M.tty(out, o)
+  o = o or {}
+  local rows = tonumber(os.getenv("LINES") or "") or 24
+  local cols = tonumber(os.getenv("COLUMNS") or "") or 100
+  return setmetatable({ out = out or io.stdout, drawn = 0, tasks = {}, order = {},
+    max_rows = math.max(5, rows - 4), cols = cols, last_draw = -1, dirty = false,
+    started = mono() }, Tty)
+end
+
+function Tty:run_started(info)
+  self.info = info
+  self.started = mono()
+  self:draw(true)
+  local ok, flow = pcall(require, "flow")
+  local core_ok, core = pcall(require, "flow.core")
+  -- refresh elapsed times once a second (not under virtual time, where it would only make
+  -- the clock jump for nothing)
+  if ok and not (core_ok and core.virtual_time and core.virtual_time()) then
+    self.ticker = flow.spawn(function()
+      while true do
+        flow.sleep(0.5)
+        self:draw(true)
+      end
+    end)
+  end
+end
+
+function Tty:set_tasks(states, order)
+  self.states, self.order = states, order
+end
+
+function Tty:clear()
+  if self.drawn > 0 then
+    self.out:write(string.format("\27[%dA\27[J", self.drawn))
+    self.drawn = 0
+  end
+end
+
+function Tty:lines()
+  local out = {}
+  local t = mono()
+  local counts, running = {}, 0
+  local order = self.order or {}
+  for _, st in ipairs(order) do
+    counts[st.state] = (counts[st.state] or 0) + 1
+  end
+  local show = {}
+  if #order <= self.max_rows then
+    show = order
+  else
+    for _, st in ipairs(order) do
+      if st.state == "running" or st.state == "up_for_retry" or st.state == "failed" then
+        if #show < self.max_rows - 1 then show[#show + 1] = st end
+      end
+    end
+  end
+  local nw = 4
+  for _, st in ipairs(show) do if #st.name > nw then nw = math.min(#st.name, 30) end end
+  for _, st in ipairs(show) do
+    if st.state == "running" then running = running + 1 end
+    local el = st.started and ((st.finished or t) - st.started) or nil
+    local msg = st.last_msg or (st.error and M.errstr(st.error)) or ""
+    if st.pct then msg = string.format("%d%% %s", math.floor(st.pct), msg) end
+    local line = string.format("%s%s %-" .. nw .. "s %-15s #%d %8s  %s\27[0m", COLOR[st.state] or "",
+      MARK[st.state] or "?", one_line(st.name, nw), st.state, st.attempts,
+      el and duration.format(el) or "", msg)
+    out[#out + 1] = one_line(line, self.cols + 12)
+  end
+  local parts = {}
+  for _, k in ipairs { "running", "up_for_retry", "pending", "success", "failed",
+      "upstream_failed", "skipped", "cancelled" } do
+    if counts[k] then parts[#parts + 1] = counts[k] .. " " .. k end
+  end
+  out[#out + 1] = string.format("\27[1m%s %s\27[0m  %s  %s",
+    self.info and self.info.workflow or "", self.info and self.info.run_id or "",
+    duration.format(t - self.started), table.concat(parts, ", "))
+  return out
+end
+
+function Tty:draw(force)
+  local t = mono()
+  if not force and t - self.last_draw < 0.05 then
+    self.dirty = true
+    return
+  end
+  self.last_draw, self.dirty = t, false
+  local lines = self:lines()
+  self:clear()
+  for _, l in ipairs(lines) do self.out:write("\27[2K", l, "\n") end
+  self.drawn = #lines
+  self.out:flush()
+end
+
+function Tty:task(st, event, extra)
+  if event == "failed" or event == "retry" then
+    self:log(st, event_text(st, event, extra))
+  else
+    self:draw(event == "started" or event == "succeeded")
+  end
+end
+
+function Tty:log(st, msg)
+  self:clear()
+  self.out:write(os.date("%H:%M:%S", math.floor(now())), " ", st and (st.name .. ": ") or "",
+    one_line(msg), "\n")
+  if st then st.last_msg = one_line(msg, 80) end
+  self:draw(true)
+end
+
+function Tty:progress(st, pct, msg)
+  st.pct, st.last_msg = pct, msg and one_line(msg, 80) or st.last_msg
+  self:draw(false)
+end
+
+function Tty:run_finished(sum)
+  if self.ticker then self.ticker:cancel() self.ticker = nil end
+  self:draw(true)
+  self.drawn = 0
+  for _, l in ipairs(M.summary_lines(sum, self.cols)) do self.out:write(l, "\n") end
+  self.out:flush()
+end
+
+function Tty:close()
+  if self.ticker then self.ticker:cancel() self.ticker = nil end
+end
+
+-- Is stdout a terminal? flow.sys.isatty when present, else the shell's test -t.
+function M.stdout_is_tty()
+  local ok, sys = pcall(require, "flow.sys")
+  if ok and sys.isatty then return sys.isatty(1) and os.getenv("TERM") ~= "dumb" end
+  if os.getenv("TERM") == "dumb" then return false end
+  local r = os.execute("test -t 1")
+  return r == true or r == 0
+end
+
+-- new(format, out) with format "auto" | "tty" | "text" | "json" | "quiet".
+function M.new(format, out)
+  if format == nil or format == "auto" then
+    format = (out == nil or out == io.stdout) and M.stdout_is_tty() and "tty" or "text"
+  end
+  if format == "tty" then return M.tty(out), "tty" end
+  if format == "json" then return M.json(out), "json" end
+  if format == "quiet" then return M.quiet(), "quiet" end
+  if format == "text" then return M.text(out), "text" end
+  return nil, "unknown log format " .. tostring(format) .. " (expected text, json or tty)"
+end
+
+return M
