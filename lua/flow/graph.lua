@@ -12,14 +12,14 @@ M.COLORS = {
 }
 
 local function dot_id(s)
-  return '"' .. s:gsub('[\\"]', "\\%0") .. '"'
+  return '"' .. s:gsub('[\\"]', "\\%0"):gsub("\n", "\\n") .. '"'
 end
 
 local function label(t)
   local parts = { t.name }
   if t.cleanup then parts[#parts + 1] = "(cleanup)"
   elseif t.trigger and t.trigger ~= "all_success" then parts[#parts + 1] = "[" .. t.trigger .. "]" end
-  return table.concat(parts, "\\n")
+  return table.concat(parts, "\n")
 end
 
 -- dot(wf, run) -> text. run: a replayed run (journal.replay) or nil.
@@ -55,7 +55,7 @@ end
 function M.mermaid(wf, run)
   local out = { "flowchart LR" }
   for _, t in ipairs(wf.order) do
-    local text = label(t):gsub("\\n", " "):gsub('"', "#quot;")
+    local text = label(t):gsub("\n", " "):gsub('"', "#quot;")
     if t.cleanup then
       out[#out + 1] = string.format('  %s(["%s"])', mm_id(t.name), text)
     else
