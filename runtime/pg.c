@@ -1,0 +1,2114 @@
+/*
+ * pg.c — PostgreSQL on the loop: libpq in non-blocking mode driven by one uv_poll per
+ * connection. Exposes the Lua module "pg.core"; lua/pg/init.lua (module "pg") adds the policy:
+ * transactions, LISTEN helpers, COPY wrappers, the pool.
+ *
+ * A connection (pgc_t, malloc'd) runs at most one statement at a time: `cur` is the op driving
+ * it, later callers wait in a FIFO queue (their SQL and parameters copied). No blocking libpq
+ * call is ever made: connect is PQconnectStart + PQconnectPoll (the socket is re-read after
+ * every poll: libpq may move to another address), queries are PQsendQueryParams + PQflush, and
+ * results are read with PQconsumeInput / PQisBusy / PQgetResult when the socket is readable.
+ * An idle connection keeps watching its socket (unref'd) so that NOTIFYs are queued and a
+ * server that went away is noticed at once.
+ *
+ * Cancelling a task whose query runs: the op is released at once and the connection "drains"
+ * in the background: PQcancel (which connects to the server and blocks) runs on a libuv
+ * worker thread, the results that still come are read and discarded, and only then does the
+ * next queued statement start, so a late cancel request can never hit the next query. If the
+ * cancel request fails the connection is closed (broken); a pool replaces it.
+ *
+ * Ownership: pgc_t is freed when its owner (the Lua userdata, or the connect op before that),
+ * its poll handle (closed through uv_close) and any PQcancel worker have all let go (`refs`).
+ * PGconn belongs to pgc_t (PQfinish in conn_close); PGresult belongs to the op that collected
+ * it (PQclear in op_free). Passwords are kept only to scrub them from error messages.
+ */
+#include "flowrun.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONN_MT "flowrun.pg.conn"
+#define WAITER_MT "flowrun.pg.waiter"
+
+static const char bytea_key = 0; /* registry: metatable marking pg.bytea(s) values */
+
+enum { S_CONNECTING, S_READY, S_BROKEN, S_CLOSED };
+enum { COPY_NONE, COPY_IN, COPY_OUT };
+enum { K_CONNECT, K_QUERY, K_EXEC, K_COPY_START, K_COPY_PUT, K_COPY_END, K_COPY_GET, K_NOTIFY };
+
+typedef struct pgop pgop_t;
+typedef struct pgc pgc_t;
+
+typedef struct note {
+    char *channel, *payload;
+    int pid;
+    struct note *next;
+} note_t;
+
+typedef struct pgpoll {
+    uv_poll_t h;
+    pgc_t *c;
+} pgpoll_t;
+
+struct pgc {
+    PGconn *pg;
+    PGcancel *cancel;
+    pgpoll_t *poll;
+    int fd;
+    int events; /* what the poll handle watches now */
+    bool ref;   /* poll handle ref'd (an op waits on this connection) */
+    int state;
+    int copy;
+    bool want_flush;
+    bool copy_ended; /* COPY TO's data is all read; its result is still to collect */
+    bool draining;     /* discarding what a cancelled statement still sends */
+    int cancel_flight; /* PQcancel calls running on a worker thread */
+    int refs;
+    bool owned; /* a userdata owns it */
+    pgop_t *cur, *qhead, *qtail;
+    pgop_t *connect_op;
+    pgop_t *waiter; /* wait_notify */
+    note_t *nhead, *ntail;
+    char *desc;   /* user@host:port/db, never the password */
+    char *secret; /* the password, only to scrub messages */
+    char *broken_msg;
+    struct pgc *prev_all, *next_all;
+};
+
+struct pgop {
+    fr_op_t base;
+    int kind;
+    pgc_t *c;
+    pgop_t *next; /* queue link */
+    bool queued;
+    /* a queued request, copied */
+    char *blob;
+    const char *sql;
+    int nparams;
+    const char **vals;
+    int *lens;
+    int *fmts;
+    Oid *types;
+    /* outcome */
+    PGresult *res;
+    char *err;
+    const char *errcode;
+    bool retryable;
+    /* COPY data waiting for room in libpq's buffer */
+    char *buf;
+    size_t len;
+    const char *end_msg;
+    bool end_sent;
+    bool get_end; /* the end of COPY TO: results are nil, count */
+    pgc_t *nc;    /* wait_notify: the connection, referenced */
+};
+
+static pgc_t *all_conns;
+
+#define PGLOG(...)                                                                              \
+    do {                                                                                       \
+        if (fr_debug_enabled("pg"))                                                            \
+            fr_log("pg", __VA_ARGS__);                                                         \
+    } while (0)
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+/* Copy of msg with every occurrence of secret replaced by "***"; trailing newline removed. */
+static char *scrubbed(const char *msg, const char *secret)
+{
+    if (!msg)
+        msg = "";
+    size_t n = strlen(msg), sl = secret ? strlen(secret) : 0;
+    char *out = malloc(n + 1 + (sl ? (n / sl + 1) * 3 : 0));
+    if (!out)
+        return NULL;
+    char *o = out;
+    for (const char *p = msg; *p;) {
+        if (sl && strncmp(p, secret, sl) == 0) {
+            memcpy(o, "***", 3);
+            o += 3;
+            p += sl;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    while (o > out && (o[-1] == '\n' || o[-1] == ' '))
+        o--;
+    *o = 0;
+    return out;
+}
+
+static void conn_unref(pgc_t *c);
+static void drive(pgc_t *c, int events);
+static void update_watch(pgc_t *c);
+
+static void on_poll_close(uv_handle_t *h)
+{
+    pgpoll_t *p = (pgpoll_t *)h;
+    pgc_t *c = p->c;
+    free(p);
+    conn_unref(c);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    pgc_t *c = ((pgpoll_t *)h)->c;
+    if (status < 0)
+        events = UV_READABLE | UV_WRITABLE; /* let libpq find out what went wrong */
+    drive(c, events);
+}
+
+static void poll_close(pgc_t *c)
+{
+    if (!c->poll)
+        return;
+    uv_poll_stop(&c->poll->h);
+    uv_close((uv_handle_t *)&c->poll->h, on_poll_close);
+    c->poll = NULL;
+    c->fd = -1;
+    c->events = 0;
+}
+
+/* Watch fd (which may differ from the last one: libpq moves between addresses while it
+ * connects). A fresh start after every stop, because a closed-and-reused descriptor number is
+ * no longer registered with epoll even though libuv thinks it is. */
+static int watch_fd(pgc_t *c, int fd, int events)
+{
+    if (c->poll && c->fd != fd)
+        poll_close(c);
+    if (!c->poll) {
+        pgpoll_t *p = calloc(1, sizeof *p);
+        if (!p)
+            return UV_ENOMEM;
+        int rc = uv_poll_init(fr_loop(), &p->h, fd);
+        if (rc < 0) {
+            free(p);
+            return rc;
+        }
+        p->c = c;
+        c->poll = p;
+        c->fd = fd;
+        c->refs++;
+        c->ref = true;
+    } else {
+        uv_poll_stop(&c->poll->h);
+    }
+    c->events = events;
+    return uv_poll_start(&c->poll->h, events, on_poll);
+}
+
+static void note_free_all(pgc_t *c)
+{
+    while (c->nhead) {
+        note_t *n = c->nhead;
+        c->nhead = n->next;
+        free(n->channel);
+        free(n->payload);
+        free(n);
+    }
+    c->ntail = NULL;
+}
+
+static void conn_unref(pgc_t *c)
+{
+    if (--c->refs > 0)
+        return;
+    if (c->cancel)
+        PQfreeCancel(c->cancel);
+    if (c->prev_all)
+        c->prev_all->next_all = c->next_all;
+    else if (all_conns == c)
+        all_conns = c->next_all;
+    if (c->next_all)
+        c->next_all->prev_all = c->prev_all;
+    free(c->desc);
+    free(c->secret);
+    free(c->broken_msg);
+    free(c);
+}
+
+static void op_fail(pgop_t *op, const char *code, bool retryable, const char *msg)
+{
+    free(op->err);
+    op->err = scrubbed(msg, op->c ? op->c->secret : NULL);
+    op->errcode = code;
+    op->retryable = retryable;
+}
+
+/* Complete the op with its outcome; it no longer belongs to the connection. */
+static void op_finish(pgop_t *op)
+{
+    pgc_t *c = op->c;
+    if (c && c->cur == op)
+        c->cur = NULL;
+    if (c && c->waiter == op)
+        c->waiter = NULL;
+    op->c = NULL;
+    if (op->base.heap_index >= 0)
+        fr_timer_stop(&op->base);
+    fr_op_complete(op);
+}
+
+static void fail_everything(pgc_t *c, const char *code, bool retryable, const char *msg)
+{
+    if (c->cur) {
+        op_fail(c->cur, code, retryable, msg);
+        op_finish(c->cur);
+    }
+    while (c->qhead) {
+        pgop_t *op = c->qhead;
+        c->qhead = op->next;
+        op->queued = false;
+        op_fail(op, code, retryable, msg);
+        op_finish(op);
+    }
+    c->qtail = NULL;
+    if (c->waiter) {
+        op_fail(c->waiter, code, retryable, msg);
+        op_finish(c->waiter);
+    }
+}
+
+/* The connection is gone (server closed it, network error): fail every op, stop watching. */
+static void conn_lost(pgc_t *c, const char *why)
+{
+    if (c->state != S_READY)
+        return;
+    c->state = S_BROKEN;
+    const char *m = why ? why : (c->pg ? PQerrorMessage(c->pg) : "connection lost");
+    if (!m || !*m)
+        m = "connection lost";
+    free(c->broken_msg);
+    c->broken_msg = scrubbed(m, c->secret);
+    c->draining = false;
+    c->copy = COPY_NONE;
+    PGLOG("connection %s lost: %s", c->desc, c->broken_msg ? c->broken_msg : "");
+    fail_everything(c, "pg.08006", true, c->broken_msg ? c->broken_msg : "connection lost");
+    poll_close(c);
+}
+
+static void conn_close(pgc_t *c)
+{
+    if (c->state == S_CLOSED)
+        return;
+    c->state = S_CLOSED;
+    fail_everything(c, "pg.08003", false, "connection closed");
+    c->draining = false;
+    poll_close(c);
+    if (c->pg) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    note_free_all(c);
+}
+
+/* ---- the state machine (callback side: no Lua calls) ------------------------------------- */
+
+static void take_notifies(pgc_t *c)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(c->pg)) != NULL) {
+        note_t *e = calloc(1, sizeof *e);
+        if (e) {
+            e->channel = strdup(n->relname);
+            e->payload = strdup(n->extra ? n->extra : "");
+            e->pid = n->be_pid;
+            if (!e->channel || !e->payload) {
+                free(e->channel);
+                free(e->payload);
+                free(e);
+                e = NULL;
+            }
+        }
+        PQfreemem(n);
+        if (!e)
+            continue;
+        if (c->ntail)
+            c->ntail->next = e;
+        else
+            c->nhead = e;
+        c->ntail = e;
+    }
+    if (c->nhead && c->waiter)
+        op_finish(c->waiter);
+}
+
+static int send_request(pgc_t *c, pgop_t *op)
+{
+    int ok;
+    if (op->kind == K_QUERY)
+        ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens,
+                               op->fmts, 0);
+    else
+        ok = PQsendQuery(c->pg, op->sql);
+    if (!ok)
+        return -1;
+    int r = PQflush(c->pg);
+    if (r < 0)
+        return -1;
+    c->want_flush = r == 1;
+    return 0;
+}
+
+static void start_next(pgc_t *c)
+{
+    while (!c->cur && c->qhead && c->state == S_READY && !c->draining && c->copy == COPY_NONE &&
+           !c->copy_ended) {
+        pgop_t *op = c->qhead;
+        c->qhead = op->next;
+        if (!c->qhead)
+            c->qtail = NULL;
+        op->queued = false;
+        op->next = NULL;
+        c->cur = op;
+        if (send_request(c, op) < 0) {
+            op_fail(op, "pg.08006", PQstatus(c->pg) == CONNECTION_BAD, PQerrorMessage(c->pg));
+            op_finish(op);
+            if (PQstatus(c->pg) == CONNECTION_BAD) {
+                conn_lost(c, NULL);
+                return;
+            }
+        }
+    }
+}
+
+/* Discard what a cancelled statement still sends; done when libpq is idle again and no
+ * PQcancel is in flight. */
+static void drain_step(pgc_t *c)
+{
+    for (;;) {
+        if (c->copy == COPY_OUT) {
+            char *b;
+            int r;
+            while ((r = PQgetCopyData(c->pg, &b, 1)) > 0)
+                PQfreemem(b);
+            if (r == 0)
+                return;
+            c->copy = COPY_NONE;
+            if (r == -2) {
+                conn_lost(c, NULL);
+                return;
+            }
+        }
+        if (c->copy == COPY_IN) {
+            int r = PQputCopyEnd(c->pg, "COPY abandoned by a cancelled task");
+            if (r == 0) {
+                c->want_flush = true;
+                return;
+            }
+            c->copy = COPY_NONE;
+            if (r < 0) {
+                conn_lost(c, NULL);
+                return;
+            }
+            r = PQflush(c->pg);
+            if (r < 0) {
+                conn_lost(c, NULL);
+                return;
+            }
+            c->want_flush = r == 1;
+        }
+        if (PQisBusy(c->pg))
+            return;
+        PGresult *r = PQgetResult(c->pg);
+        if (r) {
+            ExecStatusType st = PQresultStatus(r);
+            if (st == PGRES_COPY_IN)
+                c->copy = COPY_IN;
+            else if (st == PGRES_COPY_OUT)
+                c->copy = COPY_OUT;
+            PQclear(r);
+            continue;
+        }
+        if (c->cancel_flight == 0)
+            c->draining = false;
+        return;
+    }
+}
+
+static void keep_result(pgop_t *op, PGresult *r)
+{
+    if (op->res && PQresultStatus(op->res) == PGRES_FATAL_ERROR) {
+        PQclear(r); /* the first error wins */
+        return;
+    }
+    PQclear(op->res);
+    op->res = r;
+}
+
+/* Read results for the current statement until libpq says it is complete. */
+static void collect(pgc_t *c, pgop_t *op)
+{
+    while (!PQisBusy(c->pg)) {
+        PGresult *r = PQgetResult(c->pg);
+        if (!r) {
+            if (PQstatus(c->pg) == CONNECTION_BAD) {
+                conn_lost(c, NULL);
+                return;
+            }
+            op_finish(op);
+            return;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            c->copy = st == PGRES_COPY_OUT ? COPY_OUT : COPY_IN;
+            if (op->kind == K_COPY_START) {
+                keep_result(op, r);
+            } else {
+                PQclear(r);
+                op_fail(op, "pg.copy", false,
+                        "a COPY statement needs conn:copy_from or conn:copy_to");
+                c->draining = true;
+            }
+            op_finish(op);
+            return;
+        }
+        keep_result(op, r);
+    }
+}
+
+static void op_step(pgc_t *c, pgop_t *op, int events)
+{
+    switch (op->kind) {
+    case K_COPY_PUT:
+        if (op->buf) {
+            int r = PQputCopyData(c->pg, op->buf, (int)op->len);
+            if (r < 0) {
+                conn_lost(c, NULL);
+                return;
+            }
+            if (r == 0) {
+                c->want_flush = true;
+                return;
+            }
+            free(op->buf);
+            op->buf = NULL;
+            r = PQflush(c->pg);
+            if (r < 0) {
+                conn_lost(c, NULL);
+                return;
+            }
+            c->want_flush = r == 1;
+        }
+        if (!c->want_flush)
+            op_finish(op);
+        return;
+    case K_COPY_GET:
+        if (events & UV_READABLE)
+            op_finish(op);
+        return;
+    case K_COPY_END:
+        if (!op->end_sent) {
+            int r = PQputCopyEnd(c->pg, op->end_msg);
+            if (r < 0) {
+                conn_lost(c, NULL);
+                return;
+            }
+            if (r == 0) {
+                c->want_flush = true;
+                return;
+            }
+            op->end_sent = true;
+            c->copy = COPY_NONE;
+            r = PQflush(c->pg);
+            if (r < 0) {
+                conn_lost(c, NULL);
+                return;
+            }
+            c->want_flush = r == 1;
+        }
+        collect(c, op);
+        return;
+    default:
+        collect(c, op);
+    }
+}
+
+static void on_notice(void *arg, const char *msg)
+{
+    pgc_t *c = arg;
+    PGLOG("%s: %s", c->desc, msg);
+}
+
+static void finish_connect(pgc_t *c)
+{
+    pgop_t *op = c->connect_op;
+    c->connect_op = NULL;
+    c->state = S_READY;
+    PQsetnonblocking(c->pg, 1);
+    PQsetNoticeProcessor(c->pg, on_notice, c);
+    c->cancel = PQgetCancel(c->pg);
+    PGLOG("connected to %s (backend pid %d)", c->desc, PQbackendPID(c->pg));
+    op->c = c; /* results() hands it to a userdata */
+    fr_op_complete(op);
+}
+
+/* libpq reports why a connection failed only as text; the server's SQLSTATE for the common
+ * cases is recovered from it so that policy can read err.code, never the message. */
+static const char *connect_code(const char *msg, bool *retryable)
+{
+    static const struct {
+        const char *needle, *code;
+        bool retryable;
+    } m[] = {
+        {"password authentication failed", "pg.28P01", false},
+        {"no password supplied", "pg.28P01", false},
+        {"authentication failed", "pg.28000", false},
+        {"no pg_hba.conf entry", "pg.28000", false},
+        {"database \"", "pg.3D000", false}, /* database "x" does not exist */
+        {"role \"", "pg.28000", false},     /* role "x" does not exist */
+        {"too many clients", "pg.53300", true},
+        {"the database system is starting up", "pg.57P03", true},
+        {"the database system is shutting down", "pg.57P03", true},
+        {"invalid connection option", "pg.08001", false},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (strstr(msg, m[i].needle) && (m[i].needle[0] != 'd' && m[i].needle[0] != 'r'
+                                             ? true
+                                             : strstr(msg, "does not exist") != NULL)) {
+            *retryable = m[i].retryable;
+            return m[i].code;
+        }
+    *retryable = true;
+    return "pg.08001";
+}
+
+static void connect_fail(pgc_t *c, const char *msg)
+{
+    pgop_t *op = c->connect_op;
+    c->connect_op = NULL;
+    if (!msg || !*msg)
+        msg = "could not connect";
+    bool retryable;
+    const char *code = connect_code(msg, &retryable);
+    op->c = c;
+    op_fail(op, code, retryable, msg);
+    op->c = c; /* op_free closes and releases it */
+    poll_close(c);
+    c->state = S_BROKEN;
+    fr_op_complete(op);
+}
+
+static void connect_step(pgc_t *c)
+{
+    PostgresPollingStatusType st = PQconnectPoll(c->pg);
+    int fd = PQsocket(c->pg);
+    switch (st) {
+    case PGRES_POLLING_OK:
+        if (fd < 0 || watch_fd(c, fd, UV_READABLE) < 0) {
+            connect_fail(c, "could not watch the connection's socket");
+            return;
+        }
+        finish_connect(c);
+        update_watch(c);
+        return;
+    case PGRES_POLLING_READING:
+    case PGRES_POLLING_WRITING:
+        if (fd < 0 ||
+            watch_fd(c, fd, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) < 0)
+            connect_fail(c, "could not watch the connection's socket");
+        return;
+    default:
+        connect_fail(c, PQerrorMessage(c->pg));
+    }
+}
+
+/* Ref the poll handle only while someone waits on this connection, so an idle connection
+ * (still watched for NOTIFY and EOF) never keeps the process alive. */
+static void update_watch(pgc_t *c)
+{
+    if (!c->poll || c->state != S_READY)
+        return;
+    int ev = UV_READABLE | (c->want_flush ? UV_WRITABLE : 0);
+    if (ev != c->events) {
+        c->events = ev;
+        uv_poll_start(&c->poll->h, ev, on_poll);
+    }
+    bool want_ref = c->cur || c->qhead || c->waiter || c->draining;
+    if (want_ref != c->ref) {
+        c->ref = want_ref;
+        if (want_ref)
+            uv_ref((uv_handle_t *)&c->poll->h);
+        else
+            uv_unref((uv_handle_t *)&c->poll->h);
+    }
+}
+
+static void drive(pgc_t *c, int events)
+{
+    if (c->state == S_CONNECTING) {
+        connect_step(c);
+        return;
+    }
+    if (c->state != S_READY)
+        return;
+    if (events & UV_READABLE) {
+        if (!PQconsumeInput(c->pg)) {
+            conn_lost(c, NULL);
+            return;
+        }
+    }
+    if (c->want_flush && (events & UV_WRITABLE)) {
+        int r = PQflush(c->pg);
+        if (r < 0) {
+            conn_lost(c, NULL);
+            return;
+        }
+        c->want_flush = r == 1;
+    }
+    take_notifies(c);
+    if (c->draining)
+        drain_step(c);
+    if (c->state == S_READY && !c->draining && c->cur)
+        op_step(c, c->cur, events);
+    if (c->state == S_READY && c->cur == NULL)
+        start_next(c);
+    if (c->state == S_READY && PQstatus(c->pg) == CONNECTION_BAD)
+        conn_lost(c, NULL);
+    update_watch(c);
+}
+
+/* ---- cancelling a running statement --------------------------------------------------------- */
+
+typedef struct {
+    uv_work_t req;
+    pgc_t *c;
+    int ok;
+    char err[256];
+} cancel_work_t;
+
+static void cancel_work(uv_work_t *req)
+{
+    cancel_work_t *w = req->data;
+    w->ok = PQcancel(w->c->cancel, w->err, sizeof w->err);
+}
+
+static void cancel_done(uv_work_t *req, int status)
+{
+    cancel_work_t *w = req->data;
+    pgc_t *c = w->c;
+    c->cancel_flight--;
+    if (c->state == S_READY) {
+        if (status < 0 || !w->ok) {
+            char msg[320];
+            snprintf(msg, sizeof msg, "could not cancel the running statement: %s", w->err);
+            conn_lost(c, msg);
+        } else {
+            drive(c, 0);
+        }
+    }
+    free(w);
+    conn_unref(c);
+}
+
+/* The op's task is cancelled while its statement runs: drain in the background. */
+static void start_drain(pgc_t *c, bool send_cancel)
+{
+    c->draining = true;
+    if (send_cancel && c->cancel) {
+        cancel_work_t *w = calloc(1, sizeof *w);
+        if (w) {
+            w->req.data = w;
+            w->c = c;
+            if (uv_queue_work(fr_loop(), &w->req, cancel_work, cancel_done) == 0) {
+                c->cancel_flight++;
+                c->refs++;
+                PGLOG("cancelling the statement running on %s", c->desc);
+            } else {
+                free(w);
+                conn_lost(c, "could not start cancelling the running statement");
+                return;
+            }
+        }
+    }
+    drive(c, 0);
+}
+
+static bool op_cancel(fr_op_t *base)
+{
+    pgop_t *op = (pgop_t *)base;
+    pgc_t *c = op->c;
+    if (!c)
+        return true;
+    if (op->kind == K_CONNECT) {
+        c->connect_op = NULL;
+        poll_close(c);
+        c->state = S_BROKEN;
+        return true; /* op_free closes and releases the connection */
+    }
+    if (op->queued) {
+        pgop_t **pp = &c->qhead, *prev = NULL;
+        while (*pp && *pp != op) {
+            prev = *pp;
+            pp = &(*pp)->next;
+        }
+        if (*pp) {
+            *pp = op->next;
+            if (c->qtail == op)
+                c->qtail = prev;
+        }
+        op->queued = false;
+        op->c = NULL;
+        update_watch(c);
+        return true;
+    }
+    if (c->waiter == op) {
+        c->waiter = NULL;
+        op->c = NULL;
+        update_watch(c);
+        return true;
+    }
+    if (c->cur == op) {
+        c->cur = NULL;
+        op->c = NULL;
+        /* a statement in progress: cancel it on the server unless only COPY IN data flows,
+         * which ending the COPY with an error stops */
+        bool running = op->kind != K_COPY_PUT && op->kind != K_COPY_GET;
+        if (op->kind == K_COPY_END && !op->end_sent)
+            running = false;
+        if (c->copy == COPY_OUT)
+            running = true;
+        start_drain(c, running);
+        return true;
+    }
+    op->c = NULL;
+    return true;
+}
+
+static void op_free(fr_op_t *base)
+{
+    pgop_t *op = (pgop_t *)base;
+    pgc_t *c = op->c;
+    if (op->kind == K_CONNECT && c) {
+        conn_close(c);
+        conn_unref(c);
+    } else if (c) {
+        if (c->cur == op)
+            c->cur = NULL;
+        if (c->waiter == op)
+            c->waiter = NULL;
+    }
+    if (op->nc) {
+        if (op->nc->waiter == op)
+            op->nc->waiter = NULL;
+        conn_unref(op->nc);
+    }
+    PQclear(op->res);
+    free(op->err);
+    free(op->blob);
+    free(op->buf);
+}
+
+/* ---- values: PostgreSQL text -> Lua -------------------------------------------------------- */
+
+enum {
+    O_BOOL = 16, O_BYTEA = 17, O_CHAR = 18, O_NAME = 19, O_INT8 = 20, O_INT2 = 21, O_INT4 = 23,
+    O_TEXT = 25, O_OID = 26, O_JSON = 114, O_FLOAT4 = 700, O_FLOAT8 = 701, O_BPCHAR = 1042,
+    O_VARCHAR = 1043, O_DATE = 1082, O_TIME = 1083, O_TIMESTAMP = 1114, O_TIMESTAMPTZ = 1184,
+    O_INTERVAL = 1186, O_TIMETZ = 1266, O_NUMERIC = 1700, O_UUID = 2950, O_JSONB = 3802
+};
+
+static const struct typeinfo {
+    Oid oid;
+    const char *name;
+    Oid elem; /* for arrays */
+} types[] = {
+    {16, "bool", 0},           {17, "bytea", 0},          {18, "char", 0},
+    {19, "name", 0},           {20, "int8", 0},           {21, "int2", 0},
+    {23, "int4", 0},           {25, "text", 0},           {26, "oid", 0},
+    {114, "json", 0},          {142, "xml", 0},           {650, "cidr", 0},
+    {700, "float4", 0},        {701, "float8", 0},        {705, "unknown", 0},
+    {790, "money", 0},         {869, "inet", 0},          {1042, "bpchar", 0},
+    {1043, "varchar", 0},      {1082, "date", 0},         {1083, "time", 0},
+    {1114, "timestamp", 0},    {1184, "timestamptz", 0},  {1186, "interval", 0},
+    {1266, "timetz", 0},       {1700, "numeric", 0},      {2278, "void", 0},
+    {2950, "uuid", 0},         {3802, "jsonb", 0},        {1000, "bool[]", 16},
+    {1001, "bytea[]", 17},     {1002, "char[]", 18},      {1003, "name[]", 19},
+    {1005, "int2[]", 21},      {1007, "int4[]", 23},      {1009, "text[]", 25},
+    {1014, "bpchar[]", 1042},  {1015, "varchar[]", 1043}, {1016, "int8[]", 20},
+    {1021, "float4[]", 700},   {1022, "float8[]", 701},   {1028, "oid[]", 26},
+    {1115, "timestamp[]", 1114}, {1182, "date[]", 1082},  {1183, "time[]", 1083},
+    {1185, "timestamptz[]", 1184}, {1187, "interval[]", 1186}, {1231, "numeric[]", 1700},
+    {1270, "timetz[]", 1266},  {2951, "uuid[]", 2950},    {199, "json[]", 114},
+    {3807, "jsonb[]", 3802},   {791, "money[]", 790},     {1041, "inet[]", 869},
+    {651, "cidr[]", 650},      {143, "xml[]", 142},
+};
+
+static const struct typeinfo *type_of(Oid oid)
+{
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (types[i].oid == oid)
+            return &types[i];
+    return NULL;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static void push_bytea(lua_State *L, const char *s, size_t len)
+{
+    if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
+        luaL_Buffer b;
+        char *out = luaL_buffinitsize(L, &b, (len - 2) / 2 + 1);
+        size_t n = 0;
+        for (size_t i = 2; i + 1 < len; i += 2) {
+            int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+            if (hi < 0 || lo < 0)
+                break;
+            out[n++] = (char)(hi << 4 | lo);
+        }
+        luaL_pushresultsize(&b, n);
+        return;
+    }
+    /* bytea_output = escape */
+    char *tmp = malloc(len + 1);
+    if (!tmp)
+        luaL_error(L, "out of memory");
+    memcpy(tmp, s, len);
+    tmp[len] = 0;
+    size_t n;
+    unsigned char *u = PQunescapeBytea((unsigned char *)tmp, &n);
+    free(tmp);
+    if (!u)
+        luaL_error(L, "out of memory");
+    lua_pushlstring(L, (char *)u, n);
+    PQfreemem(u);
+}
+
+/* "2024-01-02 03:04:05.5+01" -> "2024-01-02T03:04:05.5+01:00"; BC and infinity unchanged. */
+static void push_timestamp(lua_State *L, const char *s, size_t len, bool tz)
+{
+    char buf[64];
+    const char *sp = memchr(s, ' ', len);
+    if (len + 4 > sizeof buf || !sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - s))) {
+        lua_pushlstring(L, s, len);
+        return;
+    }
+    memcpy(buf, s, len);
+    buf[sp - s] = 'T';
+    size_t n = len;
+    if (tz) {
+        /* the offset begins at the last + or - after the 'T' */
+        size_t i = n;
+        while (i > (size_t)(sp - s) && buf[i - 1] != '+' && buf[i - 1] != '-')
+            i--;
+        if (i > (size_t)(sp - s) && n - i == 2) {
+            memcpy(buf + n, ":00", 3);
+            n += 3;
+        }
+    }
+    lua_pushlstring(L, buf, n);
+}
+
+static bool parse_int(const char *s, size_t len, lua_Integer *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (i < len && (s[i] == '-' || s[i] == '+'))
+        neg = s[i++] == '-';
+    if (i == len)
+        return false;
+    lua_Unsigned v = 0;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (lua_Unsigned)(s[i] - '0');
+    }
+    *out = neg ? (lua_Integer)(0 - v) : (lua_Integer)v;
+    return true;
+}
+
+static void push_array(lua_State *L, const char *s, size_t len, Oid elem, int null_idx);
+
+/* Push the Lua value of a non-NULL field in text format. */
+static void push_value(lua_State *L, Oid oid, const char *s, size_t len, int null_idx)
+{
+    switch (oid) {
+    case O_BOOL:
+        lua_pushboolean(L, len > 0 && s[0] == 't');
+        return;
+    case O_INT2:
+    case O_INT4:
+    case O_INT8:
+    case O_OID: {
+        lua_Integer v;
+        if (parse_int(s, len, &v))
+            lua_pushinteger(L, v);
+        else
+            lua_pushlstring(L, s, len);
+        return;
+    }
+    case O_FLOAT4:
+    case O_FLOAT8: {
+        char buf[64];
+        if (len >= sizeof buf) {
+            lua_pushlstring(L, s, len);
+            return;
+        }
+        memcpy(buf, s, len);
+        buf[len] = 0;
+        lua_pushnumber(L, strtod(buf, NULL));
+        return;
+    }
+    case O_JSON:
+    case O_JSONB:
+        if (!fr_json_decode(L, s, len)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, s, len);
+        }
+        return;
+    case O_BYTEA:
+        push_bytea(L, s, len);
+        return;
+    case O_TIMESTAMP:
+        push_timestamp(L, s, len, false);
+        return;
+    case O_TIMESTAMPTZ:
+        push_timestamp(L, s, len, true);
+        return;
+    default: {
+        const struct typeinfo *ti = type_of(oid);
+        if (ti && ti->elem && len > 0 && (s[0] == '{' || s[0] == '[')) {
+            push_array(L, s, len, ti->elem, null_idx);
+            return;
+        }
+        lua_pushlstring(L, s, len);
+    }
+    }
+}
+
+static void parse_array(lua_State *L, const char *s, size_t len, size_t *pos, Oid elem,
+                        int null_idx, int depth)
+{
+    luaL_checkstack(L, 4, "array too deep");
+    if (depth > 64)
+        luaL_error(L, "pg: array nested too deep");
+    size_t i = *pos + 1; /* past '{' */
+    lua_newtable(L);
+    lua_Integer n = 0;
+    luaL_Buffer b;
+    while (i < len && s[i] != '}') {
+        if (s[i] == '{') {
+            parse_array(L, s, len, &i, elem, null_idx, depth + 1);
+        } else if (s[i] == '"') {
+            luaL_buffinit(L, &b);
+            i++;
+            while (i < len && s[i] != '"') {
+                if (s[i] == '\\' && i + 1 < len)
+                    i++;
+                luaL_addchar(&b, s[i]);
+                i++;
+            }
+            i++; /* closing quote */
+            luaL_pushresult(&b);
+            size_t l;
+            const char *e = lua_tolstring(L, -1, &l);
+            push_value(L, elem, e, l, null_idx);
+            lua_remove(L, -2);
+        } else {
+            size_t st = i;
+            while (i < len && s[i] != ',' && s[i] != '}')
+                i++;
+            size_t l = i - st;
+            if (l == 4 && strncasecmp(s + st, "NULL", 4) == 0)
+                lua_pushvalue(L, null_idx);
+            else
+                push_value(L, elem, s + st, l, null_idx);
+        }
+        lua_rawseti(L, -2, ++n);
+        if (i < len && s[i] == ',')
+            i++;
+    }
+    *pos = i + 1;
+}
+
+static void push_array(lua_State *L, const char *s, size_t len, Oid elem, int null_idx)
+{
+    size_t pos = 0;
+    if (s[0] == '[') { /* "[0:2]={...}": explicit bounds, elements still in order */
+        const char *eq = memchr(s, '=', len);
+        if (!eq) {
+            lua_pushlstring(L, s, len);
+            return;
+        }
+        pos = (size_t)(eq - s) + 1;
+    }
+    if (pos >= len || s[pos] != '{') {
+        lua_pushlstring(L, s, len);
+        return;
+    }
+    parse_array(L, s, len, &pos, elem, null_idx, 0);
+}
+
+static void push_error_fields(lua_State *L, const PGresult *r)
+{
+    static const struct {
+        int field;
+        const char *name;
+    } f[] = {{PG_DIAG_MESSAGE_DETAIL, "detail"},   {PG_DIAG_MESSAGE_HINT, "hint"},
+             {PG_DIAG_SEVERITY_NONLOCALIZED, "severity"}, {PG_DIAG_CONTEXT, "context"},
+             {PG_DIAG_SCHEMA_NAME, "schema"},      {PG_DIAG_TABLE_NAME, "table"},
+             {PG_DIAG_COLUMN_NAME, "column"},      {PG_DIAG_CONSTRAINT_NAME, "constraint"}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const char *v = PQresultErrorField(r, f[i].field);
+        if (v) {
+            lua_pushstring(L, v);
+            lua_setfield(L, -2, f[i].name);
+        }
+    }
+    const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
+    if (pos) {
+        lua_pushinteger(L, atoi(pos));
+        lua_setfield(L, -2, "position");
+    }
+}
+
+static bool sqlstate_retryable(const char *st)
+{
+    return strncmp(st, "08", 2) == 0 || strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 ||
+           strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 || strcmp(st, "57P03") == 0 ||
+           strcmp(st, "53300") == 0;
+}
+
+static int raise_result_error(lua_State *L, const PGresult *r, const char *desc, bool lost)
+{
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    if (!msg)
+        msg = PQresultErrorMessage(r);
+    char code[16];
+    if (!st)
+        st = lost ? "08006" : "XX000";
+    snprintf(code, sizeof code, "pg.%s", st);
+    char *m = scrubbed(msg, NULL);
+    fr_error_push(L, code, m ? m : "error", lost || sqlstate_retryable(st));
+    free(m);
+    lua_pushstring(L, st);
+    lua_setfield(L, -2, "sqlstate");
+    push_error_fields(L, r);
+    if (desc) {
+        lua_pushstring(L, desc);
+        lua_setfield(L, -2, "server");
+    }
+    return lua_error(L);
+}
+
+static int raise_op_error(lua_State *L, pgop_t *op, const char *desc)
+{
+    fr_error_push(L, op->errcode, op->err ? op->err : "error", op->retryable);
+    if (strncmp(op->errcode, "pg.", 3) == 0 && strlen(op->errcode) == 8) {
+        lua_pushstring(L, op->errcode + 3);
+        lua_setfield(L, -2, "sqlstate");
+    }
+    if (desc) {
+        lua_pushstring(L, desc);
+        lua_setfield(L, -2, "server");
+    }
+    return lua_error(L);
+}
+
+/* rows = {row1, row2, ..., columns = {{name=, type=, oid=}, ...}, affected = n, command = s} */
+static int push_rows(lua_State *L, PGresult *r)
+{
+    int nt = PQntuples(r), nf = PQnfields(r);
+    luaL_checkstack(L, nf + 8, "too many columns");
+    fr_json_push_null(L);
+    int null_idx = lua_gettop(L);
+    lua_createtable(L, nt, 3);
+    int rows = lua_gettop(L);
+    int names = rows + 1;
+    Oid oids[nf > 0 ? nf : 1];
+    lua_createtable(L, nf, 0); /* columns */
+    for (int j = 0; j < nf; j++) {
+        oids[j] = PQftype(r, j);
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, PQfname(r, j));
+        lua_setfield(L, -2, "name");
+        const struct typeinfo *ti = type_of(oids[j]);
+        if (ti)
+            lua_pushstring(L, ti->name);
+        else
+            lua_pushfstring(L, "oid:%d", (int)oids[j]);
+        lua_setfield(L, -2, "type");
+        lua_pushinteger(L, oids[j]);
+        lua_setfield(L, -2, "oid");
+        lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, rows, "columns");
+    for (int j = 0; j < nf; j++)
+        lua_pushstring(L, PQfname(r, j)); /* names at names .. names+nf-1 */
+    for (int i = 0; i < nt; i++) {
+        lua_createtable(L, 0, nf);
+        for (int j = 0; j < nf; j++) {
+            lua_pushvalue(L, names + j);
+            if (PQgetisnull(r, i, j))
+                lua_pushvalue(L, null_idx);
+            else
+                push_value(L, oids[j], PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j),
+                           null_idx);
+            lua_rawset(L, -3);
+        }
+        lua_rawseti(L, rows, i + 1);
+    }
+    lua_settop(L, rows);
+    const char *aff = PQcmdTuples(r);
+    if (aff && *aff) {
+        lua_pushinteger(L, strtoll(aff, NULL, 10));
+        lua_setfield(L, rows, "affected");
+    }
+    const char *cmd = PQcmdStatus(r);
+    if (cmd && *cmd) {
+        lua_pushstring(L, cmd);
+        lua_setfield(L, rows, "command");
+    }
+    return 1;
+}
+
+/* ---- values: Lua -> parameters ------------------------------------------------------------ */
+
+static bool valid_text(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char ch = s[i];
+        if (ch == 0)
+            return false;
+        if (ch < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned int cp;
+        if ((ch & 0xe0) == 0xc0) {
+            k = 1;
+            cp = ch & 0x1f;
+        } else if ((ch & 0xf0) == 0xe0) {
+            k = 2;
+            cp = ch & 0x0f;
+        } else if ((ch & 0xf8) == 0xf0) {
+            k = 3;
+            cp = ch & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i <= k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+typedef struct {
+    int n;
+    const char **vals;
+    int *lens;
+    int *fmts;
+    Oid *types;
+} params_t;
+
+/* Convert the Lua values at first..first+n-1 in place (each replaced by the string sent) and
+ * fill p, whose arrays live in a userdata pushed on the stack. */
+static void build_params(lua_State *L, int first, int n, params_t *p)
+{
+    p->n = n;
+    if (n == 0) {
+        p->vals = NULL;
+        p->lens = p->fmts = NULL;
+        p->types = NULL;
+        return;
+    }
+    if (n > 65535)
+        luaL_error(L, "too many query parameters (%d, at most 65535)", n);
+    size_t sz = (size_t)n * (sizeof(char *) + 2 * sizeof(int) + sizeof(Oid));
+    char *mem = lua_newuserdatauv(L, sz, 0);
+    p->vals = (const char **)mem;
+    p->lens = (int *)(mem + (size_t)n * sizeof(char *));
+    p->fmts = p->lens + n;
+    p->types = (Oid *)(p->fmts + n);
+    for (int i = 0; i < n; i++) {
+        int idx = first + i;
+        p->vals[i] = NULL;
+        p->lens[i] = 0;
+        p->fmts[i] = 0;
+        p->types[i] = 0;
+        int t = lua_type(L, idx);
+        if (t == LUA_TNIL || fr_json_isnull(L, idx))
+            continue;
+        switch (t) {
+        case LUA_TBOOLEAN:
+            p->vals[i] = lua_toboolean(L, idx) ? "t" : "f";
+            p->lens[i] = 1;
+            p->types[i] = O_BOOL;
+            continue;
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, idx)) {
+                lua_pushfstring(L, "%I", (lua_Integer)lua_tointeger(L, idx));
+            } else {
+                double d = lua_tonumber(L, idx);
+                char buf[40];
+                if (isnan(d))
+                    strcpy(buf, "NaN");
+                else if (isinf(d))
+                    strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
+                else
+                    snprintf(buf, sizeof buf, "%.17g", d);
+                lua_pushstring(L, buf);
+            }
+            lua_replace(L, idx);
+            break;
+        case LUA_TSTRING:
+            break;
+        case LUA_TTABLE:
+            if (lua_getmetatable(L, idx)) {
+                lua_rawgetp(L, LUA_REGISTRYINDEX, &bytea_key);
+                bool is_bytea = lua_rawequal(L, -1, -2);
+                lua_pop(L, 2);
+                if (is_bytea) {
+                    lua_rawgeti(L, idx, 1);
+                    if (lua_type(L, -1) != LUA_TSTRING)
+                        luaL_error(L, "pg.bytea value without a string");
+                    lua_replace(L, idx);
+                    size_t l;
+                    p->vals[i] = lua_tolstring(L, idx, &l);
+                    p->lens[i] = (int)l;
+                    p->fmts[i] = 1;
+                    p->types[i] = O_BYTEA;
+                    continue;
+                }
+            }
+            fr_json_encode(L, idx, false);
+            lua_replace(L, idx);
+            break;
+        default:
+            luaL_error(L, "query parameter $%d: cannot send a %s (expected nil, pg.null, boolean, "
+                          "number, string or table)",
+                       i + 1, luaL_typename(L, idx));
+        }
+        size_t l;
+        const char *s = lua_tolstring(L, idx, &l);
+        if (l > 0x7fffffff)
+            luaL_error(L, "query parameter $%d is too large", i + 1);
+        p->vals[i] = s;
+        p->lens[i] = (int)l;
+        if (t == LUA_TSTRING && !valid_text((const unsigned char *)s, l)) {
+            /* NUL bytes or not UTF-8: only bytea can hold it; sent in binary, as is */
+            p->fmts[i] = 1;
+            p->types[i] = O_BYTEA;
+        }
+    }
+}
+
+/* Copy a request so it can wait in the queue after the Lua values are gone. */
+static int copy_request(pgop_t *op, const char *sql, const params_t *p)
+{
+    size_t sl = strlen(sql) + 1, total = sl;
+    for (int i = 0; i < p->n; i++)
+        total += p->vals[i] ? (size_t)p->lens[i] + 1 : 0;
+    size_t arr = (size_t)p->n * (sizeof(char *) + 2 * sizeof(int) + sizeof(Oid));
+    char *blob = malloc(arr + total + 1);
+    if (!blob)
+        return -1;
+    op->blob = blob;
+    char *data = blob + arr;
+    if (p->n) {
+        op->vals = (const char **)blob;
+        op->lens = (int *)(blob + (size_t)p->n * sizeof(char *));
+        op->fmts = op->lens + p->n;
+        op->types = (Oid *)(op->fmts + p->n);
+        memcpy(op->lens, p->lens, (size_t)p->n * sizeof(int));
+        memcpy(op->fmts, p->fmts, (size_t)p->n * sizeof(int));
+        memcpy(op->types, p->types, (size_t)p->n * sizeof(Oid));
+    }
+    memcpy(data, sql, sl);
+    op->sql = data;
+    data += sl;
+    for (int i = 0; i < p->n; i++) {
+        if (!p->vals[i]) {
+            op->vals[i] = NULL;
+            continue;
+        }
+        memcpy(data, p->vals[i], (size_t)p->lens[i]);
+        data[p->lens[i]] = 0;
+        op->vals[i] = data;
+        data += p->lens[i] + 1;
+    }
+    op->nparams = p->n;
+    return 0;
+}
+
+/* ---- Lua bindings --------------------------------------------------------------------------- */
+
+typedef struct {
+    pgc_t *c;
+} connbox_t;
+
+static int op_results(lua_State *L, fr_op_t *base);
+
+static const fr_op_vt_t connect_vt = {"pg.connect", op_results, op_cancel, op_free, true};
+static const fr_op_vt_t query_vt = {"pg.query", op_results, op_cancel, op_free, true};
+static const fr_op_vt_t copy_vt = {"pg.copy", op_results, op_cancel, op_free, true};
+static const fr_op_vt_t notify_vt = {"pg.wait_notify", op_results, op_cancel, op_free, true};
+
+static pgc_t *check_conn(lua_State *L, int idx)
+{
+    connbox_t *b = luaL_checkudata(L, idx, CONN_MT);
+    pgc_t *c = b->c;
+    if (!c || c->state == S_CLOSED)
+        luaL_error(L, "pg: the connection is closed");
+    return c;
+}
+
+static int raise_broken(lua_State *L, pgc_t *c)
+{
+    fr_error_push(L, "pg.08006", c->broken_msg ? c->broken_msg : "connection lost", true);
+    lua_pushliteral(L, "08006");
+    lua_setfield(L, -2, "sqlstate");
+    lua_pushstring(L, c->desc);
+    lua_setfield(L, -2, "server");
+    return lua_error(L);
+}
+
+static void push_conn(lua_State *L, pgc_t *c)
+{
+    connbox_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+    b->c = NULL;
+    luaL_setmetatable(L, CONN_MT);
+    b->c = c;
+    c->owned = true;
+}
+
+static void push_note(lua_State *L, pgc_t *c)
+{
+    note_t *n = c->nhead;
+    c->nhead = n->next;
+    if (!c->nhead)
+        c->ntail = NULL;
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, n->channel);
+    lua_setfield(L, -2, "channel");
+    lua_pushstring(L, n->payload);
+    lua_setfield(L, -2, "payload");
+    lua_pushinteger(L, n->pid);
+    lua_setfield(L, -2, "pid");
+    free(n->channel);
+    free(n->payload);
+    free(n);
+}
+
+static int op_results(lua_State *L, fr_op_t *base)
+{
+    pgop_t *op = (pgop_t *)base;
+    switch (op->kind) {
+    case K_CONNECT: {
+        pgc_t *c = op->c;
+        if (op->err)
+            return raise_op_error(L, op, c ? c->desc : NULL);
+        op->c = NULL;
+        push_conn(L, c);
+        return 1;
+    }
+    case K_NOTIFY: {
+        if (op->err)
+            return raise_op_error(L, op, NULL);
+        pgc_t *c = op->nc; /* op holds a reference */
+        if (c->waiter == op)
+            c->waiter = NULL;
+        if (c->state != S_CLOSED && c->nhead)
+            push_note(L, c);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    case K_COPY_PUT:
+        if (op->err)
+            return raise_op_error(L, op, NULL);
+        return 0;
+    case K_COPY_GET:
+        if (op->err)
+            return raise_op_error(L, op, NULL);
+        lua_pushboolean(L, 0);
+        return 1;
+    default:
+        break;
+    }
+    if (op->err)
+        return raise_op_error(L, op, NULL);
+    PGresult *r = op->res;
+    if (!r) {
+        lua_newtable(L);
+        return 1;
+    }
+    switch (PQresultStatus(r)) {
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+    case PGRES_EMPTY_QUERY:
+    case PGRES_SINGLE_TUPLE:
+        if (op->kind == K_COPY_START) {
+            fr_error_push(L, "pg.copy", "not a COPY statement", false);
+            return lua_error(L);
+        }
+        if (op->kind == K_COPY_END) {
+            const char *aff = PQcmdTuples(r);
+            if (op->get_end)
+                lua_pushnil(L);
+            lua_pushinteger(L, aff && *aff ? strtoll(aff, NULL, 10) : 0);
+            return op->get_end ? 2 : 1;
+        }
+        return push_rows(L, r);
+    case PGRES_COPY_IN:
+        lua_pushliteral(L, "in");
+        return 1;
+    case PGRES_COPY_OUT:
+        lua_pushliteral(L, "out");
+        return 1;
+    default:
+        return raise_result_error(L, r, NULL, false);
+    }
+}
+
+/* Start a request on c, or queue it behind the statement running there. */
+static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params_t *p)
+{
+    if (c->state == S_BROKEN)
+        return raise_broken(L, c);
+    if (c->state != S_READY)
+        return luaL_error(L, "pg: the connection is not ready");
+    pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
+    op->kind = kind;
+    op->c = c;
+    PGLOG("%s on %s: %.200s", kind == K_EXEC ? "exec" : "query", c->desc, sql);
+    if (!c->cur && !c->draining && c->copy == COPY_NONE && !c->copy_ended && !c->qhead) {
+        op->sql = sql;
+        op->nparams = p->n;
+        op->vals = p->vals;
+        op->lens = p->lens;
+        op->fmts = p->fmts;
+        op->types = p->types;
+        c->cur = op;
+        if (send_request(c, op) < 0) {
+            c->cur = NULL;
+            char *m = scrubbed(PQerrorMessage(c->pg), c->secret);
+            bool bad = PQstatus(c->pg) == CONNECTION_BAD;
+            op->c = NULL;
+            fr_op_discard(op);
+            if (bad)
+                conn_lost(c, m);
+            fr_error_push(L, "pg.08006", m ? m : "could not send the query", bad);
+            free(m);
+            return lua_error(L);
+        }
+        op->vals = NULL; /* the Lua strings are not ours to keep */
+        op->sql = NULL;
+    } else {
+        if (copy_request(op, sql, p) < 0) {
+            op->c = NULL;
+            fr_op_discard(op);
+            return luaL_error(L, "out of memory");
+        }
+        op->queued = true;
+        if (c->qtail)
+            c->qtail->next = op;
+        else
+            c->qhead = op;
+        c->qtail = op;
+    }
+    update_watch(c);
+    return fr_op_wait(L, op);
+}
+
+/* conn:query(sql, ...) -> rows. Waits. $1.. parameters from the extra arguments. Raises a
+ * pg.<SQLSTATE> error object on failure. */
+static int l_query(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    const char *sql = luaL_checkstring(L, 2);
+    params_t p;
+    build_params(L, 3, lua_gettop(L) - 2, &p);
+    return run_request(L, c, K_QUERY, sql, &p);
+}
+
+/* conn:exec(sql) -> rows of the last statement. Waits. Several statements, no parameters. */
+static int l_exec(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    const char *sql = luaL_checkstring(L, 2);
+    params_t p = {0, NULL, NULL, NULL, NULL};
+    return run_request(L, c, K_EXEC, sql, &p);
+}
+
+/* conn:_copy_start(sql) -> "in" | "out". Waits. */
+static int l_copy_start(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    const char *sql = luaL_checkstring(L, 2);
+    params_t p = {0, NULL, NULL, NULL, NULL};
+    int n = run_request(L, c, K_COPY_START, sql, &p);
+    return n;
+}
+
+static pgop_t *copy_op(lua_State *L, pgc_t *c, int kind, int copy_state)
+{
+    if (c->state == S_BROKEN)
+        raise_broken(L, c);
+    if (c->copy != copy_state)
+        luaL_error(L, "pg: no COPY %s in progress on this connection",
+                   copy_state == COPY_IN ? "FROM STDIN" : "TO STDOUT");
+    if (c->cur)
+        luaL_error(L, "pg: the connection is busy (another task uses it during COPY)");
+    pgop_t *op = fr_op_new(L, sizeof *op, &copy_vt);
+    op->kind = kind;
+    op->c = c;
+    return op;
+}
+
+/* conn:_copy_put(data): hands COPY data to libpq; waits only when its buffer is full. */
+static int l_copy_put(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    if (c->state == S_BROKEN)
+        return raise_broken(L, c);
+    if (c->copy != COPY_IN)
+        return luaL_error(L, "pg: no COPY FROM STDIN in progress on this connection");
+    if (!c->cur) {
+        int r = PQputCopyData(c->pg, data, (int)len);
+        if (r < 0) {
+            conn_lost(c, NULL);
+            return raise_broken(L, c);
+        }
+        if (r == 1) {
+            int f = PQflush(c->pg);
+            if (f < 0) {
+                conn_lost(c, NULL);
+                return raise_broken(L, c);
+            }
+            c->want_flush = f == 1;
+            if (!c->want_flush)
+                return 0;
+            data = NULL;
+        }
+    }
+    pgop_t *op = copy_op(L, c, K_COPY_PUT, COPY_IN);
+    if (data) {
+        op->buf = malloc(len ? len : 1);
+        if (!op->buf) {
+            op->c = NULL;
+            fr_op_discard(op);
+            return luaL_error(L, "out of memory");
+        }
+        memcpy(op->buf, data, len);
+        op->len = len;
+        c->want_flush = true;
+    }
+    c->cur = op;
+    update_watch(c);
+    return fr_op_wait(L, op);
+}
+
+/* conn:_copy_end([errmsg]) -> rows copied. Waits. With errmsg the COPY fails on the server. */
+static int l_copy_end(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    const char *msg = luaL_optstring(L, 2, NULL);
+    pgop_t *op = copy_op(L, c, K_COPY_END, COPY_IN);
+    op->end_msg = msg; /* the argument stays on the task's stack until we send it */
+    c->cur = op;
+    op_step(c, op, 0);
+    if (op->c)
+        update_watch(c);
+    return fr_op_wait(L, op);
+}
+
+/* conn:_copy_get() -> array of rows | false (call again) | nil, rows copied. Waits. */
+static int l_copy_get(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    if (c->state == S_BROKEN)
+        return raise_broken(L, c);
+    if (c->copy == COPY_OUT) {
+        lua_newtable(L);
+        int n = 0, r = 0;
+        char *b;
+        while (n < 4096 && (r = PQgetCopyData(c->pg, &b, 1)) > 0) {
+            lua_pushlstring(L, b, (size_t)r);
+            PQfreemem(b);
+            lua_rawseti(L, -2, ++n);
+        }
+        if (r == -2) {
+            conn_lost(c, NULL);
+            return raise_broken(L, c);
+        }
+        if (r == -1) { /* the data is all there; the command's result follows */
+            c->copy = COPY_NONE;
+            c->copy_ended = true;
+        }
+        if (n > 0)
+            return 1;
+        lua_pop(L, 1);
+        if (r == 0) {
+            pgop_t *op = copy_op(L, c, K_COPY_GET, COPY_OUT);
+            c->cur = op;
+            update_watch(c);
+            return fr_op_wait(L, op);
+        }
+    }
+    if (!c->copy_ended)
+        return luaL_error(L, "pg: no COPY TO STDOUT in progress on this connection");
+    c->copy_ended = false;
+    pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
+    op->kind = K_COPY_END;
+    op->end_sent = true;
+    op->get_end = true;
+    op->c = c;
+    c->cur = op;
+    collect(c, op);
+    if (op->c)
+        update_watch(c);
+    else
+        start_next(c);
+    return fr_op_wait(L, op);
+}
+
+/* conn:_abort(): leave COPY mode without waiting (the connection drains in the background). */
+static int l_abort(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    if (c->state == S_READY && (c->copy != COPY_NONE || c->copy_ended) && !c->cur &&
+        !c->draining) {
+        c->copy_ended = false;
+        start_drain(c, c->copy == COPY_OUT);
+    }
+    return 0;
+}
+
+/* conn:wait_notify([timeout]) -> {channel=, payload=, pid=} | nil on timeout. Waits. */
+static int l_wait_notify(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    double timeout = luaL_optnumber(L, 2, -1);
+    if (c->nhead) {
+        push_note(L, c);
+        return 1;
+    }
+    if (c->state == S_BROKEN)
+        return raise_broken(L, c);
+    if (c->waiter)
+        return luaL_error(L, "pg: another task already waits for notifications on this "
+                             "connection");
+    pgop_t *op = fr_op_new(L, sizeof *op, &notify_vt);
+    op->kind = K_NOTIFY;
+    op->c = c;
+    op->nc = c;
+    c->refs++;
+    c->waiter = op;
+    if (timeout >= 0)
+        fr_timer_start(&op->base, fr_now() + timeout);
+    update_watch(c);
+    lua_settop(L, 1);
+    return fr_op_wait(L, op);
+}
+
+static int l_close(lua_State *L)
+{
+    connbox_t *b = luaL_checkudata(L, 1, CONN_MT);
+    pgc_t *c = b->c;
+    if (c) {
+        b->c = NULL;
+        conn_close(c);
+        conn_unref(c);
+    }
+    return 0;
+}
+
+static const char *state_name(pgc_t *c)
+{
+    switch (c->state) {
+    case S_READY:
+        return c->cur || c->qhead || c->draining || c->copy || c->copy_ended ? "busy" : "ready";
+    case S_BROKEN:
+        return "broken";
+    case S_CONNECTING:
+        return "connecting";
+    default:
+        return "closed";
+    }
+}
+
+/* conn:status() -> "ready" | "busy" | "broken" | "closed" */
+static int l_status(lua_State *L)
+{
+    connbox_t *b = luaL_checkudata(L, 1, CONN_MT);
+    if (!b->c) {
+        lua_pushliteral(L, "closed");
+        return 1;
+    }
+    pgc_t *c = b->c;
+    if (c->state == S_READY && PQstatus(c->pg) == CONNECTION_BAD)
+        conn_lost(c, NULL);
+    lua_pushstring(L, state_name(c));
+    return 1;
+}
+
+/* conn:transaction_status() -> "idle" | "active" | "intrans" | "inerror" | "unknown" */
+static int l_txstatus(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    static const char *const names[] = {"idle", "active", "intrans", "inerror", "unknown"};
+    PGTransactionStatusType t = c->pg ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN;
+    lua_pushstring(L, names[t <= PQTRANS_UNKNOWN ? t : PQTRANS_UNKNOWN]);
+    return 1;
+}
+
+static int l_backend_pid(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    lua_pushinteger(L, PQbackendPID(c->pg));
+    return 1;
+}
+
+static int l_server_version(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    lua_pushinteger(L, PQserverVersion(c->pg));
+    return 1;
+}
+
+static int l_parameter(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    const char *v = PQparameterStatus(c->pg, luaL_checkstring(L, 2));
+    lua_pushstring(L, v);
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    connbox_t *b = luaL_checkudata(L, 1, CONN_MT);
+    if (!b->c)
+        lua_pushliteral(L, "pg.conn (closed)");
+    else
+        lua_pushfstring(L, "pg.conn %s (%s)", b->c->desc, state_name(b->c));
+    return 1;
+}
+
+/* Options from a conninfo string or table; the password is remembered only for scrubbing. */
+static const char *find_password(PQconninfoOption *opts)
+{
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
+            return o->val;
+    return NULL;
+}
+
+static int connect_error(lua_State *L, const char *msg)
+{
+    fr_error_push(L, "pg.08001", msg, false);
+    return lua_error(L);
+}
+
+/* pg.core.connect(conninfo) -> conn. Waits. conninfo: key=value string, postgresql:// URL or a
+ * table of libpq keywords. Raises pg.08001 (or pg.28P01 ... when the server said why). */
+static int l_connect(lua_State *L)
+{
+    int t = lua_type(L, 1);
+    if (t != LUA_TSTRING && t != LUA_TTABLE)
+        return luaL_argerror(L, 1, "expected a conninfo string, a postgresql:// URL or a table");
+    char *secret = NULL;
+    PGconn *pg = NULL;
+    if (t == LUA_TSTRING) {
+        const char *ci = lua_tostring(L, 1);
+        char *perr = NULL;
+        PQconninfoOption *opts = PQconninfoParse(ci, &perr);
+        if (!opts) {
+            bool sensitive = strstr(ci, "password") || (strstr(ci, "://") && strchr(ci, '@'));
+            char *m = scrubbed(perr ? perr : "out of memory", NULL);
+            if (perr)
+                PQfreemem(perr);
+            lua_pushfstring(L, "invalid connection string: %s",
+                            sensitive ? "(details withheld: it holds a password)" : m);
+            free(m);
+            return connect_error(L, lua_tostring(L, -1));
+        }
+        const char *pw = find_password(opts);
+        if (pw)
+            secret = strdup(pw);
+        PQconninfoFree(opts);
+        pg = PQconnectStart(ci);
+    } else {
+        int n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, 1)) {
+            n++;
+            lua_pop(L, 1);
+        }
+        const char **keys = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1) * 2, 0);
+        const char **vals = keys + n + 1;
+        int i = 0;
+        lua_pushnil(L);
+        while (lua_next(L, 1)) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                return luaL_error(L, "pg.connect: table keys must be libpq keywords (strings)");
+            lua_pushvalue(L, -1);
+            const char *v = luaL_tolstring(L, -1, NULL); /* anchored in the table below */
+            lua_pushvalue(L, -4);                       /* key */
+            lua_pushvalue(L, -2);
+            lua_rawset(L, 1); /* replace the value by its string form so it stays alive */
+            lua_pop(L, 2);
+            keys[i] = lua_tostring(L, -2);
+            vals[i] = v;
+            if (strcmp(keys[i], "password") == 0 && !secret)
+                secret = strdup(v);
+            i++;
+            lua_pop(L, 1);
+        }
+        keys[i] = vals[i] = NULL;
+        /* check the keywords before libpq does, so no value ever reaches a message */
+        for (int k = 0; k < i; k++) {
+            bool known = false;
+            PQconninfoOption *d = PQconndefaults();
+            for (PQconninfoOption *o = d; o && o->keyword; o++)
+                if (strcmp(o->keyword, keys[k]) == 0)
+                    known = true;
+            PQconninfoFree(d);
+            if (!known) {
+                free(secret);
+                lua_pushfstring(L, "invalid connection option \"%s\"", keys[k]);
+                return connect_error(L, lua_tostring(L, -1));
+            }
+        }
+        pg = PQconnectStartParams(keys, vals, 0);
+    }
+    if (!pg) {
+        free(secret);
+        return luaL_error(L, "out of memory");
+    }
+    pgc_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        PQfinish(pg);
+        free(secret);
+        return luaL_error(L, "out of memory");
+    }
+    c->pg = pg;
+    c->fd = -1;
+    c->secret = secret;
+    c->refs = 1;
+    c->state = S_CONNECTING;
+    c->next_all = all_conns;
+    if (all_conns)
+        all_conns->prev_all = c;
+    all_conns = c;
+    {
+        const char *host = PQhost(pg), *port = PQport(pg), *db = PQdb(pg), *user = PQuser(pg);
+        size_t n = 16 + strlen(host ? host : "") + strlen(port ? port : "") +
+                   strlen(db ? db : "") + strlen(user ? user : "");
+        c->desc = malloc(n);
+        if (c->desc)
+            snprintf(c->desc, n, "%s@%s:%s/%s", user ? user : "", host ? host : "",
+                     port ? port : "", db ? db : "");
+        char *d = scrubbed(c->desc, secret);
+        free(c->desc);
+        c->desc = d ? d : strdup("?");
+    }
+    if (PQstatus(pg) == CONNECTION_BAD) {
+        char *m = scrubbed(PQerrorMessage(pg), secret);
+        conn_close(c);
+        conn_unref(c);
+        lua_pushstring(L, m ? m : "could not connect");
+        free(m);
+        return connect_error(L, lua_tostring(L, -1));
+    }
+    pgop_t *op = fr_op_new(L, sizeof *op, &connect_vt); /* may raise: c is not yet in it */
+    op->kind = K_CONNECT;
+    op->c = c;
+    c->connect_op = op;
+    PGLOG("connecting to %s", c->desc);
+    int fd = PQsocket(pg);
+    if (fd < 0 || watch_fd(c, fd, UV_WRITABLE) < 0)
+        connect_step(c);
+    return fr_op_wait(L, op);
+}
+
+/* ---- a waiter: one task parks until another wakes it (the pool's queue) -------------------- */
+
+typedef struct {
+    bool woken;
+    fr_op_t *op;
+} waiter_t;
+
+typedef struct {
+    fr_op_t base;
+    waiter_t *w;
+    bool woken;
+} waitop_t;
+
+static bool waitop_cancel(fr_op_t *base)
+{
+    waitop_t *op = (waitop_t *)base;
+    if (op->w && op->w->op == base)
+        op->w->op = NULL;
+    op->w = NULL;
+    return true;
+}
+
+static void waitop_free(fr_op_t *base)
+{
+    waitop_cancel(base);
+}
+
+static int waitop_results(lua_State *L, fr_op_t *base)
+{
+    lua_pushboolean(L, ((waitop_t *)base)->woken);
+    return 1;
+}
+
+static const fr_op_vt_t waiter_vt = {"pg.pool.wait", waitop_results, waitop_cancel, waitop_free,
+                                     false};
+
+/* pg.core.waiter() -> w: w:wait([timeout]) parks the task until w:wake() (true) or the timeout
+ * (false); a wake before the wait is not lost. */
+static int l_waiter(lua_State *L)
+{
+    waiter_t *w = lua_newuserdatauv(L, sizeof *w, 0);
+    w->woken = false;
+    w->op = NULL;
+    luaL_setmetatable(L, WAITER_MT);
+    return 1;
+}
+
+static int l_waiter_wait(lua_State *L)
+{
+    waiter_t *w = luaL_checkudata(L, 1, WAITER_MT);
+    double timeout = luaL_optnumber(L, 2, -1);
+    if (w->woken) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (w->op)
+        return luaL_error(L, "pg: a waiter can have only one task waiting");
+    waitop_t *op = fr_op_new(L, sizeof *op, &waiter_vt);
+    op->w = w;
+    w->op = &op->base;
+    if (timeout >= 0)
+        fr_timer_start(&op->base, fr_now() + timeout);
+    return fr_op_wait(L, op);
+}
+
+static int l_waiter_wake(lua_State *L)
+{
+    waiter_t *w = luaL_checkudata(L, 1, WAITER_MT);
+    w->woken = true;
+    if (w->op) {
+        waitop_t *op = (waitop_t *)w->op;
+        w->op = NULL;
+        op->w = NULL;
+        op->woken = true;
+        if (op->base.heap_index >= 0)
+            fr_timer_stop(&op->base);
+        fr_op_complete(op);
+    }
+    return 0;
+}
+
+static int l_bytea_mt(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &bytea_key);
+    return 1;
+}
+
+static void close_all(void)
+{
+    for (pgc_t *c = all_conns; c; c = c->next_all)
+        conn_close(c);
+}
+
+int luaopen_pg_core(lua_State *L)
+{
+    static bool registered;
+    if (!registered) {
+        registered = true;
+        fr_at_shutdown(close_all);
+    }
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &bytea_key);
+
+    static const luaL_Reg conn_methods[] = {
+        {"query", l_query},
+        {"exec", l_exec},
+        {"close", l_close},
+        {"status", l_status},
+        {"transaction_status", l_txstatus},
+        {"backend_pid", l_backend_pid},
+        {"server_version", l_server_version},
+        {"parameter", l_parameter},
+        {"wait_notify", l_wait_notify},
+        {"_copy_start", l_copy_start},
+        {"_copy_put", l_copy_put},
+        {"_copy_end", l_copy_end},
+        {"_copy_get", l_copy_get},
+        {"_abort", l_abort},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, CONN_MT);
+    luaL_newlib(L, conn_methods);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__index");
+    lua_setfield(L, -2, "methods");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, CONN_MT);
+    lua_setfield(L, -2, "__name");
+    lua_getfield(L, -1, "methods");
+    lua_remove(L, -2);
+    int methods = lua_gettop(L);
+
+    static const luaL_Reg waiter_methods[] = {
+        {"wait", l_waiter_wait},
+        {"wake", l_waiter_wake},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, WAITER_MT);
+    luaL_newlib(L, waiter_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    static const luaL_Reg funcs[] = {
+        {"connect", l_connect},
+        {"waiter", l_waiter},
+        {"bytea_mt", l_bytea_mt},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, funcs);
+    lua_pushvalue(L, methods);
+    lua_setfield(L, -2, "conn_methods");
+    fr_json_push_null(L);
+    lua_setfield(L, -2, "null");
+    return 1;
+}
+
+FR_MODULE("pg.core", luaopen_pg_core)
