@@ -92,6 +92,31 @@ static void set_paths(lua_State *L)
     lua_pop(L, 2);
 }
 
+/* Lua warnings (errors raised in __gc metamethods among them) go to stderr; an error in a
+ * finalizer makes the exit status 1, since the work it should have done did not happen. */
+static char warn_buf[1024];
+static size_t warn_len;
+static bool gc_error;
+
+static void warnf(void *ud, const char *msg, int tocont)
+{
+    (void)ud;
+    if (warn_len == 0 && !tocont && msg[0] == '@')
+        return; /* control messages (@on/@off): warnings stay on */
+    size_t n = strlen(msg);
+    if (n > sizeof warn_buf - 1 - warn_len)
+        n = sizeof warn_buf - 1 - warn_len;
+    memcpy(warn_buf + warn_len, msg, n);
+    warn_len += n;
+    warn_buf[warn_len] = 0;
+    if (tocont)
+        return;
+    if (strncmp(warn_buf, "error in __gc", 13) == 0)
+        gc_error = true;
+    fprintf(stderr, "flowrun: warning: %s\n", warn_buf);
+    warn_len = 0;
+}
+
 /* ---- module flow.sys: facts about the process for the Lua CLI --------------------------------- */
 static int l_isatty(lua_State *L)
 {
@@ -162,6 +187,7 @@ int main(int argc, char **argv)
         return 1;
     }
     luaL_openlibs(L);
+    lua_setwarnf(L, warnf, NULL);
     find_root();
     fr_sched_init(L);
     set_paths(L);
@@ -200,5 +226,7 @@ int main(int argc, char **argv)
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     lua_close(L);
     fr_sched_shutdown();
+    if (gc_error && code == 0)
+        code = 1;
     return code;
 }

@@ -693,6 +693,8 @@ static int l_task_done(lua_State *L)
 
 static const char *task_status(fr_task_t *t)
 {
+    if (t->state == T_NEW && t->cancelled)
+        return "cancelled";
     if (t->state == T_ERROR && t->cancelled)
         return "cancelled";
     if (t->state == T_ERROR && fr_error_is(t->co, -1, "flow.cancelled"))
