@@ -143,15 +143,19 @@ function M.run(wf, o)
     for _, dn in ipairs(st.t.downstream) do st.downs[#st.downs + 1] = rt.states[dn] end
   end
   if o.resume then
-    for name, rec in pairs(o.resume.tasks) do
-      local st = rt.states[name]
-      if st then
+    -- a recorded success is kept when every upstream is kept too: a task that ran although
+    -- an upstream failed (cleanup, all_done, one_failed) runs again after that upstream
+    for _, st in ipairs(rt.order) do
+      local rec = o.resume.tasks[st.name]
+      if rec then
         st.attempts = rec.attempts or 0
-        if rec.state == "success" then
+        local keep = rec.state == "success"
+        for _, u in ipairs(st.ups) do if u.state ~= "success" then keep = false end end
+        if keep then
           st.state, st.result, st.resumed = "success", rec.result, true
           st.started, st.finished = nil, nil
           st.duration = rec.duration
-          rt.results[name] = rec.result
+          rt.results[st.name] = rec.result
         end
       end
     end
