@@ -50,6 +50,19 @@ typedef struct note {
     struct note *next;
 } note_t;
 
+/* A statement prepared on one connection: the text and the kinds of its parameters. */
+typedef struct stmt {
+    struct stmt *next;
+    uint32_t hash;
+    int id;
+    bool ready;
+    int nparams;
+    char *sig; /* one char per parameter (see sigchar), then the SQL text */
+    char *sql;
+} stmt_t;
+
+#define STMT_BUCKETS 64
+
 typedef struct pgpoll {
     uv_poll_t h;
     pgc_t *c;
@@ -78,6 +91,8 @@ struct pgc {
     char *secret; /* the password, only to scrub messages */
     char *broken_msg;
     struct pgc *prev_all, *next_all;
+    stmt_t *stmts[STMT_BUCKETS];
+    int nstmts, stmt_max, stmt_seq;
 };
 
 struct pgop {
@@ -105,6 +120,9 @@ struct pgop {
     const char *end_msg;
     bool end_sent;
     bool get_end; /* the end of COPY TO: results are nil, count */
+    stmt_t *stmt;   /* the prepared statement it runs, or NULL */
+    bool preparing; /* waiting for the Parse of stmt */
+    bool retried;   /* re-prepared once after the server dropped a statement */
     pgc_t *nc;    /* wait_notify: the connection, referenced */
 };
 
@@ -145,6 +163,7 @@ static char *scrubbed(const char *msg, const char *secret)
 
 static void conn_unref(pgc_t *c);
 static void drive(pgc_t *c, int events);
+static void stmt_clear(pgc_t *c);
 static void update_watch(pgc_t *c);
 
 static void on_poll_close(uv_handle_t *h)
@@ -305,6 +324,7 @@ static void conn_close(pgc_t *c)
         c->pg = NULL;
     }
     note_free_all(c);
+    stmt_clear(c);
 }
 
 /* ---- the state machine (callback side: no Lua calls) ------------------------------------- */
@@ -338,10 +358,104 @@ static void take_notifies(pgc_t *c)
         op_finish(c->waiter);
 }
 
+/* ---- the statement cache: conn:query runs a named prepared statement (Parse on first use,
+ * then Bind/Execute only), so the server parses and plans it once per connection. Keyed by the
+ * SQL text and the kinds of the parameters sent. */
+
+static char sigchar(Oid t, int fmt)
+{
+    return t == 0 ? 'u' : t == 16 ? 'b' : fmt ? 'y' : 't';
+}
+
+static uint32_t stmt_hash(const pgop_t *op)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)op->sql; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    for (int i = 0; i < op->nparams; i++)
+        h = (h ^ (unsigned char)sigchar(op->types[i], op->fmts[i])) * 16777619u;
+    return h;
+}
+
+static stmt_t *stmt_find(pgc_t *c, const pgop_t *op, uint32_t h)
+{
+    for (stmt_t *s = c->stmts[h % STMT_BUCKETS]; s; s = s->next) {
+        if (s->hash != h || s->nparams != op->nparams || strcmp(s->sql, op->sql) != 0)
+            continue;
+        int i = 0;
+        while (i < op->nparams && s->sig[i] == sigchar(op->types[i], op->fmts[i]))
+            i++;
+        if (i == op->nparams)
+            return s;
+    }
+    return NULL;
+}
+
+static stmt_t *stmt_add(pgc_t *c, const pgop_t *op, uint32_t h)
+{
+    size_t sl = strlen(op->sql);
+    stmt_t *s = malloc(sizeof *s + (size_t)op->nparams + sl + 1);
+    if (!s)
+        return NULL;
+    s->hash = h;
+    s->id = ++c->stmt_seq;
+    s->ready = false;
+    s->nparams = op->nparams;
+    s->sig = (char *)(s + 1);
+    for (int i = 0; i < op->nparams; i++)
+        s->sig[i] = sigchar(op->types[i], op->fmts[i]);
+    s->sql = s->sig + op->nparams;
+    memcpy(s->sql, op->sql, sl + 1);
+    s->next = c->stmts[h % STMT_BUCKETS];
+    c->stmts[h % STMT_BUCKETS] = s;
+    c->nstmts++;
+    return s;
+}
+
+static void stmt_remove(pgc_t *c, stmt_t *s)
+{
+    for (stmt_t **pp = &c->stmts[s->hash % STMT_BUCKETS]; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            c->nstmts--;
+            free(s);
+            return;
+        }
+    }
+}
+
+static void stmt_clear(pgc_t *c)
+{
+    for (int b = 0; b < STMT_BUCKETS; b++) {
+        while (c->stmts[b]) {
+            stmt_t *s = c->stmts[b];
+            c->stmts[b] = s->next;
+            free(s);
+        }
+    }
+    c->nstmts = 0;
+}
+
 static int send_request(pgc_t *c, pgop_t *op)
 {
     int ok;
-    if (op->kind == K_QUERY)
+    if (op->kind == K_QUERY && c->stmt_max > 0) {
+        uint32_t h = stmt_hash(op);
+        stmt_t *s = stmt_find(c, op, h);
+        if (!s && c->nstmts < c->stmt_max) {
+            s = stmt_add(c, op, h);
+            op->preparing = s != NULL;
+        }
+        op->stmt = s;
+    }
+    char name[24];
+    if (op->stmt)
+        snprintf(name, sizeof name, "fr_%d", op->stmt->id);
+    if (op->stmt && op->preparing)
+        ok = PQsendPrepare(c->pg, name, op->sql, op->nparams, op->types);
+    else if (op->stmt)
+        ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->vals, op->lens, op->fmts, 0);
+    else if (op->kind == K_QUERY)
         ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens,
                                op->fmts, 0);
     else
@@ -441,6 +555,46 @@ static void keep_result(pgop_t *op, PGresult *r)
     op->res = r;
 }
 
+/* A prepared statement's step is over. Returns true when the op goes on (Execute sent after the
+ * Parse, or a re-prepare after the server lost the statement), false when it is finished. */
+static bool statement_done(pgc_t *c, pgop_t *op)
+{
+    bool failed = op->res && PQresultStatus(op->res) == PGRES_FATAL_ERROR;
+    if (op->preparing && !failed) {
+        op->stmt->ready = true;
+        op->preparing = false;
+        PQclear(op->res);
+        op->res = NULL;
+    } else if (op->preparing) {
+        stmt_remove(c, op->stmt);
+        op->stmt = NULL;
+        return false;
+    } else if (failed) {
+        /* 26000: DEALLOCATE / DISCARD ALL dropped it; 0A000: a table changed under it */
+        const char *st = PQresultErrorField(op->res, PG_DIAG_SQLSTATE);
+        if (!st || (strcmp(st, "26000") != 0 && strcmp(st, "0A000") != 0))
+            return false;
+        if (strcmp(st, "26000") == 0)
+            stmt_clear(c);
+        else
+            stmt_remove(c, op->stmt);
+        op->stmt = NULL;
+        if (op->retried || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+            return false;
+        op->retried = true;
+        PQclear(op->res);
+        op->res = NULL;
+    } else {
+        return false;
+    }
+    if (send_request(c, op) < 0) {
+        conn_lost(c, NULL);
+        return true; /* conn_lost finished the op */
+    }
+    update_watch(c);
+    return true;
+}
+
 /* Read results for the current statement until libpq says it is complete. */
 static void collect(pgc_t *c, pgop_t *op)
 {
@@ -450,6 +604,11 @@ static void collect(pgc_t *c, pgop_t *op)
             if (PQstatus(c->pg) == CONNECTION_BAD) {
                 conn_lost(c, NULL);
                 return;
+            }
+            if (op->stmt && statement_done(c, op)) {
+                if (c->state != S_READY)
+                    return;
+                continue; /* the Execute is on its way */
             }
             op_finish(op);
             return;
@@ -766,6 +925,8 @@ static bool op_cancel(fr_op_t *base)
     if (c->cur == op) {
         c->cur = NULL;
         op->c = NULL;
+        if (op->preparing && op->stmt)
+            stmt_remove(c, op->stmt); /* its name is never reused: a late Parse harms nothing */
         /* a statement in progress: cancel it on the server unless only COPY IN data flows,
          * which ending the COPY with an error stops */
         bool running = op->kind != K_COPY_PUT && op->kind != K_COPY_GET;
@@ -1518,8 +1679,8 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params
             free(m);
             return lua_error(L);
         }
-        op->vals = NULL; /* the Lua strings are not ours to keep */
-        op->sql = NULL;
+        /* op->sql and op->vals point into the task's stack, which holds them while it waits:
+         * a Parse is followed by the Execute, a dropped statement is re-prepared from them */
     } else {
         if (copy_request(op, sql, p) < 0) {
             op->c = NULL;
@@ -1781,6 +1942,18 @@ static int l_txstatus(lua_State *L)
     return 1;
 }
 
+/* conn:statement_cache(n): prepare at most n statements on this connection (0: none, for
+ * poolers in transaction mode). Returns the previous limit. */
+static int l_statement_cache(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    lua_Integer n = luaL_optinteger(L, 2, c->stmt_max);
+    luaL_argcheck(L, n >= 0 && n <= 100000, 2, "expected 0 .. 100000");
+    lua_pushinteger(L, c->stmt_max);
+    c->stmt_max = (int)n;
+    return 1;
+}
+
 static int l_backend_pid(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
@@ -1914,6 +2087,7 @@ static int l_connect(lua_State *L)
     c->fd = -1;
     c->secret = secret;
     c->refs = 1;
+    c->stmt_max = 256;
     c->state = S_CONNECTING;
     c->next_all = all_conns;
     if (all_conns)
@@ -2060,6 +2234,7 @@ int luaopen_pg_core(lua_State *L)
         {"status", l_status},
         {"transaction_status", l_txstatus},
         {"backend_pid", l_backend_pid},
+        {"statement_cache", l_statement_cache},
         {"server_version", l_server_version},
         {"parameter", l_parameter},
         {"wait_notify", l_wait_notify},
