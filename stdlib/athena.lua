@@ -1,0 +1,80 @@
+-- athena — Amazon Athena queries for workflows.
+--
+--   local athena = require "athena"
+--   local rows = athena.query("SELECT count(*) AS n FROM lake.orders",
+--                             {workgroup = "primary", database = "lake"})
+--   rows[1].n, rows.columns -> {"n"}
+--
+-- query starts the query, polls it, then pages through the results; values come back as
+-- strings (as Athena gives them). A failed query raises athena.query_failed with Athena's
+-- reason; cancelling the waiting task stops the query.
+local flow = require "flow"
+
+local M = {}
+
+local function aws() return require "aws" end
+
+-- query(sql, opts) -> rows (list of {column = value}), rows.columns, rows.query_id.
+-- opts: database, catalog, workgroup, output_location, every (1 s, backing off to 10 s),
+-- timeout (30 min), log.
+function M.query(sql, opts)
+  opts = opts or {}
+  if type(sql) ~= "string" then error("athena.query: expected SQL text", 2) end
+  local params = {QueryString = sql, WorkGroup = opts.workgroup}
+  if opts.database or opts.catalog then
+    params.QueryExecutionContext = {Database = opts.database, Catalog = opts.catalog}
+  end
+  if opts.output_location then params.ResultConfiguration = {OutputLocation = opts.output_location} end
+  local id = aws().athena.start_query_execution(params).QueryExecutionId
+  local ok, err = pcall(flow.poll, function()
+    local q = aws().athena.get_query_execution{QueryExecutionId = id}.QueryExecution
+    local st = q.Status.State
+    if st == "SUCCEEDED" then return q end
+    if st == "FAILED" or st == "CANCELLED" then
+      error(flow.error("athena.query_failed", string.format("Athena query %s %s: %s", id, st,
+        q.Status.StateChangeReason or "no reason given"),
+        {retryable = false, query_id = id, state = st}), 0)
+    end
+    return nil, st
+  end, {every = opts.every or 1, backoff = 1.5, max_every = 10,
+        timeout = opts.timeout or 30 * 60, name = "Athena query " .. id, log = opts.log})
+  if not ok then
+    if flow.cancelled(err) or flow.is_error(err, "flow.timeout") then
+      flow.shield(function()
+        pcall(function() aws().athena.stop_query_execution{QueryExecutionId = id} end)
+      end)
+    end
+    error(err, 0)
+  end
+  local rows, columns, token, first = {}, nil, nil, true
+  repeat
+    local r = aws().athena.get_query_results{QueryExecutionId = id, NextToken = token}
+    local rs = r.ResultSet or {}
+    if not columns then
+      columns = {}
+      for i, c in ipairs(rs.ResultSetMetadata and rs.ResultSetMetadata.ColumnInfo or {}) do
+        columns[i] = c.Label or c.Name
+      end
+    end
+    for i, row in ipairs(rs.Rows or {}) do
+      local vals = {}
+      for j, d in ipairs(row.Data or {}) do vals[j] = d.VarCharValue end
+      -- a SELECT's first row repeats the column labels
+      local header = first and i == 1
+      if header then
+        for j, c in ipairs(columns) do if vals[j] ~= c then header = false end end
+      end
+      if not header then
+        local rec = {}
+        for j, c in ipairs(columns) do rec[c] = vals[j] end
+        rows[#rows + 1] = rec
+      end
+    end
+    first = false
+    token = r.NextToken
+  until not token or token == ""
+  rows.columns, rows.query_id = columns, id
+  return rows
+end
+
+return M

@@ -1,0 +1,186 @@
+-- dms — AWS DMS operators and sensors for workflows.
+--
+--   local dms = require "dms"
+--   dms.start_task(arn, {type = "reload-target"})   -- no-op when already starting/running
+--   local task = dms.wait_task(arn, {timeout = "6h", progress = ctx.progress})
+--   local stats = dms.table_statistics(arn)          -- every table, all pages
+--   dms.stop_task(arn)
+--
+-- wait_task succeeds when the full load finished (a stopped task whose StopReason says so,
+-- or, with cdc = true, a running task whose full load is at 100%). Unlike Airflow's
+-- DmsTaskCompletedSensor, a stopped task whose StopReason is an error, or with errored tables,
+-- is a failure, and the error names the reason, LastFailureMessage and the tables in error.
+local flow = require "flow"
+
+local M = {}
+
+local function aws() return require "aws" end
+
+-- StopReason values that mean the load finished; those that mean it did not. Others
+-- (STOPPED_AFTER_DDL_APPLY, STOPPED_AT_SERVER_TIME, STOPPED_AT_COMMIT_TIME) are stop points a
+-- user set: the load did not finish either.
+M.FINISHED = {
+  ["Stop Reason NORMAL"] = true,
+  ["Stop Reason FULL_LOAD_ONLY_FINISHED"] = true,
+  ["Stop Reason STOPPED_AFTER_FULL_LOAD"] = true,
+  ["Stop Reason STOPPED_AFTER_CACHED_EVENTS"] = true,
+}
+M.ERRORS = {
+  ["Stop Reason RECOVERABLE_ERROR"] = true,
+  ["Stop Reason FATAL_ERROR"] = true,
+  ["Stop Reason STOPPED_DUE_TO_LOW_MEMORY"] = true,
+  ["Stop Reason STOPPED_DUE_TO_LOW_DISK"] = true,
+  ["Stop Reason EXPRESS_LICENSE_LIMITS_REACHED"] = true,
+}
+-- botocore's ReplicationTaskStopped waiter fails on these.
+local BAD_STATES = {failed = true, ["failed-move"] = true, deleting = true, modifying = true,
+                    moving = true, testing = true, creating = true, ready = true}
+
+-- botocore waiter defaults for DMS: 15 s between polls, 60 attempts.
+M.WAIT_DEFAULTS = {every = 15, timeout = 15 * 60}
+
+local function log(opts, msg)
+  if opts and opts.log then return opts.log(msg) end
+  local ok, engine = pcall(require, "flow.engine")
+  if ok and engine.log_current then return engine.log_current(msg) end
+end
+
+local function fail(code, msg, fields)
+  fields = fields or {}
+  fields.retryable = false
+  return flow.error(code, msg, fields)
+end
+
+-- describe(arn) -> the ReplicationTask table. Raises aws.ResourceNotFoundFault for an
+-- unknown ARN.
+function M.describe(arn)
+  if type(arn) ~= "string" then
+    error("dms: expected a replication task ARN (string), got " .. type(arn), 2)
+  end
+  local r = aws().dms.describe_replication_tasks{
+    Filters = {{Name = "replication-task-arn", Values = {arn}}}, WithoutSettings = true}
+  local task = r.ReplicationTasks and r.ReplicationTasks[1]
+  if not task then
+    error(fail("dms.not_found", "DMS task " .. arn .. " not found"), 2)
+  end
+  return task
+end
+
+-- start_task(arn, {type = "start-replication" | "resume-processing" | "reload-target"})
+-- -> {arn, status, started = bool, type}. Does nothing when the task is already starting or
+-- running (a re-run after a crash must not restart a load in progress). Without type: a task
+-- that never ran gets start-replication, any other reload-target.
+function M.start_task(arn, opts)
+  opts = opts or {}
+  local task = M.describe(arn)
+  if task.Status == "starting" or task.Status == "running" then
+    log(opts, string.format("DMS task %s is already %s: not starting it again",
+      task.ReplicationTaskIdentifier, task.Status))
+    return {arn = arn, status = task.Status, started = false}
+  end
+  local kind = opts.type
+  if not kind then kind = task.Status == "ready" and "start-replication" or "reload-target" end
+  if kind == "start-replication" and task.Status ~= "ready" then
+    -- DMS refuses start-replication for a task that ran before: say what to use instead.
+    kind = "reload-target"
+    log(opts, "DMS task has run before: start-replication becomes reload-target")
+  end
+  local r = aws().dms.start_replication_task{ReplicationTaskArn = arn,
+                                             StartReplicationTaskType = kind}
+  local st = r.ReplicationTask and r.ReplicationTask.Status or "starting"
+  log(opts, string.format("DMS task %s: %s (%s)", task.ReplicationTaskIdentifier, st, kind))
+  return {arn = arn, status = st, started = true, type = kind}
+end
+
+-- table_statistics(arn, filters) -> list of TableStatistics (every page).
+function M.table_statistics(arn, filters)
+  local out, marker = {}, nil
+  repeat
+    local r = aws().dms.describe_table_statistics{ReplicationTaskArn = arn, Marker = marker,
+                                                  Filters = filters, MaxRecords = 500}
+    for _, s in ipairs(r.TableStatistics or {}) do out[#out + 1] = s end
+    marker = r.Marker
+  until not marker or marker == ""
+  return out
+end
+
+local function errored_tables(arn)
+  local ok, stats = pcall(M.table_statistics, arn)
+  if not ok then return nil end
+  local names = {}
+  for _, s in ipairs(stats) do
+    if s.TableState == "Table error" or (s.FullLoadErrorRows or 0) > 0 then
+      names[#names + 1] = s.SchemaName .. "." .. s.TableName
+    end
+  end
+  return names
+end
+
+local function describe_progress(task)
+  local s = task.ReplicationTaskStats or {}
+  return string.format("%s %d%% (%d loaded, %d loading, %d queued%s)", task.Status,
+    s.FullLoadProgressPercent or 0, s.TablesLoaded or 0, s.TablesLoading or 0,
+    s.TablesQueued or 0, (s.TablesErrored or 0) > 0 and (", " .. s.TablesErrored .. " errored") or "")
+end
+
+local function task_failed(arn, task, why)
+  local parts = {string.format("DMS task %s %s", task.ReplicationTaskIdentifier or arn, why)}
+  if task.StopReason then parts[#parts + 1] = "StopReason: " .. task.StopReason end
+  if task.LastFailureMessage and task.LastFailureMessage ~= "" then
+    parts[#parts + 1] = "LastFailureMessage: " .. task.LastFailureMessage
+  end
+  local bad = errored_tables(arn)
+  if bad and #bad > 0 then parts[#parts + 1] = "tables in error: " .. table.concat(bad, ", ") end
+  return fail("dms.task_failed", table.concat(parts, "; "), {
+    status = task.Status, stop_reason = task.StopReason, tables_errored = bad,
+    last_failure_message = task.LastFailureMessage})
+end
+
+-- wait_task(arn, opts) -> the task once its load finished. opts: every, timeout (botocore's
+-- 15 s x 60 by default; a real load wants e.g. "6h"), cdc (succeed when a full-load-and-cdc
+-- task's full load is complete and it is running), progress (fn(pct, msg), e.g. ctx.progress),
+-- log (fn(msg)), grace (seconds during which "ready" is taken as not started yet; 60).
+-- Raises dms.task_failed with the reason, or flow.timeout naming the last status seen.
+function M.wait_task(arn, opts)
+  opts = opts or {}
+  local grace = opts.grace or 60
+  local start = flow.now()
+  local function check()
+    local task = M.describe(arn)
+    local st, s = task.Status, task.ReplicationTaskStats or {}
+    local pct = s.FullLoadProgressPercent or 0
+    if opts.progress then pcall(opts.progress, pct, describe_progress(task)) end
+    if st == "stopped" then
+      local reason = task.StopReason or ""
+      if M.ERRORS[reason] then error(task_failed(arn, task, "stopped on an error"), 0) end
+      if (s.TablesErrored or 0) > 0 then
+        error(task_failed(arn, task, "stopped with " .. s.TablesErrored .. " table(s) in error"), 0)
+      end
+      if M.FINISHED[reason] or (reason == "" and pct >= 100) then return task end
+      error(task_failed(arn, task, "stopped before its load finished"), 0)
+    elseif st == "running" and opts.cdc and pct >= 100 and (s.TablesErrored or 0) == 0 then
+      return task
+    elseif st == "ready" and flow.now() - start < grace then
+      return nil, "ready (not started yet)"
+    elseif BAD_STATES[st] then
+      error(task_failed(arn, task, "is " .. st), 0)
+    end
+    return nil, describe_progress(task)
+  end
+  return flow.poll(check, {every = opts.every or M.WAIT_DEFAULTS.every,
+                           timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
+                           name = "DMS task " .. (arn:match("[^:]+$") or arn),
+                           log = opts.log})
+end
+
+-- stop_task(arn) -> the task as DMS answered; nothing to do when it is not running.
+function M.stop_task(arn, opts)
+  local task = M.describe(arn)
+  if task.Status ~= "running" and task.Status ~= "starting" then
+    log(opts, "DMS task is " .. task.Status .. ": nothing to stop")
+    return task
+  end
+  return aws().dms.stop_replication_task{ReplicationTaskArn = arn}.ReplicationTask
+end
+
+return M
