@@ -411,6 +411,10 @@ function M.run(wf, o)
         if idx == nil and wait then
           start_cancelling(string.format("timed out after %s (--timeout)",
             duration.format(o.timeout)))
+        elseif rt.qn < rt.n_running then
+          -- group commit: let the other runnable tasks finish their turn first, so that
+          -- changes happening together are decided and journaled together
+          F.sleep(0)
         end
       end
     end

@@ -58,6 +58,24 @@ function M.open(path, o)
   o = o or {}
   local dir = path:match("^(.*)/[^/]*$")
   if dir then mkdir_p(dir) end
+  -- a last line cut by a crash is dropped before appending (else the next record would be
+  -- glued to it): the file is rewritten without it and renamed into place
+  local old = io.open(path, "rb")
+  if old then
+    local text = old:read("a")
+    old:close()
+    if #text > 0 and text:sub(-1) ~= "\n" then
+      local keep = text:match("^(.*\n)") or ""
+      local tmp = path .. ".tmp"
+      local tf = assert(io.open(tmp, "wb"))
+      tf:write(keep)
+      tf:flush()
+      local c = core()
+      if c and c.fsync then c.fsync(tf) end
+      tf:close()
+      assert(os.rename(tmp, path))
+    end
+  end
   local f, err = io.open(path, "a")
   if not f then error("journal: cannot open " .. tostring(err), 2) end
   f:setvbuf("full", 1 << 16)
