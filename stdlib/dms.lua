@@ -156,7 +156,8 @@ function M.wait_task(arn, opts)
       if (s.TablesErrored or 0) > 0 then
         error(task_failed(arn, task, "stopped with " .. s.TablesErrored .. " table(s) in error"), 0)
       end
-      if M.FINISHED[reason] or (reason == "" and pct >= 100) then return task end
+      -- a finished reason with the load short of 100% is a stop by hand part way
+      if (M.FINISHED[reason] or reason == "") and pct >= 100 then return task end
       error(task_failed(arn, task, "stopped before its load finished"), 0)
     elseif st == "running" and opts.cdc and pct >= 100 and (s.TablesErrored or 0) == 0 then
       return task
