@@ -7,6 +7,11 @@
 #   make install PREFIX=/usr/local
 
 PKGS     := lua5.4 libuv libcurl openssl jansson libpq expat libedit
+# The binary holds the core; each shared unit (a C unit that links a heavy library) is a
+# shared object BUILD/lib/<unit>.so loaded on first require (runtime/main.c lists them too),
+# so `flowrun -e` does not pay for loading libcurl, libpq or OpenSSL.
+CORE_PKGS    := lua5.4 libuv jansson
+SHARED_UNITS := http pg xml sigv4 repl
 PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
@@ -14,20 +19,28 @@ CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -DFR_PREFIX='"$(PREFIX)"'
+CORE_LIBS  := $(shell pkg-config --libs $(CORE_PKGS) 2>/dev/null)
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -fPIC $(PKG_CFLAGS) -DFR_PREFIX='"$(PREFIX)"'
 
 SRC      := $(wildcard runtime/*.c)
 OBJ      := $(SRC:runtime/%.c=$(BUILD)/%.o)
 LIBOBJ   := $(filter-out $(BUILD)/main.o,$(OBJ))
+MODOBJ   := $(filter $(SHARED_UNITS:%=$(BUILD)/%.o),$(OBJ))
+COREOBJ  := $(filter-out $(MODOBJ),$(OBJ))
+MODS     := $(MODOBJ:$(BUILD)/%.o=$(BUILD)/lib/%.so)
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%.t,$(wildcard tests/c/*.c))
 BIN      ?= flowrun
 
 .PHONY: all test check asan bench demo install clean deps ctests format
 
-all: $(BIN)
+all: $(BIN) $(MODS)
 
-$(BIN): $(OBJ)
-	$(CC) -o $@ $(OBJ) $(LDFLAGS) -Wl,-E $(PKG_LIBS) -lm
+$(BIN): $(COREOBJ)
+	$(CC) -o $@ $(COREOBJ) $(LDFLAGS) -Wl,-E -Wl,--as-needed $(CORE_LIBS) -ldl -lm
+
+$(BUILD)/lib/%.so: $(BUILD)/%.o
+	@mkdir -p $(BUILD)/lib
+	$(CC) -shared -o $@ $< $(LDFLAGS) -Wl,--as-needed $(PKG_LIBS) -lm
 
 $(BUILD)/%.o: runtime/%.c runtime/flowrun.h | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
@@ -60,8 +73,9 @@ demo:
 	@scripts/demo.sh
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/flowrun
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/flowrun $(DESTDIR)$(PREFIX)/lib/flowrun
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/flowrun
+	install -m 755 $(MODS) $(DESTDIR)$(PREFIX)/lib/flowrun/
 	cp -R lua stdlib workflows $(DESTDIR)$(PREFIX)/share/flowrun/
 
 format:

@@ -15,7 +15,6 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -417,15 +416,36 @@ static int l_is_array(lua_State *L)
     return 1;
 }
 
+static const char b64chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* json.base64_encode(bytes) -> string (standard alphabet, padded) */
 static int l_b64encode(lua_State *L)
 {
     size_t len;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
     luaL_Buffer b;
-    char *out = luaL_buffinitsize(L, &b, 4 * ((len + 2) / 3) + 1);
-    int n = EVP_EncodeBlock((unsigned char *)out, s, (int)len);
-    luaL_pushresultsize(&b, (size_t)n);
+    char *out = luaL_buffinitsize(L, &b, 4 * ((len + 2) / 3));
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)s[i] << 16;
+        if (i + 1 < len)
+            v |= (unsigned)s[i + 1] << 8;
+        if (i + 2 < len)
+            v |= s[i + 2];
+        out[o++] = b64chars[(v >> 18) & 63];
+        out[o++] = b64chars[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? b64chars[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? b64chars[v & 63] : '=';
+    }
+    luaL_pushresultsize(&b, o);
     return 1;
+}
+
+static int b64value(int c)
+{
+    const char *p = c ? strchr(b64chars, c) : NULL;
+    return p ? (int)(p - b64chars) : -1;
 }
 
 /* json.base64_decode(s) -> bytes, or nil, message */
@@ -441,19 +461,29 @@ static int l_b64decode(lua_State *L)
         return 2;
     }
     luaL_Buffer b;
-    char *out = luaL_buffinitsize(L, &b, len / 4 * 3 + 1);
-    int n = len ? EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)len) : 0;
-    if (n < 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "invalid base64");
-        return 2;
+    char *out = luaL_buffinitsize(L, &b, len / 4 * 3);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int pad = (s[i + 3] == '=') + (s[i + 2] == '=');
+        if (pad && i + 4 != len)
+            goto bad;
+        int a = b64value(s[i]), bb = b64value(s[i + 1]);
+        int c = pad >= 2 ? 0 : b64value(s[i + 2]), d = pad >= 1 ? 0 : b64value(s[i + 3]);
+        if (a < 0 || bb < 0 || c < 0 || d < 0)
+            goto bad;
+        unsigned v = (unsigned)a << 18 | (unsigned)bb << 12 | (unsigned)c << 6 | (unsigned)d;
+        out[o++] = (char)(v >> 16);
+        if (pad < 2)
+            out[o++] = (char)(v >> 8);
+        if (pad < 1)
+            out[o++] = (char)v;
     }
-    if (len >= 1 && s[len - 1] == '=')
-        n--;
-    if (len >= 2 && s[len - 2] == '=')
-        n--;
-    luaL_pushresultsize(&b, (size_t)n);
+    luaL_pushresultsize(&b, o);
     return 1;
+bad:
+    lua_pushnil(L);
+    lua_pushliteral(L, "invalid base64");
+    return 2;
 }
 
 static int luaopen_json(lua_State *L)

@@ -11,6 +11,7 @@
  */
 #include "flowrun.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <lualib.h>
 #include <signal.h>
@@ -38,6 +39,17 @@ fr_module_t *fr_modules(void)
 }
 
 static char root[PATH_MAX];
+static char moddir[PATH_MAX];
+
+/* C units that link a heavy library are shared objects (<moddir>/<unit>.so), loaded on the
+ * first require of one of their modules, so a run that does not use them does not pay for
+ * loading libcurl, libpq or OpenSSL. The Makefile's SHARED_UNITS lists the same units. */
+static const struct {
+    const char *module, *unit;
+} shared_modules[] = {
+    {"http", "http"},          {"pg.core", "pg"},           {"xml", "xml"},
+    {"aws.sigv4", "sigv4"},    {"flow.readline", "repl"},
+};
 
 static bool is_root(const char *dir)
 {
@@ -76,6 +88,60 @@ static void find_root(void)
     snprintf(root, sizeof root, "%s/share/flowrun", FR_PREFIX);
 }
 
+/* Where the shared C units are: beside the build tree's binary (build/lib), beside a build
+ * directory's binary (BUILD/lib), or PREFIX/lib/flowrun. */
+static void find_moddir(void)
+{
+    char exe[PATH_MAX];
+    size_t len = sizeof exe;
+    if (uv_exepath(exe, &len) == 0) {
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = 0;
+        const char *cands[] = {"%s/build/lib", "%s/lib", "%s/../lib/flowrun"};
+        for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+            char p[PATH_MAX + 32], probe[PATH_MAX + 64];
+            struct stat st;
+            snprintf(p, sizeof p, cands[i], exe);
+            snprintf(probe, sizeof probe, "%s/http.so", p);
+            if (stat(probe, &st) == 0 && realpath(p, moddir))
+                return;
+        }
+    }
+    snprintf(moddir, sizeof moddir, "%s/lib/flowrun", FR_PREFIX);
+}
+
+static fr_module_t *find_module(const char *name)
+{
+    for (fr_module_t *m = modules; m; m = m->next)
+        if (strcmp(m->name, name) == 0)
+            return m;
+    return NULL;
+}
+
+/* package.preload loader of a module in a shared unit (upvalue 1: the unit's name) */
+static int load_shared(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *unit = lua_tostring(L, lua_upvalueindex(1));
+    fr_module_t *m = find_module(name);
+    if (!m) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s.so", moddir, unit);
+        /* its constructors register its modules (fr_module_register, exported by this
+         * binary); the handle stays open for the life of the process */
+        if (!dlopen(path, RTLD_NOW | RTLD_LOCAL))
+            return luaL_error(L, "cannot load module '%s': %s", name, dlerror());
+        m = find_module(name);
+        if (!m)
+            return luaL_error(L, "cannot load module '%s': %s does not provide it", name, path);
+    }
+    lua_pushcfunction(L, m->open);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
 static void set_paths(lua_State *L)
 {
     lua_getglobal(L, "package");
@@ -88,6 +154,13 @@ static void set_paths(lua_State *L)
     for (fr_module_t *m = modules; m; m = m->next) {
         lua_pushcfunction(L, m->open);
         lua_setfield(L, -2, m->name);
+    }
+    for (size_t i = 0; i < sizeof shared_modules / sizeof shared_modules[0]; i++) {
+        if (find_module(shared_modules[i].module))
+            continue; /* linked in (C unit tests link everything) */
+        lua_pushstring(L, shared_modules[i].unit);
+        lua_pushcclosure(L, load_shared, 1);
+        lua_setfield(L, -2, shared_modules[i].module);
     }
     lua_pop(L, 2);
 }
@@ -167,6 +240,8 @@ static int luaopen_sys(lua_State *L)
     luaL_newlib(L, f);
     lua_pushstring(L, root);
     lua_setfield(L, -2, "root");
+    lua_pushstring(L, moddir);
+    lua_setfield(L, -2, "moddir");
     lua_pushliteral(L, FR_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushliteral(L, LUA_RELEASE);
@@ -189,6 +264,7 @@ int main(int argc, char **argv)
     luaL_openlibs(L);
     lua_setwarnf(L, warnf, NULL);
     find_root();
+    find_moddir();
     fr_sched_init(L);
     set_paths(L);
 

@@ -62,7 +62,8 @@ struct fr_task {
 static struct {
     uv_loop_t loop;
     lua_State *L; /* main thread */
-    fr_task_t *ready_head, *ready_tail;
+    fr_task_t *ready_head, *ready_tail; /* new tasks, sleep(0), bare yields */
+    fr_task_t *woken_head, *woken_tail; /* tasks whose operation completed: run first */
     fr_task_t *live; /* every task not yet finished */
     int live_count;
     int next_id;
@@ -237,9 +238,29 @@ static void enqueue(fr_task_t *t)
     S.ready_tail = t;
 }
 
+/* A task woken by a completed operation goes ahead of tasks that merely have a turn, so a
+ * burst of new tasks cannot make timers late. */
+static void enqueue_woken(fr_task_t *t)
+{
+    t->next_ready = NULL;
+    if (S.woken_tail)
+        S.woken_tail->next_ready = t;
+    else
+        S.woken_head = t;
+    S.woken_tail = t;
+}
+
 static fr_task_t *dequeue(void)
 {
-    fr_task_t *t = S.ready_head;
+    fr_task_t *t = S.woken_head;
+    if (t) {
+        S.woken_head = t->next_ready;
+        if (!S.woken_head)
+            S.woken_tail = NULL;
+        t->next_ready = NULL;
+        return t;
+    }
+    t = S.ready_head;
     if (t) {
         S.ready_head = t->next_ready;
         if (!S.ready_head)
@@ -247,6 +268,11 @@ static fr_task_t *dequeue(void)
         t->next_ready = NULL;
     }
     return t;
+}
+
+static bool any_ready(void)
+{
+    return S.woken_head || S.ready_head;
 }
 
 static void live_unlink(fr_task_t *t)
@@ -317,7 +343,7 @@ void fr_op_complete(void *p)
     fr_task_t *t = op->task;
     if (t->state == T_WAITING && t->op == op) {
         t->state = T_READY;
-        enqueue(t);
+        enqueue_woken(t);
     }
 }
 
@@ -366,7 +392,7 @@ int fr_op_wait(lua_State *L, void *p)
     fr_task_t *t = op->task;
     t->op = op;
     t->state = T_WAITING;
-    if (op->state == FR_OP_DONE) { /* completed while starting */
+    if (op->state == FR_OP_DONE) { /* completed while starting (sleep(0)): a turn */
         t->state = T_READY;
         enqueue(t);
     }
@@ -526,7 +552,9 @@ static void run_task(fr_task_t *t)
 typedef struct {
     fr_op_t base;
     int n;
-    int fired; /* 1-based index of the task that finished; 0: the deadline passed */
+    int fired;     /* 1-based index of the task that finished (or failed); 0: none yet */
+    int remaining; /* all mode: tasks still running; any mode: 0 */
+    bool all;      /* wait for every task (or the first failure) instead of the first */
     waiter_t w[];
 } join_op_t;
 
@@ -547,12 +575,35 @@ static void join_unlink(join_op_t *j)
     }
 }
 
+static void unlink_one(waiter_t *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->target->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    w->target = NULL;
+}
+
 static void join_fire(fr_op_t *op, fr_task_t *target)
 {
     join_op_t *j = (join_op_t *)op;
-    for (int i = 0; i < j->n; i++)
-        if (j->w[i].target == target && j->fired == 0)
-            j->fired = i + 1;
+    if (j->all) {
+        /* the waiter of this target is the head of its list (wake_waiters pops heads) */
+        waiter_t *w = target->waiters;
+        int index = (int)(w - j->w) + 1;
+        unlink_one(w);
+        if (target->state == T_OK && --j->remaining > 0)
+            return;
+        if (target->state != T_OK)
+            j->fired = index;
+    } else {
+        for (int i = 0; i < j->n; i++)
+            if (j->w[i].target == target && j->fired == 0)
+                j->fired = i + 1;
+    }
     join_unlink(j);
     if (op->heap_index >= 0)
         fr_timer_stop(op);
@@ -592,33 +643,43 @@ static bool task_done(const fr_task_t *t)
     return t->state == T_OK || t->state == T_ERROR;
 }
 
-/* core.wait_any(handles [, timeout]) -> index of the first finished task, or nil when the
- * timeout passed. Waits; never raises the tasks' errors. */
-static int l_wait_any(lua_State *L)
+/* Wait for the tasks in the list at stack index 1: the first to finish (any), or all of them
+ * unless one fails first (all). Pushes the 1-based index of the task that finished (any) or
+ * failed (all); nothing (nil) when all succeeded or the timeout passed. */
+static int join(lua_State *L, bool all, const char *fname)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     double timeout = luaL_optnumber(L, 2, -1);
     int n = (int)luaL_len(L, 1);
-    if (n == 0 && timeout < 0)
+    if (n == 0 && timeout < 0 && !all)
         return luaL_argerror(L, 1, "no tasks to wait for");
+    int pending = 0;
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, 1, i);
         fr_task_t *t = luaL_testudata(L, -1, TASK_MT);
         if (!t)
-            return luaL_error(L, "bad argument #1 to 'wait_any' (element %d is not a task)", i);
+            return luaL_error(L, "bad argument #1 to '%s' (element %d is not a task)", fname, i);
         lua_pop(L, 1);
-        if (task_done(t)) {
+        if (task_done(t) && (!all || t->state != T_OK)) {
             lua_pushinteger(L, i);
             return 1;
         }
+        if (!task_done(t))
+            pending++;
     }
+    if (all && pending == 0)
+        return 0;
     join_op_t *j = fr_op_new(L, sizeof *j + (size_t)n * sizeof(waiter_t), &join_vt);
     j->n = n;
+    j->all = all;
+    j->remaining = pending;
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, 1, i + 1);
         fr_task_t *t = lua_touserdata(L, -1);
         lua_pop(L, 1);
         waiter_t *w = &j->w[i];
+        if (task_done(t))
+            continue;
         w->op = &j->base;
         w->target = t;
         w->prev = NULL;
@@ -630,6 +691,41 @@ static int l_wait_any(lua_State *L)
     if (timeout >= 0)
         fr_timer_start(&j->base, fr_now() + timeout);
     return fr_op_wait(L, j);
+}
+
+/* core.wait_any(handles [, timeout]) -> index of the first finished task, or nil when the
+ * timeout passed. Waits; never raises the tasks' errors. */
+static int l_wait_any(lua_State *L)
+{
+    return join(L, false, "wait_any");
+}
+
+/* core.first_results(handles) -> array of each finished task's first result (nil for tasks
+ * that failed or have not finished). Does not wait. */
+static int l_first_results(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)luaL_len(L, 1);
+    lua_createtable(L, n, 0);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        fr_task_t *t = luaL_testudata(L, -1, TASK_MT);
+        lua_pop(L, 1);
+        if (t && t->state == T_OK && t->nres > 0) {
+            t->observed = true;
+            lua_pushvalue(t->co, 1);
+            lua_xmove(t->co, L, 1);
+            lua_rawseti(L, -2, i);
+        }
+    }
+    return 1;
+}
+
+/* core.wait_all(handles [, timeout]) -> nil when every task succeeded (or the timeout
+ * passed), else the index of the first task that failed. Waits; never raises. */
+static int l_wait_all(lua_State *L)
+{
+    return join(L, true, "wait_all");
 }
 
 /* Push a finished task's outcome: its results, or raise its error. */
@@ -930,6 +1026,8 @@ static const luaL_Reg core_funcs[] = {
     {"spawn", l_spawn},
     {"sleep", l_sleep},
     {"wait_any", l_wait_any},
+    {"wait_all", l_wait_all},
+    {"first_results", l_first_results},
     {"shield", l_shield},
     {"now", l_now},
     {"time", l_time},
@@ -1006,15 +1104,22 @@ void fr_sched_init(lua_State *L)
     lua_pop(L, 1);
 }
 
+/* Run what is queued now (tasks that get a new turn meanwhile wait until after I/O); every
+ * 256 tasks, due timers are fired so that their tasks go ahead of the rest. */
 static void run_ready(void)
 {
-    /* run what is queued now; tasks queued meanwhile wait for the next turn, after I/O */
     fr_task_t *last = S.ready_tail;
-    while (S.ready_head) {
+    int budget = S.live_count + 1;
+    unsigned n = 0;
+    while (any_ready() && budget-- > 0) {
         fr_task_t *t = dequeue();
         run_task(t);
         if (t == last)
+            last = NULL;
+        if (!last && !S.woken_head)
             break;
+        if ((++n & 255) == 0 && S.heap_len > 0 && S.heap[0]->deadline <= fr_now())
+            fire_timers();
     }
 }
 
@@ -1033,7 +1138,7 @@ bool fr_sched_run(fr_task_t *main, bool all)
     main->is_main = true;
     bool cancelled_rest = false;
     for (;;) {
-        if (S.ready_head)
+        if (any_ready())
             run_ready();
         if (task_done(main)) {
             if (!all || S.live_count == 0)
@@ -1045,7 +1150,7 @@ bool fr_sched_run(fr_task_t *main, bool all)
                 continue;
             }
         }
-        if (S.ready_head) {
+        if (any_ready()) {
             uv_run(&S.loop, UV_RUN_NOWAIT);
             continue;
         }
@@ -1060,7 +1165,7 @@ bool fr_sched_run(fr_task_t *main, bool all)
             uv_ref((uv_handle_t *)&S.timer);
         else
             uv_unref((uv_handle_t *)&S.timer);
-        if (!uv_loop_alive(&S.loop) && !S.ready_head) {
+        if (!uv_loop_alive(&S.loop)) {
             report_deadlock();
             return false;
         }

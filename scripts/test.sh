@@ -10,8 +10,7 @@ scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
 if [ "${ASAN:-0}" = 1 ]; then
   build=build-asan
   san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-  make -s BUILD=$build BIN=$build/flowrun CFLAGS="-O1 -g $san" LDFLAGS="$san" \
-    $build/flowrun ctests
+  make -s BUILD=$build BIN=$build/flowrun CFLAGS="-O1 -g $san" LDFLAGS="$san" all ctests
   export FLOWRUN=$root/$build/flowrun
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=86"
   export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"

@@ -29,9 +29,10 @@ M.error = core.error
 M.is_error = core.is_error
 M.cancelled = core.cancelled
 M.wait_any = core.wait_any
+M.wait_all = core.wait_all
 M.core = core
 
-local wait_any, spawn, shield = core.wait_any, core.spawn, core.shield
+local wait_any, wait_all, spawn, shield = core.wait_any, core.wait_all, core.spawn, core.shield
 
 -- Cancel every handle in hs except those already done, then wait for them to finish so their
 -- cleanups have run before we go on (shielded: we may be cancelled ourselves).
@@ -55,22 +56,14 @@ end
 -- Waits for all; when one fails, the others are cancelled and its error is raised.
 function M.all(hs)
   check_handles(hs, "all")
-  local results, pending, index = {}, {}, {}
-  for i, h in ipairs(hs) do pending[#pending + 1] = h; index[#pending] = i end
-  while #pending > 0 do
-    local ok, k = pcall(wait_any, pending)
-    if not ok then cancel_and_drain(pending); error(k, 0) end
-    local h, i = pending[k], index[k]
-    table.remove(pending, k)
-    table.remove(index, k)
-    local r = table.pack(h:result())
-    if not r[1] then
-      cancel_and_drain(pending)
-      error(r[2], 0)
-    end
-    results[i] = r[2]
+  local ok, failed = pcall(wait_all, hs)
+  if not ok then cancel_and_drain(hs); error(failed, 0) end
+  if failed then
+    local err = select(2, hs[failed]:result())
+    cancel_and_drain(hs)
+    error(err, 0)
   end
-  return results
+  return core.first_results(hs)
 end
 
 -- flow.any(handles) -> index, results... of the first task to succeed; the rest are
