@@ -25,19 +25,6 @@
 #define FR_PREFIX "/usr/local"
 #endif
 
-static fr_module_t *modules;
-
-void fr_module_register(fr_module_t *m)
-{
-    m->next = modules;
-    modules = m;
-}
-
-fr_module_t *fr_modules(void)
-{
-    return modules;
-}
-
 static char root[PATH_MAX];
 static char moddir[PATH_MAX];
 
@@ -113,7 +100,7 @@ static void find_moddir(void)
 
 static fr_module_t *find_module(const char *name)
 {
-    for (fr_module_t *m = modules; m; m = m->next)
+    for (fr_module_t *m = fr_modules(); m; m = m->next)
         if (strcmp(m->name, name) == 0)
             return m;
     return NULL;
@@ -151,7 +138,7 @@ static void set_paths(lua_State *L)
     lua_setfield(L, -3, "path");
     lua_pop(L, 1);
     lua_getfield(L, -1, "preload");
-    for (fr_module_t *m = modules; m; m = m->next) {
+    for (fr_module_t *m = fr_modules(); m; m = m->next) {
         lua_pushcfunction(L, m->open);
         lua_setfield(L, -2, m->name);
     }
