@@ -29,8 +29,10 @@ local function evaluate(w, sql, db)
   local lower = s:lower()
   local n = lower:match("^select (%-?%d+)$")
   if n then return {columns = {"_col0"}, types = {"integer"}, rows = {{n}}} end
-  local target = lower:match("^select count%(%*%) from ([%w_.\"`]+)$")
-    or lower:match("^select count%(%*%) as [%w_]+ from ([%w_.\"`]+)$")
+  local alias, target = "_col0", lower:match("^select count%(%*%) from ([%w_.\"`]+)$")
+  if not target then
+    alias, target = lower:match("^select count%(%*%) as \"?([%w_]+)\"? from ([%w_.\"`]+)$")
+  end
   if target then
     target = target:gsub("[\"`]", "")
     local tdb, tname = target:match("^([%w_]+)%.([%w_]+)$")
@@ -41,7 +43,7 @@ local function evaluate(w, sql, db)
       return {error = string.format("TABLE_NOT_FOUND: line 1:22: Table 'awsdatacatalog.%s.%s' " ..
         "does not exist", tostring(tdb), tostring(tname)), error_type = 1006}
     end
-    return {columns = {"_col0"}, types = {"bigint"},
+    return {columns = {alias}, types = {"bigint"},
             rows = {{tostring(source_rows(w, t.sim_source))}}}
   end
   return {error = "NOT_SUPPORTED: the simulator answers SELECT count(*) FROM db.table and " ..
