@@ -25,7 +25,33 @@ local BAD = { failed = true, upstream_failed = true, cancelled = true }
 
 -- Task id -> ctx of the workflow task running in it, so that flow.poll and friends can log
 -- under the right task name.
-local ctx_by_task = setmetatable({}, { __mode = "k" })
+local ctx_by_task = {}
+
+-- ctx.log(...) and ctx.progress(pct, msg) are made on first use (most tasks never log), bound
+-- to the task's state, found under the private key ST.
+local ST = setmetatable({}, { __name = "ctx.st" })
+local CTX_MT = { __index = function(ctx, k)
+  local st = rawget(ctx, ST)
+  local f
+  if k == "log" then
+    f = function(...)
+      local parts = {}
+      for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+      st.rep:log(st, table.concat(parts, " "))
+    end
+  elseif k == "progress" then
+    f = function(pct, msg)
+      if type(pct) == "string" and msg == nil then pct, msg = nil, pct end
+      st.pct = pct
+      if msg then st.last_msg = msg end
+      st.rep:progress(st, pct, msg)
+    end
+  else
+    return nil
+  end
+  rawset(ctx, k, f)
+  return f
+end }
 
 local function flow() return require "flow" end
 local function core() return require "flow.core" end
@@ -113,7 +139,8 @@ end
 --   random       function() -> [0,1) for jitter (default math.random)
 --   observer     function(event, name, st) called on each state change (tests)
 -- summary: {run_id, workflow, state, exit, reason, duration, tasks = {{name, state, attempts,
--- duration, error, result, cleanup}}, results = {name -> result}}
+-- duration, error, result, cleanup, resumed, ...}} (in dependency order), results = {name ->
+-- result}}
 function M.run(wf, o)
   local F, C = flow(), core()
   local ok, problems = wf:validate()
@@ -134,13 +161,16 @@ function M.run(wf, o)
 
   -- build task states
   for _, t in ipairs(wf.order) do
-    local st = { name = t.name, t = t, state = "pending", attempts = 0, ups = {}, downs = {} }
+    local st = { name = t.name, t = t, state = "pending", attempts = 0, ups = {}, downs = {},
+      rep = rep }
     rt.states[t.name] = st
     rt.order[#rt.order + 1] = st
   end
+  local states = rt.states
   for _, st in ipairs(rt.order) do
-    for _, dep in ipairs(st.t.after) do st.ups[#st.ups + 1] = rt.states[dep] end
-    for _, dn in ipairs(st.t.downstream) do st.downs[#st.downs + 1] = rt.states[dn] end
+    local ups, downs, after, down = st.ups, st.downs, st.t.after, st.t.downstream
+    for i = 1, #after do ups[i] = states[after[i]] end
+    for i = 1, #down do downs[i] = states[down[i]] end
   end
   if o.resume then
     -- a recorded success is kept when every upstream is kept too: a task that ran although
@@ -252,27 +282,20 @@ function M.run(wf, o)
   end
 
   local function make_ctx(st)
-    local ctx = {
+    return setmetatable({
       params = rt.params, results = rt.results, run_id = rt.run_id, task = st.name,
-      attempt = st.attempts, workflow = wf.name,
-    }
-    ctx.log = function(...)
-      local parts = {}
-      for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
-      rep:log(st, table.concat(parts, " "))
-    end
-    ctx.progress = function(pct, msg)
-      if type(pct) == "string" and msg == nil then pct, msg = nil, pct end
-      st.pct = pct
-      if msg then st.last_msg = msg end
-      rep:progress(st, pct, msg)
-    end
-    return ctx
+      attempt = st.attempts, workflow = wf.name, [ST] = st,
+    }, CTX_MT)
   end
 
   local function attempt(st, ctx)
-    ctx_by_task[C.current().id] = ctx
-    return st.t.fn(ctx)
+    -- flow.timeout runs the body in a task of its own: log lines from it find the ctx too
+    local id = C.current().id
+    ctx_by_task[id] = ctx
+    local r = table.pack(pcall(st.t.fn, ctx))
+    ctx_by_task[id] = nil
+    if not r[1] then error(r[2], 0) end
+    return table.unpack(r, 2, r.n)
   end
 
   local function hooks(st, name, ...)
@@ -284,15 +307,17 @@ function M.run(wf, o)
   local function run_attempts(st)
     local t = st.t
     local ctx
+    local myid = C.current().id
     while true do
       ctx = make_ctx(st)
-      ctx_by_task[C.current().id] = ctx
       local res
       if t.timeout then
         res = table.pack(pcall(F.timeout, t.timeout, attempt, st, ctx))
       else
-        res = table.pack(pcall(attempt, st, ctx))
+        ctx_by_task[myid] = ctx
+        res = table.pack(pcall(t.fn, ctx))
       end
+      ctx_by_task[myid] = nil
       local ok, err = res[1], res[2]
       if ok then
         local enc_ok, enc_err = true, nil
@@ -381,7 +406,7 @@ function M.run(wf, o)
       rt.n_running = rt.n_running - 1
       st.handle = nil
       local ev = st.state == "success" and "succeeded" or st.state
-      rep:task(st, ev, { elapsed = st.finished - st.started })
+      rep:task(st, ev)
       observe(ev, st)
       became_final(st)
     end
@@ -461,11 +486,11 @@ function M.run(wf, o)
     reason = rt.reason, duration = F.now() - t0, tasks = {}, results = rt.results }
   local nfailed = 0
   for _, st in ipairs(rt.order) do
-    local d = st.duration
-    if st.started and st.finished then d = st.finished - st.started end
-    sum.tasks[#sum.tasks + 1] = { name = st.name, state = st.state, attempts = st.attempts,
-      duration = d, error = st.error, result = st.result, cleanup = st.t.cleanup or nil,
-      resumed = st.resumed }
+    -- the rows are the task states themselves (read them, do not change them): a summary of
+    -- 10,000 tasks costs no extra tables
+    if st.started and st.finished then st.duration = st.finished - st.started end
+    st.cleanup = st.t.cleanup or nil
+    sum.tasks[#sum.tasks + 1] = st
     if st.state == "failed" then nfailed = nfailed + 1 end
   end
   if state == "failed" and not sum.reason then

@@ -54,7 +54,8 @@ local function event_text(st, event, extra)
   if event == "started" then
     return string.format("started (attempt %d)", st.attempts)
   elseif event == "succeeded" then
-    return string.format("succeeded in %s (attempt %d)", duration.format(extra.elapsed), st.attempts)
+    return string.format("succeeded in %s (attempt %d)",
+      duration.format(st.finished and st.started and (st.finished - st.started)), st.attempts)
   elseif event == "failed" then
     return string.format("failed after %d attempt(s): %s", st.attempts, M.errstr(st.error))
   elseif event == "retry" then
@@ -179,7 +180,9 @@ function Json:task(st, event, extra)
     attempt = st.attempts, state = st.state }
   if event == "failed" then rec.error = M.errstr(st.error) end
   if event == "retry" then rec.error, rec.delay = M.errstr(extra.error), extra.delay end
-  if event == "succeeded" then rec.elapsed = extra.elapsed end
+  if event == "succeeded" and st.finished and st.started then
+    rec.elapsed = st.finished - st.started
+  end
   if extra.rule then rec.rule = extra.rule end
   self:emit(rec)
 end

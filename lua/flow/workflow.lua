@@ -205,6 +205,7 @@ end
 -- fn(ctx) runs in its own task; its first result is the task's result (JSON-serialisable:
 -- it is journaled so that a resumed run keeps it).
 function Workflow:task(name, opts, fn)
+  self.valid = nil
   if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
   local function problem(fmt, ...) self.problems[#self.problems + 1] = string.format(fmt, ...) end
   if type(name) ~= "string" or not name:match("^[%a_][%w_%-%.]*$") then
@@ -273,6 +274,7 @@ end
 
 -- wf:validate() -> true, or false and a list of messages (every problem found).
 function Workflow:validate()
+  if self.valid then return true end
   local problems = {}
   for _, p in ipairs(self.problems) do problems[#problems + 1] = p end
   if #self.tasks == 0 then problems[#problems + 1] = "workflow has no tasks" end
@@ -288,7 +290,8 @@ function Workflow:validate()
     problems[#problems + 1] = "dependency cycle: " .. table.concat(cycle, " -> ")
   end
   if #problems > 0 then return false, problems end
-  if not self.downstream then self:link() end
+  self:link()
+  self.valid = true
   return true
 end
 
