@@ -144,8 +144,9 @@ wf:task("start_dms", {after = "preflight", retries = 2, retry_delay = "30s"}, fu
 end)
 
 wf:task("wait_dms", {after = "start_dms"}, function(ctx)
+  -- progress carries the status lines; the poller's own log would repeat them
   local task = dms.wait_task(ctx.params.dms_task_arn, {
-    timeout = ctx.params.dms_timeout, progress = ctx.progress, log = ctx.log})
+    timeout = ctx.params.dms_timeout, progress = ctx.progress, log = function() end})
   local s = task.ReplicationTaskStats or {}
   return {status = task.Status, stop_reason = task.StopReason, tables_loaded = s.TablesLoaded,
           elapsed_ms = s.ElapsedTimeMillis}

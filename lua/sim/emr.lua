@@ -156,7 +156,6 @@ local function advance(w, c, now)
         local t = math.max(c.sim_since, s.sim_since) + d.emr_step_pending
         if now < t then break end
         step_state(s, "RUNNING", t)
-        s.sim_end = t + step_duration(w, s)
         set_state(c, "RUNNING", t, nil)
         c.Status.StateChangeReason = {Code = "", Message = "Running step"}
       elseif s.Status.State == "CANCEL_PENDING" then
@@ -165,7 +164,7 @@ local function advance(w, c, now)
         step_state(s, "CANCELLED", t)
         set_state(c, "WAITING", t, nil)
       elseif s.Status.State == "RUNNING" then
-        local t = s.sim_end
+        local t = s.sim_since + step_duration(w, s)
         if now < t then break end
         if c.sim_fail_step then
           local logdir = write_stderr(w, c, s, t, fail_text(s))

@@ -14,6 +14,9 @@
 -- touches to the current time of the flow clock (flow.time(), which follows virtual time),
 -- so no background task is needed and hours of simulated work cost nothing.
 --
+-- Durations (seconds, see sim/state.lua) can be changed by a seed, configure{durations = {...}}
+-- or FLOWRUN_SIM_DURATIONS='{"emr_step": 60}' (applied to a loaded state file too).
+--
 -- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table"},
 -- throttle = 0.2}, or flow.options.sim_fail, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
 local json = require "json"
@@ -73,7 +76,19 @@ local function default_options()
   end
   local env = os.getenv("FLOWRUN_SIM_FAIL")
   if env and env ~= "" then parse_fail(env, o) end
+  local d = os.getenv("FLOWRUN_SIM_DURATIONS")
+  if d and d ~= "" then
+    local dok, v = pcall(json.decode, d)
+    if not dok or type(v) ~= "table" then
+      error("sim: FLOWRUN_SIM_DURATIONS must be a JSON object of seconds, e.g. {\"emr_step\": 60}")
+    end
+    o.durations = v
+  end
   o.state_file = o.state_file or os.getenv("FLOWRUN_SIM_STATE")
+  if not o.state_file and ok and type(fo) == "table" and fo.state_dir then
+    -- a workflow run keeps the simulated world beside its journals, so resume finds it
+    o.state_file = fo.state_dir .. "/sim-state.json"
+  end
   o.seed_file = o.seed_file or os.getenv("FLOWRUN_SIM_SEED")
   if o.state_file == "" then o.state_file = nil end
   if o.seed_file == "" then o.seed_file = nil end
@@ -107,6 +122,7 @@ local function load_world()
       local ok, w = pcall(json.decode, s)
       if not ok then error("sim: state file " .. cfg.state_file .. " is not JSON: " .. tostring(w)) end
       world = require("sim.state").thaw(w)
+      for k, v in pairs(cfg.durations or {}) do world.durations[k] = v end
       return
     end
   end
@@ -121,11 +137,12 @@ local function load_world()
   end
   if cfg.seed then seeds[#seeds + 1] = cfg.seed end
   world = require("sim.state").build(seeds)
+  for k, v in pairs(cfg.durations or {}) do world.durations[k] = v end
   M.save()
 end
 
 -- (Re)configure the simulator. opts: fail (list or "a,b,throttle=p"), throttle, state_file,
--- seed_file, seed (a table, same shape as a seed file), clock (function), no_default (start
+-- seed_file, seed (a table, same shape as a seed file), durations, clock (function), no_default (start
 -- from an empty world instead of the demo world), random_seed.
 function M.configure(opts)
   opts = opts or {}
