@@ -474,6 +474,12 @@ function M.run(wf, o)
     if not FINAL[s] then state = "failed" end
   end
   local exit = state == "success" and 0 or 1
+  if C.signal() and not (rt.reason and rt.reason:match("^cancelled")) then
+    local sig = C.signal()
+    rt.reason = (rt.reason and (rt.reason .. "; then ") or "") .. (sig == 2 and "SIGINT"
+      or sig == 15 and "SIGTERM" or ("signal " .. sig))
+    rt.reason = "cancelled: " .. rt.reason
+  end
   if rt.cancelling and rt.reason and rt.reason:match("^cancelled") then
     state = "cancelled"
     local sig = C.signal()

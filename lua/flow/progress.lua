@@ -335,6 +335,7 @@ function Tty:draw(force)
 end
 
 function Tty:task(st, event, extra)
+  if event == "started" then st.last_msg, st.pct = nil, nil end
   if event == "failed" or event == "retry" then
     self:log(st, event_text(st, event, extra))
   else
