@@ -3,6 +3,21 @@
 -- tasks' dependency order and the resolution of parameters (defaults < --vars-file <
 -- FLOWRUN_VAR_<NAME> < --var).
 --
+-- Task options (wf:task(name, opts, fn)); durations are seconds or "30s", "5m", "2h", "1h30m":
+--   after            a task name, a task returned by wf:task, or a list of those
+--   trigger          all_success (default) | all_done | all_failed | one_success |
+--                    one_failed | none_failed — evaluated once every upstream is final
+--   cleanup = true   runs once its upstreams are done whatever happened, also after Ctrl-C or
+--                    --timeout (shielded); its success never makes a failed run succeed
+--   retries, retry_delay, retry_backoff (multiplier >= 1), max_retry_delay, jitter (true or a
+--                    fraction: the delay is cut by up to that share at random), retry_if(err, ctx)
+--   timeout          per attempt; the attempt is cancelled and counts as a failure
+--   on_success(ctx, result), on_failure(ctx, err), on_retry(ctx, err)   hooks; the workflow's
+--                    hooks of the same names run after the task's, for every task, and
+--                    on_finish(summary) once per run. A failing hook is logged, changes nothing.
+-- fn(ctx): ctx.params, ctx.results.<task>, ctx.run_id, ctx.task, ctx.attempt, ctx.workflow,
+--   ctx.log(...), ctx.progress(pct, msg).
+--
 -- Definition never raises for a mistake in a task's options: problems are collected and
 -- reported all together by wf:validate(), so that `flowrun` can print them and exit 2 before
 -- starting anything. Misuse of the API itself (a non-table spec) raises at once.

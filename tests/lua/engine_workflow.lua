@@ -194,4 +194,18 @@ t.test("plan lists parameters and tasks in order", function()
   t.like(text, "2%. b  %(after a; retries 3 every 30s x2; timeout 1h00m%)", "b with options")
 end)
 
+t.test("workflow defaults apply to every task; a task's own options win", function()
+  local wf = flow.workflow { name = "d", defaults = { retries = 2, retry_delay = "1m", timeout = "1h" } }
+  wf:task("a", noop)
+  wf:task("b", { retries = 0 }, noop)
+  assert(wf:validate())
+  t.eq(wf.by_name.a.retries, 2, "default retries")
+  t.eq(wf.by_name.a.retry_delay, 60, "default delay parsed")
+  t.eq(wf.by_name.b.retries, 0, "own option wins")
+  t.eq(wf.by_name.b.timeout, 3600, "other defaults kept")
+  local bad = flow.workflow { name = "d", defaults = { retries = "x" } }
+  bad:task("a", noop)
+  t.like(select(2, problems_of(bad)), "retries must be an integer", "bad default reported")
+end)
+
 t.done()
