@@ -319,6 +319,10 @@ function M.run(wf, o)
       end
       ctx_by_task[myid] = nil
       local ok, err = res[1], res[2]
+      if ok and not t.cleanup and C.cancelling() then
+        -- the body swallowed its cancellation: the task still ends cancelled
+        ok, err = false, F.error("flow.cancelled", "task cancelled", { retryable = false })
+      end
       if ok then
         local enc_ok, enc_err = true, nil
         if jr then

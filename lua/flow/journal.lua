@@ -76,10 +76,20 @@ function M.open(path, o)
       assert(os.rename(tmp, path))
     end
   end
+  local existed = io.open(path, "r")
+  if existed then existed:close() end
   local f, err = io.open(path, "a")
   if not f then error("journal: cannot open " .. tostring(err), 2) end
   f:setvbuf("full", 1 << 16)
   local c = core()
+  if not existed and o.fsync ~= false and c and c.fsync then
+    -- a new file: make its directory entry durable too
+    local d = io.open(dir or ".", "r")
+    if d then
+      pcall(c.fsync, d)
+      d:close()
+    end
+  end
   local w = setmetatable({
     f = f, path = path, buf = {}, n = 0, fsync = o.fsync ~= false,
     fsync_fn = c and c.fsync, commits = 0, syncs = 0, records = 0,

@@ -232,7 +232,8 @@ t.test("run timeout: running tasks cancelled, cleanup runs, run failed", functio
   local wf = flow.workflow { name = "rto" }
   wf:task("long", function() flow.sleep(3600) end)
   wf:task("never", { after = "long" }, ok_fn(1))
-  wf:task("cleanup", { after = "long", cleanup = true }, function()
+  wf:task("swallow", function() pcall(flow.sleep, 3600) return "pretends to be done" end)
+  wf:task("cleanup", { after = { "long", "swallow" }, cleanup = true }, function()
     flow.sleep(5) -- cleanup can wait
     cleaned = true
   end)
@@ -240,6 +241,7 @@ t.test("run timeout: running tasks cancelled, cleanup runs, run failed", functio
   local s = states(sum)
   t.eq(s.long, "cancelled", "long cancelled")
   t.eq(s.never, "cancelled", "never did not run")
+  t.eq(s.swallow, "cancelled", "a body that swallows its cancellation still ends cancelled")
   t.eq(s.cleanup, "success", "cleanup ran")
   t.ok(cleaned, "cleanup finished its wait")
   t.eq(sum.state, "failed", "run failed")
