@@ -413,7 +413,9 @@ function API.call(service, op, params, opts)
   end
   local authority = ep.authority
   if ctx.bucket_in_host and req.bucket then authority = req.bucket .. "." .. authority end
-  if req.host_prefix and not ep.custom then
+  -- the model's host prefix (MWAA: "env.", "api."), as botocore adds it, except in front of an
+  -- IP address or localhost, where it cannot resolve
+  if req.host_prefix and not is_ip_or_local(ep.authority) then
     authority = req.host_prefix:gsub("{(%w+)}", function(k) return tostring(params[k] or "") end) .. authority
   end
   local path = ep.base_path .. req.path
