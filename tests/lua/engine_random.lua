@@ -5,7 +5,9 @@
 --     written apart from the engine's);
 --   * a task that ran has the attempts and outcome its failures and retries imply;
 --   * the run's state follows its tasks (cleanup success never rescues a failed run);
---   * replaying the journal gives the same final states, attempts and results.
+--   * replaying the journal gives the same final states, attempts and results;
+--   * resuming a failed run with its failures fixed re-runs exactly what was not kept and
+--     succeeds; kept tasks keep their results.
 local t = require "tap"
 local flow = require "flow"
 local core = require "flow.core"
@@ -85,6 +87,8 @@ for case = 1, CASES do
     if s.cleanup then opts.cleanup = true else opts.trigger = s.rule end
     if s.hang then opts.timeout = 2 end
     wf:task(s.name, opts, function(ctx)
+      s.calls = (s.calls or 0) + 1
+      if s.fixed then return { task = s.name, attempt = ctx.attempt, fixed = true } end
       flow.sleep(s.dur)
       if s.hang then flow.sleep(100) end
       if ctx.attempt <= s.fails then error("planned failure " .. ctx.attempt, 0) end
@@ -183,15 +187,51 @@ for case = 1, CASES do
       check(t.deep_eq(r.result, x.result), case, "journal result of " .. x.name)
     end
   end
+
+  -- resume a failed run with every failure fixed: tasks kept from the first run (succeeded,
+  -- with every upstream kept) do not run again and keep their results; the rest run; the
+  -- resumed run succeeds
+  if replay and sum.state == "failed" and not run_timeout then
+    totals.resumed = (totals.resumed or 0) + 1
+    local calls_before = {}
+    for _, sp in ipairs(spec) do sp.fixed = true; calls_before[sp.name] = sp.calls or 0 end
+    local kept = {}
+    for _, sp in ipairs(spec) do
+      local k = state[sp.name].state == "success"
+      for _, dep in ipairs(sp.deps) do if not kept[dep] then k = false end end
+      kept[sp.name] = k
+    end
+    local jr2 = journal.open(path, { fsync = false, clock = flow.time })
+    jr2:append { ev = "run_resumed" }
+    local sum2 = engine.run(wf, { params = {}, journal = jr2, run_id = id, resume = replay,
+      reporter = progress.quiet() })
+    jr2:close()
+    check(sum2.state == "success", case, "resumed run " .. sum2.state)
+    local st2 = {}
+    for _, x in ipairs(sum2.tasks) do st2[x.name] = x end
+    for _, sp in ipairs(spec) do
+      local ran_again = (sp.calls or 0) > calls_before[sp.name]
+      if kept[sp.name] then
+        check(not ran_again, case, "resume re-ran kept task " .. sp.name)
+        check(t.deep_eq(st2[sp.name].result, state[sp.name].result), case,
+          "kept result of " .. sp.name)
+      else
+        check(st2[sp.name].state ~= "success" or ran_again, case,
+          sp.name .. " success on resume without running")
+      end
+    end
+    local again = journal.load(path)
+    check(again and again.state == "success" and again.resumed == 1, case, "journal after resume")
+  end
   os.remove(path)
 end
 
 t.ok(failures == 0, string.format("%d random DAGs (seed %d): every invariant held (%d violations)",
   CASES, SEED, failures))
 t.diag(string.format("tasks %d: ran %d (cleanup %d), retries %d, timeouts %d, skipped %d, "
-  .. "upstream_failed %d, cancelled %d; failed runs %d", totals.tasks, totals.ran, totals.cleanup,
-  totals.retries, totals.timeouts, totals.skipped, totals.upstream_failed, totals.cancelled,
-  totals.failed_runs))
+  .. "upstream_failed %d, cancelled %d; failed runs %d (%d resumed)", totals.tasks, totals.ran,
+  totals.cleanup, totals.retries, totals.timeouts, totals.skipped, totals.upstream_failed,
+  totals.cancelled, totals.failed_runs, totals.resumed or 0))
 t.ok(totals.skipped > 0 and totals.upstream_failed > 0 and totals.cancelled > 0 and
   totals.timeouts > 0 and totals.cleanup > 0 and totals.retries > 0, "the cases cover every outcome")
 os.execute("rm -rf '" .. dir .. "'")
