@@ -175,6 +175,19 @@ for case = 1, CASES do
   check(sum.exit == (want_run == "success" and 0 or 1), case, "exit code")
   if sum.state ~= "success" then totals.failed_runs = totals.failed_runs + 1 end
 
+  -- the journal's order says the same: an upstream's final record comes before the start
+  local recs = journal.read(path)
+  local final_rec = {}
+  for _, r in ipairs(recs or {}) do
+    if r.ev == "task_succeeded" or r.ev == "task_failed" or r.ev == "task_skipped" then
+      final_rec[r.task] = true
+    elseif r.ev == "task_started" and r.attempt == 1 then
+      for _, dep in ipairs(spec[tonumber(r.task:sub(2))].deps) do
+        check(final_rec[dep], case, "journal: " .. r.task .. " started before " .. dep .. " ended")
+      end
+    end
+  end
+
   local replay, err = journal.load(path)
   check(replay, case, "journal: " .. tostring(err))
   if replay then
