@@ -108,9 +108,16 @@ function M.retry_delay(t, n, random)
   return d
 end
 
+-- What of an error is journaled and shown: code, message and the plain fields error objects
+-- carry (never secrets: error objects are built without them).
+local ERR_FIELDS = { "retryable", "status", "request_id", "sqlstate", "service", "operation" }
 local function errobj(e)
   if type(e) == "table" then
     local o = { code = e.code, message = e.message }
+    for _, k in ipairs(ERR_FIELDS) do
+      local v = rawget(e, k)
+      if type(v) == "string" or type(v) == "number" or type(v) == "boolean" then o[k] = v end
+    end
     if o.code == nil and o.message == nil then o.message = tostring(e) end
     if type(o.message) ~= "string" and o.message ~= nil then o.message = tostring(o.message) end
     if type(o.code) ~= "string" and o.code ~= nil then o.code = tostring(o.code) end
