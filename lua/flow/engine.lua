@@ -284,6 +284,7 @@ function M.run(wf, o)
   end
 
   local function complete(st)
+    st.queued = true
     rt.qn = rt.qn + 1
     rt.queue[rt.qn] = st
   end
@@ -438,13 +439,20 @@ function M.run(wf, o)
       drain()
       pump()
       if rt.n_running == 0 and rt.qn == 0 then break end
-      local hs = {}
-      for _, h in pairs(rt.running) do hs[#hs + 1] = h end
       if rt.qn == 0 then
+        local hs, sts = {}, {}
+        for st, h in pairs(rt.running) do hs[#hs + 1], sts[#sts + 1] = h, st end
         local wait = nil
         if deadline and not rt.cancelling then wait = math.max(0, deadline - F.now()) end
         local idx = C.wait_any(hs, wait)
-        if idx == nil and wait then
+        local st = idx and sts[idx]
+        if st and not st.queued then
+          -- the runner itself died (an error in a reporter or the journal, not in the task's
+          -- body, which is protected): the task fails with that error
+          local _, err = hs[idx]:result()
+          st.state, st.error, st.finished = "failed", errobj(err), F.now()
+          complete(st)
+        elseif idx == nil and wait then
           start_cancelling(string.format("timed out after %s (--timeout)",
             duration.format(o.timeout)))
         elseif rt.qn < rt.n_running then

@@ -354,4 +354,19 @@ t.test("an invalid workflow is refused by engine.run", function()
   t.raises(function() engine.run(wf, { params = {} }) end, "unknown task", "raises")
 end)
 
+t.test("a runner that dies outside the task's body fails that task, the run goes on", function()
+  local rep = progress.quiet({})
+  function rep:task(st, event)
+    if event == "retry" then error("reporter broke") end
+  end
+  local wf = flow.workflow { name = "dies" }
+  wf:task("flaky", { retries = 1 }, boom("first"))
+  wf:task("other", ok_fn(1))
+  wf:task("after", { after = "flaky", trigger = "all_done" }, ok_fn(2))
+  local sum = run(wf, { reporter = rep })
+  local s = states(sum)
+  t.eq(s, { flaky = "failed", other = "success", after = "success" }, "states")
+  t.like(sum.tasks[1].error.message, "reporter broke", "the runner's error is kept")
+end)
+
 t.done()
