@@ -823,8 +823,13 @@ static void drive(pgc_t *c, int events)
     take_notifies(c);
     if (c->draining)
         drain_step(c);
-    if (c->state == S_READY && !c->draining && c->cur)
+    if (c->state == S_READY && !c->draining && c->cur) {
         op_step(c, c->cur, events);
+        /* a statement that turned out to need draining may have its data buffered already:
+         * no readable event would come for it */
+        if (c->state == S_READY && c->draining)
+            drain_step(c);
+    }
     if (c->state == S_READY && c->cur == NULL)
         start_next(c);
     if (c->state == S_READY && PQstatus(c->pg) == CONNECTION_BAD)
@@ -1845,10 +1850,9 @@ static int l_copy_get(lua_State *L)
     op->c = c;
     c->cur = op;
     collect(c, op);
-    if (op->c)
-        update_watch(c);
-    else
+    if (!op->c)
         start_next(c);
+    update_watch(c);
     return fr_op_wait(L, op);
 }
 
