@@ -251,13 +251,16 @@ function M.load(path)
   return run
 end
 
--- Is process `pid` alive? (Linux /proc; a run whose process is gone was interrupted.)
+-- Is process `pid` alive and a flowrun? (Linux /proc; a run whose process is gone was
+-- interrupted; the command line check keeps a recycled pid from passing for the run.)
 function M.pid_alive(pid)
-  if type(pid) ~= "number" then return false end
-  local f = io.open("/proc/" .. math.tointeger(pid) .. "/stat", "r")
+  pid = math.tointeger(pid)
+  if not pid then return false end
+  local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
   if not f then return false end
+  local cmd = f:read("a") or ""
   f:close()
-  return true
+  return cmd:find("flowrun", 1, true) ~= nil
 end
 
 function M.self_pid()
