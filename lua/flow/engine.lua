@@ -307,6 +307,9 @@ function M.run(wf, o)
   end
 
   local function hooks(st, name, ...)
+    if not st.t[name] and not wf.hooks[name] then return end
+    -- a hook may wait (a notification): what happened is made durable first
+    if jr then jr:commit() end
     call_hook(rt, st, st.t[name], ...)
     call_hook(rt, st, wf.hooks[name], ...)
   end
