@@ -345,7 +345,8 @@ local function cmd_show(args)
     for _, name in ipairs(r.task_order) do
       local t = r.tasks[name]
       tasks[#tasks + 1] = { name = name, state = t.state, attempts = t.attempts,
-        duration = t.duration, error = t.error, result = t.result }
+        duration = t.duration, error = t.error, result = t.result,
+        history = t.history and json.array(t.history) or nil }
     end
     io.stdout:write(json.encode { id = r.id, workflow = r.workflow, file = r.file,
       state = run_state(r), exit = r.exit, reason = r.reason, started = r.started,
@@ -385,6 +386,15 @@ local function cmd_show(args)
     w:write(string.format("  %-" .. nw .. "s  %-15s %8s %9s  %s\n", name, t.state,
       t.attempts > 0 and tostring(t.attempts) or "-", t.duration and duration.format(t.duration) or "-",
       progress.one_line(detail, 120)))
+    -- earlier failed attempts, when there were several
+    local hist = t.history or {}
+    if #hist > 1 or (#hist == 1 and t.state == "success") then
+      for _, h in ipairs(hist) do
+        w:write(string.format("  %-" .. nw .. "s    attempt %s: %s%s\n", "", tostring(h.attempt or "?"),
+          progress.one_line(progress.errstr(h.error), 100),
+          h.delay and (" (retried after " .. duration.format(h.delay) .. ")") or ""))
+      end
+    end
   end
   return 0
 end

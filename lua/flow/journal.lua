@@ -176,7 +176,8 @@ local FINAL = { success = true, failed = true, upstream_failed = true, skipped =
 M.FINAL = FINAL
 
 -- replay(records) -> run: {id, workflow, file, hash, params, started, finished, state,
--- exit, tasks = {name -> {state, attempts, result, error, started, finished, duration}},
+-- exit, tasks = {name -> {state, attempts, result, error, started, finished, duration,
+-- history = {{attempt, error, delay | state}} (failed attempts, across resumes)}},
 -- resumed = count, pid}. Tasks that were started and not finished replay as "running";
 -- a run with no run_finished after its last start is "running" (the caller tells a live run
 -- from a crashed one).
@@ -214,11 +215,15 @@ function M.replay(recs)
     elseif ev == "task_failed" then
       local t = task(r.task)
       t.state, t.error, t.finished = r.state or "failed", r.error, r.t
+      t.history = t.history or {}
+      t.history[#t.history + 1] = { attempt = r.attempt, error = r.error, state = t.state }
       t.attempts = r.attempt or t.attempts
     elseif ev == "task_retry" then
       local t = task(r.task)
       t.state, t.error = "up_for_retry", r.error
       t.retries = (t.retries or 0) + 1
+      t.history = t.history or {}
+      t.history[#t.history + 1] = { attempt = r.attempt, error = r.error, delay = r.delay }
     elseif ev == "task_skipped" then
       local t = task(r.task)
       t.state, t.finished = r.state or "skipped", r.t

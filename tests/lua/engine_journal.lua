@@ -57,6 +57,8 @@ t.test("a run's journal replays to the run's final states and results", function
   t.eq(math.type(run.tasks.a.result.big), "integer", "int64 exact")
   t.eq(run.tasks.a.result.big, 9007199254740993, "int64 value")
   t.eq(run.tasks.c.error.code, "x.bad", "error code journaled")
+  t.eq(run.tasks.b.history, { { attempt = 1, delay = 5, error = { message = "first try fails" } } },
+    "failed attempts are kept in the task's history")
   t.eq(run.state, "failed", "run state")
   t.eq(run.exit, 1, "exit recorded")
   t.ok(run.finished and run.finished >= run.started, "finished time")

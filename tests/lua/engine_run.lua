@@ -260,11 +260,24 @@ t.test("cancelling the engine's task: cleanup still runs, run cancelled", functi
   wf:task("cleanup2", { after = "cleanup", cleanup = true }, function()
     second_cleanup = true
   end)
-  local h = flow.spawn(function() return run(wf) end)
+  local hung_timed_out = false
+  wf:task("hung_cleanup", { after = "wait", cleanup = true, timeout = 5 }, function()
+    local ok, err = pcall(flow.sleep, 3600)
+    hung_timed_out = not ok and flow.cancelled(err)
+    error(err, 0)
+  end)
+  local sum
+  local h = flow.spawn(function() sum = run(wf) return sum end)
   flow.sleep(100)
+  local t_cancel = flow.now()
   h:cancel()
   core.wait_any({ h })
   local ok = h:result()
+  t.ok(flow.now() - t_cancel < 31, "the run ended once its cleanups did (30 s), not after an hour")
+  t.ok(hung_timed_out, "a cleanup task's own timeout still applies while the run is cancelled")
+  t.eq(sum and states(sum), { wait = "cancelled", cleanup = "success", cleanup2 = "success",
+    hung_cleanup = "failed" }, "states")
+  t.eq(sum and sum.state, "cancelled", "run cancelled")
   -- the task itself ends cancelled; the engine finished its work before that
   t.ok(cleaned, "cleanup task ran to completion after the cancel")
   t.ok(second_cleanup, "a cleanup after a cleanup ran too")
