@@ -205,7 +205,14 @@ local function rest_serialize(svc, op_name, op, params, is_xml, ctx)
     end
   end
   local uri_values = {}
-  for name, v in pairs(params) do
+  local names = {}
+  for name in pairs(params) do
+    if type(name) ~= "string" then error("parameter names must be strings", 0) end
+    names[#names + 1] = name
+  end
+  table.sort(names) -- a stable wire form
+  for _, name in ipairs(names) do
+    local v = params[name]
     local m = input.members[name]
     if not m then
       error(("unknown parameter %s for %s"):format(name, op_name), 0)
