@@ -1076,6 +1076,8 @@ static void signal_cb(uv_signal_t *h, int sig)
 void fr_sched_init(lua_State *L)
 {
     S.L = L;
+    /* new threads copy the main thread's extra space: NULL there means "not a task" */
+    *(fr_task_t **)lua_getextraspace(L) = NULL;
     if (uv_loop_init(&S.loop) != 0) {
         fprintf(stderr, "flowrun: cannot start the event loop\n");
         exit(1);
