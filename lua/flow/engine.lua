@@ -21,6 +21,7 @@ local workflow = require "flow.workflow"
 local M = {}
 
 local FINAL = journal.FINAL
+local EMPTY = setmetatable({}, { __newindex = function() error("EMPTY is read-only") end })
 local BAD = { failed = true, upstream_failed = true, cancelled = true }
 
 -- Task id -> ctx of the workflow task running in it, so that flow.poll and friends can log
@@ -168,8 +169,8 @@ function M.run(wf, o)
 
   -- build task states
   for _, t in ipairs(wf.order) do
-    local st = { name = t.name, t = t, state = "pending", attempts = 0, ups = {}, downs = {},
-      rep = rep }
+    local st = { name = t.name, t = t, state = "pending", attempts = 0,
+      ups = #t.after > 0 and {} or EMPTY, downs = #t.downstream > 0 and {} or EMPTY, rep = rep }
     rt.states[t.name] = st
     rt.order[#rt.order + 1] = st
   end
@@ -300,10 +301,10 @@ function M.run(wf, o)
     -- flow.timeout runs the body in a task of its own: log lines from it find the ctx too
     local id = C.current().id
     ctx_by_task[id] = ctx
-    local r = table.pack(pcall(st.t.fn, ctx))
+    local ok, r = pcall(st.t.fn, ctx)
     ctx_by_task[id] = nil
-    if not r[1] then error(r[2], 0) end
-    return table.unpack(r, 2, r.n)
+    if not ok then error(r, 0) end
+    return r
   end
 
   local function hooks(st, name, ...)
@@ -321,15 +322,16 @@ function M.run(wf, o)
     local myid = C.current().id
     while true do
       ctx = make_ctx(st)
-      local res
+      local ok, err -- err is the result when ok (only the first result counts)
       if t.timeout then
-        res = table.pack(pcall(F.timeout, t.timeout, attempt, st, ctx))
+        ok, err = pcall(F.timeout, t.timeout, attempt, st, ctx)
       else
         ctx_by_task[myid] = ctx
-        res = table.pack(pcall(t.fn, ctx))
+        ok, err = pcall(t.fn, ctx)
       end
       ctx_by_task[myid] = nil
-      local ok, err = res[1], res[2]
+      local result
+      if ok then result = err end
       if ok and not t.cleanup and C.cancelling() then
         -- the body swallowed its cancellation: the task still ends cancelled
         ok, err = false, F.error("flow.cancelled", "task cancelled", { retryable = false })
@@ -338,12 +340,12 @@ function M.run(wf, o)
         local enc_ok, enc_err = true, nil
         if jr then
           enc_ok, enc_err = pcall(jr.append, jr, { ev = "task_succeeded", task = st.name,
-            attempt = st.attempts, result = res[2] })
+            attempt = st.attempts, result = result })
         end
         if enc_ok then
-          st.state, st.result, st.finished, st.error = "success", res[2], F.now(), nil
-          rt.results[st.name] = res[2]
-          hooks(st, "on_success", ctx, res[2])
+          st.state, st.result, st.finished, st.error = "success", result, F.now(), nil
+          rt.results[st.name] = result
+          hooks(st, "on_success", ctx, result)
           return complete(st)
         end
         ok, err = false, F.error("flow.result", string.format(
