@@ -16,7 +16,6 @@
 local duration = require "flow.duration"
 local journal = require "flow.journal"
 local progress = require "flow.progress"
-local workflow = require "flow.workflow"
 
 local M = {}
 
