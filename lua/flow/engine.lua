@@ -469,8 +469,10 @@ function M.run(wf, o)
   end
 
   if jr then jr:commit() end
+  local kept = 0
+  for _, st in ipairs(rt.order) do if st.resumed then kept = kept + 1 end end
   rep:run_started { run_id = rt.run_id, workflow = wf.name, tasks = rt.order,
-    resumed = o.resume ~= nil }
+    resumed = o.resume ~= nil, kept = kept }
   local lok, lerr = pcall(loop)
   if not lok then
     if not (F.cancelled(lerr) or C.cancelling()) then

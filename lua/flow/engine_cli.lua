@@ -182,9 +182,11 @@ local function execute(wf, s, params, run_id, path, resume, file, hash)
     jr:append { ev = "run_resumed", hash = hash, pid = journal.self_pid(), forced = resume.forced }
   else
     local jp, secret = journal_params(wf, params)
+    local names = {}
+    for i, t in ipairs(wf.order) do names[i] = t.name end
     jr:append { ev = "run_started", v = journal.VERSION, run = run_id, workflow = wf.name,
       file = file, hash = hash, params = jp, secret_params = #secret > 0 and secret or nil,
-      pid = journal.self_pid() }
+      pid = journal.self_pid(), tasks = names }
   end
   jr:commit()
   local sum = engine.run(wf, { params = params, run_id = run_id, journal = jr, reporter = rep,
@@ -318,17 +320,23 @@ local function cmd_runs(args)
     io.stdout:write("no runs in ", journal.runs_dir(o["state-dir"] or ".flowrun"), "\n")
     return 0
   end
-  io.stdout:write(string.format("%-22s %-20s %-20s %9s  %s\n", "ID", "WORKFLOW", "STARTED",
-    "DURATION", "STATE"))
+  io.stdout:write(string.format("%-22s %-20s %-20s %9s  %-11s %7s\n", "ID", "WORKFLOW", "STARTED",
+    "DURATION", "STATE", "TASKS"))
   for _, r in ipairs(runs) do
     if r.error then
       io.stdout:write(string.format("%-22s %-20s %-20s %9s  %s\n", r.id, "?", "?", "-",
         "damaged: " .. progress.one_line(r.error, 60)))
     else
       local dur = (r.finished or r.last_t or r.started) - r.started
-      io.stdout:write(string.format("%-22s %-20s %-20s %9s  %s%s\n", r.id,
+      local ok_n, total = 0, 0
+      for _, t in pairs(r.tasks) do
+        total = total + 1
+        if t.state == "success" then ok_n = ok_n + 1 end
+      end
+      io.stdout:write(string.format("%-22s %-20s %-20s %9s  %-11s %7s%s\n", r.id,
         progress.one_line(r.workflow, 20), os.date("!%Y-%m-%d %H:%M:%S", math.floor(r.started)),
-        duration.format(dur), run_state(r), r.resumed > 0 and (" (resumed " .. r.resumed .. "x)") or ""))
+        duration.format(dur), run_state(r), ok_n .. "/" .. total,
+        r.resumed > 0 and ("  resumed " .. r.resumed .. "x") or ""))
     end
   end
   return 0

@@ -8,7 +8,7 @@
 -- share one fsync (group commit).
 --
 -- Record shapes ("ev" field):
---   run_started  {run, workflow, file, hash, params, secret_params, pid, v}
+--   run_started  {run, workflow, file, hash, params, secret_params, pid, v, tasks = {names}}
 --   run_resumed  {hash, pid, forced}
 --   task_started {task, attempt}
 --   task_succeeded {task, attempt, result}
@@ -197,6 +197,11 @@ function M.replay(recs)
       run.task_order[#run.task_order + 1] = name
     end
     return t
+  end
+  -- the task list (in dependency order) when the run recorded it: tasks that never started
+  -- are shown as pending
+  if type(first.tasks) == "table" then
+    for _, name in ipairs(first.tasks) do task(name) end
   end
   for i = 2, #recs do
     local r = recs[i]

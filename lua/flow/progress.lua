@@ -128,8 +128,9 @@ function Text:line(task, msg)
 end
 
 function Text:run_started(info)
-  self:line(nil, string.format("run %s of %s %s (%d tasks)", info.run_id, info.workflow,
-    info.resumed and "resumed" or "started", #info.tasks))
+  self:line(nil, string.format("run %s of %s %s (%d tasks%s)", info.run_id, info.workflow,
+    info.resumed and "resumed" or "started", #info.tasks,
+    info.resumed and string.format(", %d kept from before", info.kept or 0) or ""))
 end
 
 function Text:task(st, event, extra)
@@ -171,7 +172,7 @@ end
 function Json:run_started(info)
   self.run_id = info.run_id
   self:emit { event = info.resumed and "run_resumed" or "run_started", run = info.run_id,
-    workflow = info.workflow, tasks = #info.tasks }
+    workflow = info.workflow, tasks = #info.tasks, kept = info.resumed and info.kept or nil }
 end
 
 function Json:task(st, event, extra)
