@@ -235,6 +235,9 @@ def test_sigkill_mid_run_then_resume():
     tap.ok(not any(r["ev"] == "run_finished" for r in j), "no run_finished")
     listed = [r for r in runs_json() if r["id"] == rid][0]
     tap.eq(listed["state"], "interrupted", "runs shows it interrupted")
+    states = {t["name"]: t["state"] for t in show_json(rid)["tasks"]}
+    tap.eq(states, {"a": "success", "b": "running", "c": "pending", "cleanup": "pending"},
+           "show: a done, b running at the crash, the rest never started")
     # a crash can cut the last line: append half a record
     with open(os.path.join(STATE, "runs", rid + ".jsonl"), "a") as f:
         f.write('{"ev":"task_succ')
