@@ -98,7 +98,9 @@ local function suggest(word, candidates)
   for _, c in ipairs(candidates) do
     local lc = c:lower()
     local d = distance(word, lc)
-    if lc:find(word, 1, true) or (word:find(lc, 1, true) and #lc >= 3) then d = math.min(d, 1) end
+    -- a name containing the word (or contained in it) is a candidate too, ranked after the
+    -- names one edit away
+    if lc:find(word, 1, true) or (word:find(lc, 1, true) and #lc >= 3) then d = math.min(d, 1.5) end
     if d <= math.max(2, #word // 4) then scored[#scored + 1] = { c, d } end
   end
   table.sort(scored, function(x, y) return x[2] < y[2] or (x[2] == y[2] and x[1] < y[1]) end)
