@@ -244,8 +244,16 @@ local MARK = {
 
 function M.tty(out, o)
   o = o or {}
-  local rows = tonumber(os.getenv("LINES") or "") or 24
-  local cols = tonumber(os.getenv("COLUMNS") or "") or 100
+  local rows = tonumber(os.getenv("LINES") or "")
+  local cols = tonumber(os.getenv("COLUMNS") or "")
+  if not rows or not cols then
+    -- shells do not export LINES/COLUMNS: ask the terminal once, before the run starts
+    local p = io.popen("stty size 2>/dev/null < /dev/tty")
+    local out = p and p:read("a") or ""
+    if p then p:close() end
+    local r, c = out:match("^(%d+)%s+(%d+)")
+    rows, cols = rows or tonumber(r) or 24, cols or tonumber(c) or 100
+  end
   return setmetatable({ out = out or io.stdout, drawn = 0, tasks = {}, order = {},
     max_rows = math.max(5, rows - 4), cols = cols, last_draw = -1, dirty = false,
     started = mono() }, Tty)
