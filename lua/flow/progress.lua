@@ -252,8 +252,10 @@ function M.tty(out, o)
     local out = p and p:read("a") or ""
     if p then p:close() end
     local r, c = out:match("^(%d+)%s+(%d+)")
-    rows, cols = rows or tonumber(r) or 24, cols or tonumber(c) or 100
+    rows, cols = rows or tonumber(r), cols or tonumber(c)
   end
+  if not rows or rows < 5 then rows = 24 end   -- a pty may say 0 x 0
+  if not cols or cols < 40 then cols = 100 end
   return setmetatable({ out = out or io.stdout, drawn = 0, tasks = {}, order = {},
     max_rows = math.max(5, rows - 4), cols = cols, last_draw = -1, dirty = false,
     started = mono() }, Tty)
