@@ -91,8 +91,7 @@ typedef struct {
 
 static void set_err(enc_t *e, const char *what)
 {
-    snprintf(e->errbuf, sizeof e->errbuf, "json.encode: %s at %s", what,
-             e->path[0] ? e->path : "$");
+    snprintf(e->errbuf, sizeof e->errbuf, "json.encode: %s at $%s", what, e->path);
     e->err = e->errbuf;
 }
 
