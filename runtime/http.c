@@ -592,6 +592,8 @@ static int l_request(lua_State *L)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* send the path exactly as built (and signed): an S3 key may hold "." segments */
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "flowrun/" FR_VERSION);
     if (ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
