@@ -143,12 +143,15 @@ t.test("max attempts from the call, the environment and the profile", function()
 end)
 
 t.test("transport failures: reset, timeout, truncated, refused", function()
+  -- (curl itself retries once when a reused connection dies before answering, so a reset can
+  -- use up two scripted answers in one attempt: count attempts, not records)
   fresh()
   script { { reset = true } }
-  aws.dms.describe_replication_tasks {}
-  t.eq(#records(), 2, "connection reset: retried")
+  local r0 = aws.dms.describe_replication_tasks {}
+  t.eq(r0.Target, "AmazonDMSv20160101.DescribeReplicationTasks", "connection reset: retried, then success")
+  t.ok(#records() >= 2, "after a second request")
   fresh()
-  script { { reset = true }, { reset = true }, { reset = true } }
+  script { { reset = true, ["repeat"] = 10 } }
   local e = t.raises(function() aws.dms.describe_replication_tasks {} end, "http.reset",
     "three resets: http.reset")
   t.eq(e and e.service, "dms", "transport error names the service")
