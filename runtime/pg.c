@@ -24,7 +24,9 @@
  */
 #include "flowrun.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <math.h>
@@ -93,6 +95,9 @@ struct pgc {
     struct pgc *prev_all, *next_all;
     stmt_t *stmts[STMT_BUCKETS];
     int nstmts, stmt_max, stmt_seq;
+    /* connection options until PQconnectStartParams has them (NULL-terminated) */
+    char **okw, **oval;
+    int nopts;
 };
 
 struct pgop {
@@ -164,6 +169,7 @@ static char *scrubbed(const char *msg, const char *secret)
 static void conn_unref(pgc_t *c);
 static void drive(pgc_t *c, int events);
 static void stmt_clear(pgc_t *c);
+static void free_opts(pgc_t *c);
 static void update_watch(pgc_t *c);
 
 static void on_poll_close(uv_handle_t *h)
@@ -245,6 +251,7 @@ static void conn_unref(pgc_t *c)
         all_conns = c->next_all;
     if (c->next_all)
         c->next_all->prev_all = c->prev_all;
+    free_opts(c);
     free(c->desc);
     free(c->secret);
     free(c->broken_msg);
@@ -725,6 +732,8 @@ static const char *connect_code(const char *msg, bool *retryable)
         {"the database system is starting up", "pg.57P03", true},
         {"the database system is shutting down", "pg.57P03", true},
         {"invalid connection option", "pg.08001", false},
+        {"invalid ", "pg.08001", false},
+        {"could not translate host name", "pg.08001", false},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         if (strstr(msg, m[i].needle) && (m[i].needle[0] != 'd' && m[i].needle[0] != 'r'
@@ -1990,19 +1999,186 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-/* Options from a conninfo string or table; the password is remembered only for scrubbing. */
-static const char *find_password(PQconninfoOption *opts)
+/* ---- connecting ---------------------------------------------------------------------------
+ * libpq resolves host names with a blocking getaddrinfo inside PQconnectPoll. So a single host
+ * name is resolved first with uv_getaddrinfo (on libuv's thread pool) and handed to libpq as
+ * hostaddr, one entry per address (host repeated, so libpq still tries them in turn and
+ * verifies TLS and looks up .pgpass by the name). */
+
+static void free_opts(pgc_t *c)
 {
-    for (PQconninfoOption *o = opts; o && o->keyword; o++)
-        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
-            return o->val;
+    for (int i = 0; i < c->nopts; i++) {
+        free(c->okw[i]);
+        free(c->oval[i]);
+    }
+    free(c->okw);
+    free(c->oval);
+    c->okw = c->oval = NULL;
+    c->nopts = 0;
+}
+
+static const char *opt_get(pgc_t *c, const char *kw)
+{
+    for (int i = 0; i < c->nopts; i++)
+        if (strcmp(c->okw[i], kw) == 0)
+            return c->oval[i];
     return NULL;
+}
+
+static bool opt_set(pgc_t *c, const char *kw, const char *val)
+{
+    for (int i = 0; i < c->nopts; i++) {
+        if (strcmp(c->okw[i], kw) == 0) {
+            char *v = strdup(val);
+            if (!v)
+                return false;
+            free(c->oval[i]);
+            c->oval[i] = v;
+            return true;
+        }
+    }
+    char **k = realloc(c->okw, sizeof(char *) * (size_t)(c->nopts + 2));
+    if (!k)
+        return false;
+    c->okw = k;
+    char **v = realloc(c->oval, sizeof(char *) * (size_t)(c->nopts + 2));
+    if (!v)
+        return false;
+    c->oval = v;
+    c->okw[c->nopts] = strdup(kw);
+    c->oval[c->nopts] = strdup(val);
+    if (!c->okw[c->nopts] || !c->oval[c->nopts]) {
+        free(c->okw[c->nopts]);
+        free(c->oval[c->nopts]);
+        return false;
+    }
+    c->nopts++;
+    c->okw[c->nopts] = c->oval[c->nopts] = NULL;
+    return true;
+}
+
+static void set_desc(pgc_t *c)
+{
+    const char *host = PQhost(c->pg), *port = PQport(c->pg), *db = PQdb(c->pg),
+               *user = PQuser(c->pg);
+    size_t n = 16 + strlen(host ? host : "") + strlen(port ? port : "") + strlen(db ? db : "") +
+               strlen(user ? user : "");
+    char *d = malloc(n);
+    if (d) {
+        snprintf(d, n, "%s@%s:%s/%s", user ? user : "", host ? host : "", port ? port : "",
+                 db ? db : "");
+        char *sd = scrubbed(d, c->secret);
+        free(d);
+        d = sd;
+    }
+    if (d) {
+        free(c->desc);
+        c->desc = d;
+    }
+}
+
+static void start_connect(pgc_t *c)
+{
+    if (!opt_get(c, "application_name") && !getenv("PGAPPNAME") &&
+        !opt_set(c, "application_name", "flowrun")) {
+        connect_fail(c, "out of memory");
+        return;
+    }
+    c->pg = PQconnectStartParams((const char *const *)c->okw, (const char *const *)c->oval, 0);
+    if (!c->pg) {
+        free_opts(c);
+        connect_fail(c, "out of memory");
+        return;
+    }
+    set_desc(c);
+    free_opts(c);
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        connect_fail(c, PQerrorMessage(c->pg));
+        return;
+    }
+    PGLOG("connecting to %s", c->desc);
+    int fd = PQsocket(c->pg);
+    if (fd < 0 || watch_fd(c, fd, UV_WRITABLE) < 0)
+        connect_step(c);
+}
+
+typedef struct {
+    uv_getaddrinfo_t req;
+    pgc_t *c;
+} resolve_t;
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    resolve_t *r = (resolve_t *)req;
+    pgc_t *c = r->c;
+    free(r);
+    if (c->connect_op && c->state == S_CONNECTING) {
+        const char *host = opt_get(c, "host");
+        if (status < 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "could not translate host name \"%.200s\" to address: %s",
+                     host ? host : "", uv_strerror(status));
+            connect_fail(c, msg);
+        } else {
+            char addrs[8 * 48], hosts[8 * 256];
+            size_t na = 0, nh = 0;
+            int count = 0;
+            addrs[0] = hosts[0] = 0;
+            for (struct addrinfo *a = res; a && count < 8; a = a->ai_next) {
+                char ip[46];
+                if (a->ai_family == AF_INET)
+                    uv_ip4_name((struct sockaddr_in *)a->ai_addr, ip, sizeof ip);
+                else if (a->ai_family == AF_INET6)
+                    uv_ip6_name((struct sockaddr_in6 *)a->ai_addr, ip, sizeof ip);
+                else
+                    continue;
+                if (strstr(addrs, ip)) /* once per address (one per socket type) */
+                    continue;
+                na += (size_t)snprintf(addrs + na, sizeof addrs - na, "%s%s", count ? "," : "", ip);
+                nh += (size_t)snprintf(hosts + nh, sizeof hosts - nh, "%s%.200s", count ? "," : "",
+                                       host);
+                count++;
+            }
+            if (count == 0)
+                connect_fail(c, "could not translate host name to an address");
+            else if (!opt_set(c, "hostaddr", addrs) || !opt_set(c, "host", hosts))
+                connect_fail(c, "out of memory");
+            else {
+                start_connect(c);
+            }
+        }
+    }
+    if (res)
+        uv_freeaddrinfo(res);
+    conn_unref(c);
+}
+
+/* A single host name that only a resolver can turn into an address. */
+static bool needs_resolving(const char *host)
+{
+    if (!host || !*host || host[0] == '/' || host[0] == '@' || strchr(host, ','))
+        return false;
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1)
+        return false;
+    return true;
 }
 
 static int connect_error(lua_State *L, const char *msg)
 {
     fr_error_push(L, "pg.08001", msg, false);
     return lua_error(L);
+}
+
+static bool known_keyword(const char *kw)
+{
+    bool known = false;
+    PQconninfoOption *d = PQconndefaults();
+    for (PQconninfoOption *o = d; o && o->keyword; o++)
+        if (strcmp(o->keyword, kw) == 0)
+            known = true;
+    PQconninfoFree(d);
+    return known;
 }
 
 /* pg.core.connect(conninfo) -> conn. Waits. conninfo: key=value string, postgresql:// URL or a
@@ -2012,8 +2188,9 @@ static int l_connect(lua_State *L)
     int t = lua_type(L, 1);
     if (t != LUA_TSTRING && t != LUA_TTABLE)
         return luaL_argerror(L, 1, "expected a conninfo string, a postgresql:// URL or a table");
-    char *secret = NULL;
-    PGconn *pg = NULL;
+    lua_settop(L, 1);
+    lua_newtable(L); /* 2: keyword, value, keyword, value ... as Lua strings */
+    int n = 0;
     if (t == LUA_TSTRING) {
         const char *ci = lua_tostring(L, 1);
         char *perr = NULL;
@@ -2028,68 +2205,40 @@ static int l_connect(lua_State *L)
             free(m);
             return connect_error(L, lua_tostring(L, -1));
         }
-        const char *pw = find_password(opts);
-        if (pw)
-            secret = strdup(pw);
-        PQconninfoFree(opts);
-        pg = PQconnectStart(ci);
-    } else {
-        int n = 0;
-        lua_pushnil(L);
-        while (lua_next(L, 1)) {
-            n++;
-            lua_pop(L, 1);
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
+            if (!o->val)
+                continue;
+            lua_pushstring(L, o->keyword);
+            lua_rawseti(L, 2, ++n);
+            lua_pushstring(L, o->val);
+            lua_rawseti(L, 2, ++n);
         }
-        const char **keys = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1) * 2, 0);
-        const char **vals = keys + n + 1;
-        int i = 0;
+        PQconninfoFree(opts);
+    } else {
         lua_pushnil(L);
         while (lua_next(L, 1)) {
             if (lua_type(L, -2) != LUA_TSTRING)
                 return luaL_error(L, "pg.connect: table keys must be libpq keywords (strings)");
-            lua_pushvalue(L, -1);
-            const char *v = luaL_tolstring(L, -1, NULL); /* anchored in the table below */
-            lua_pushvalue(L, -4);                       /* key */
-            lua_pushvalue(L, -2);
-            lua_rawset(L, 1); /* replace the value by its string form so it stays alive */
-            lua_pop(L, 2);
-            keys[i] = lua_tostring(L, -2);
-            vals[i] = v;
-            if (strcmp(keys[i], "password") == 0 && !secret)
-                secret = strdup(v);
-            i++;
-            lua_pop(L, 1);
-        }
-        keys[i] = vals[i] = NULL;
-        /* check the keywords before libpq does, so no value ever reaches a message */
-        for (int k = 0; k < i; k++) {
-            bool known = false;
-            PQconninfoOption *d = PQconndefaults();
-            for (PQconninfoOption *o = d; o && o->keyword; o++)
-                if (strcmp(o->keyword, keys[k]) == 0)
-                    known = true;
-            PQconninfoFree(d);
-            if (!known) {
-                free(secret);
-                lua_pushfstring(L, "invalid connection option \"%s\"", keys[k]);
+            const char *kw = lua_tostring(L, -2);
+            /* check the keywords before libpq does, so no value ever reaches a message */
+            if (!known_keyword(kw)) {
+                lua_pushfstring(L, "invalid connection option \"%s\"", kw);
                 return connect_error(L, lua_tostring(L, -1));
             }
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, 2, ++n);
+            luaL_tolstring(L, -1, NULL);
+            lua_rawseti(L, 2, ++n);
+            lua_pop(L, 1);
         }
-        pg = PQconnectStartParams(keys, vals, 0);
     }
-    if (!pg) {
-        free(secret);
-        return luaL_error(L, "out of memory");
-    }
+    pgop_t *op = fr_op_new(L, sizeof *op, &connect_vt); /* raises when no task can wait */
     pgc_t *c = calloc(1, sizeof *c);
     if (!c) {
-        PQfinish(pg);
-        free(secret);
+        fr_op_discard(op);
         return luaL_error(L, "out of memory");
     }
-    c->pg = pg;
     c->fd = -1;
-    c->secret = secret;
     c->refs = 1;
     c->stmt_max = 256;
     c->state = S_CONNECTING;
@@ -2097,34 +2246,52 @@ static int l_connect(lua_State *L)
     if (all_conns)
         all_conns->prev_all = c;
     all_conns = c;
-    {
-        const char *host = PQhost(pg), *port = PQport(pg), *db = PQdb(pg), *user = PQuser(pg);
-        size_t n = 16 + strlen(host ? host : "") + strlen(port ? port : "") +
-                   strlen(db ? db : "") + strlen(user ? user : "");
-        c->desc = malloc(n);
-        if (c->desc)
-            snprintf(c->desc, n, "%s@%s:%s/%s", user ? user : "", host ? host : "",
-                     port ? port : "", db ? db : "");
-        char *d = scrubbed(c->desc, secret);
-        free(c->desc);
-        c->desc = d ? d : strdup("?");
-    }
-    if (PQstatus(pg) == CONNECTION_BAD) {
-        char *m = scrubbed(PQerrorMessage(pg), secret);
-        conn_close(c);
-        conn_unref(c);
-        lua_pushstring(L, m ? m : "could not connect");
-        free(m);
-        return connect_error(L, lua_tostring(L, -1));
-    }
-    pgop_t *op = fr_op_new(L, sizeof *op, &connect_vt); /* may raise: c is not yet in it */
     op->kind = K_CONNECT;
     op->c = c;
     c->connect_op = op;
-    PGLOG("connecting to %s", c->desc);
-    int fd = PQsocket(pg);
-    if (fd < 0 || watch_fd(c, fd, UV_WRITABLE) < 0)
-        connect_step(c);
+    bool ok = true;
+    for (int i = 1; i <= n && ok; i += 2) {
+        lua_rawgeti(L, 2, i);
+        lua_rawgeti(L, 2, i + 1);
+        const char *kw = lua_tostring(L, -2), *val = lua_tostring(L, -1);
+        ok = opt_set(c, kw, val);
+        if (ok && strcmp(kw, "password") == 0 && *val && !c->secret)
+            ok = (c->secret = strdup(val)) != NULL;
+        lua_pop(L, 2);
+    }
+    const char *host = opt_get(c, "host");
+    if (!host)
+        host = getenv("PGHOST");
+    const char *hostaddr = opt_get(c, "hostaddr");
+    if (!hostaddr)
+        hostaddr = getenv("PGHOSTADDR");
+    c->desc = strdup(host ? host : "(default)");
+    if (!ok || !c->desc) {
+        connect_fail(c, "out of memory");
+    } else if (needs_resolving(host) && !(hostaddr && *hostaddr)) {
+        resolve_t *r = calloc(1, sizeof *r);
+        struct addrinfo hints;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        if (!r || !opt_set(c, "host", host)) {
+            free(r);
+            connect_fail(c, "out of memory");
+        } else {
+            r->c = c;
+            int rc = uv_getaddrinfo(fr_loop(), &r->req, on_resolved, opt_get(c, "host"), NULL,
+                                    &hints);
+            if (rc < 0) {
+                free(r);
+                connect_fail(c, uv_strerror(rc));
+            } else {
+                c->refs++;
+                PGLOG("resolving %s", c->desc);
+            }
+        }
+    } else {
+        start_connect(c);
+    }
     return fr_op_wait(L, op);
 }
 

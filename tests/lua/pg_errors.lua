@@ -88,6 +88,21 @@ t.test("connection failures", function()
   t.raises(function() pg.connect(42) end, "expected a conninfo", "wrong type")
 end)
 
+t.test("host names are resolved without blocking the loop", function()
+  local conn = pg.connect { host = "localhost", port = port, user = user, password = password, dbname = db }
+  t.eq(conn:query("SELECT 1 AS x")[1].x, 1, "host=localhost connects")
+  t.like(tostring(conn), "@localhost:", "the connection is described by its host name")
+  t.eq(conn:query("SELECT application_name AS a FROM pg_stat_activity WHERE pid = pg_backend_pid()")[1].a,
+    "flowrun", "application_name defaults to flowrun")
+  conn:close()
+  local err = t.raises(function() pg.connect("host=no-such-host.invalid port=5432") end, "pg.08001")
+  t.like(err and err.message, "could not translate host name", "an unknown host name")
+  t.raises(function()
+    flow.timeout(0, function() return pg.connect { host = "localhost", port = port, user = user,
+      password = password, dbname = db } end)
+  end, "flow.timeout", "a connect cancelled while resolving or connecting")
+end)
+
 t.test("PG* environment variables are honoured through libpq", function()
   -- only the dbname comes from the conninfo; the rest from the environment of a child flowrun
   local script = os.tmpname()
