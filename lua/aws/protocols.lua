@@ -50,7 +50,11 @@ local function query_flatten(shapes, shape_name, value, prefix, out)
     if type(value) ~= "table" then
       error(("parameter %s: a table expected, got %s"):format(prefix ~= "" and prefix or "params", type(value)), 0)
     end
-    for name, m in pairs(shape.members) do
+    local names = {}
+    for name in pairs(shape.members) do names[#names + 1] = name end
+    table.sort(names) -- a stable wire form
+    for _, name in ipairs(names) do
+      local m = shape.members[name]
       local v = value[name]
       if v ~= nil then
         local key = m.location_name or name
