@@ -1131,6 +1131,17 @@ static void report_deadlock(void)
             S.live_count);
     for (fr_task_t *t = S.live; t; t = t->next_live)
         fprintf(stderr, "  task %d waits on %s\n", t->id, t->op ? t->op->vt->name : "nothing");
+    /* nothing will resume these tasks: release what they wait on */
+    for (fr_task_t *t = S.live; t; t = t->next_live) {
+        fr_op_t *op = t->op;
+        if (!op)
+            continue;
+        t->op = NULL;
+        if (op->vt->cancel && !op->vt->cancel(op))
+            op->task = NULL; /* its callback frees it */
+        else
+            free_op(op);
+    }
 }
 
 /* Run until the task finishes (and everything it left is cancelled and finished when `all`).
