@@ -28,21 +28,31 @@ Options:
   -                   read the script from standard input
 
 Commands:
-  repl                       the interactive REPL (also: flowrun with no arguments on a terminal)
-  run WORKFLOW.lua [opts]    run a workflow (same as flowrun WORKFLOW.lua [opts])
-  runs [--state-dir D]       list recorded runs
-  show RUN_ID                each task's state, attempts, durations, error and result
-  resume RUN_ID [--force]    continue a crashed or failed run
-  graph WORKFLOW.lua [--format dot|mermaid] [--run RUN_ID]
-  plan WORKFLOW.lua [opts]   validate, resolve parameters, print tasks in order; start nothing
+  repl                         the interactive REPL (also: flowrun with no arguments on a terminal)
+  run WF.lua [run options]     run a workflow (same as flowrun WF.lua [run options])
+  runs [--state-dir D] [--json]            list runs: id, workflow, started, duration, state
+  show RUN_ID [--state-dir D] [--json]     each task's state, attempts, duration, error, result
+  resume RUN_ID [--force] [run options]    continue a crashed or failed run; succeeded tasks
+                                           keep their results; --force: the file changed
+  graph WF.lua [--format dot|mermaid] [--run RUN_ID] [--state-dir D]
+  plan WF.lua [--var K=V] [--vars-file F]  validate, resolve parameters, list tasks in order
+  (RUN_ID may be a unique prefix of an id, or "last")
 
-Workflow options (after the workflow file):
-  --var KEY=VALUE     set a parameter (repeatable)
-  --vars-file FILE    parameters from JSON (terraform output -json works as is)
-  --state-dir DIR     where run journals live (default .flowrun/)
-  --timeout DURATION  bound the whole run ("30m", "2h")
-  --log-format text|json
-  --sim, --sim-fail WHAT, --virtual-time
+Run options (after the workflow file; flowrun WF.lua --help shows the workflow's parameters):
+  --var NAME=VALUE      set a workflow parameter (repeatable; wins over everything else)
+  --vars-file FILE      parameters from a JSON object; `terraform output -json` works as is
+                        (precedence: defaults < --vars-file < FLOWRUN_VAR_<NAME> < --var)
+  --state-dir DIR       where run journals live (default .flowrun)
+  --timeout DURATION    bound the whole run (e.g. 90m): running tasks are cancelled,
+                        cleanup tasks run, exit 1
+  --max-active N        run at most N tasks at once
+  --log-format FORMAT   tty (live view), text (timestamped lines) or json (one object per line);
+                        default tty on a terminal, text otherwise
+  --virtual-time        jump the clock to the next timer when every task only waits on timers
+  --sim                 answer AWS calls with the in-process simulator
+  --sim-fail SPEC       make the simulator fail (emr.step, emr.cluster, dms.task, throttle=0.2;
+                        repeatable; implies --sim)
+  --no-fsync            journal without fsync (faster, not crash-safe)
 
 Environment:
   LUA_PATH, LUA_CPATH   extra module search paths (after flowrun's own lua/ and stdlib/)
