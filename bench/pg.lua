@@ -1,6 +1,8 @@
 -- bench/pg.lua — single-row SELECT by primary key through pg: N queries spread over T tasks
 -- sharing a pool of T connections (T = 1: one task, sequential). Prints "queries/s".
---   flowrun bench/pg.lua CONNINFO [N] [TASKS] [MODE]   MODE: pool (default) | conn
+--   flowrun bench/pg.lua CONNINFO [N] [TASKS] [MODE]
+-- MODE: pool (default): each query through pool:query; conn: each task keeps one pooled
+-- connection; pipeline: all tasks share ONE connection in libpq pipeline mode.
 local flow = require "flow"
 local pg = require "pg"
 
@@ -10,11 +12,16 @@ local tasks = tonumber(arg[3] or 16)
 local mode = arg[4] or "pool"
 local naccounts = 100000 -- pgbench -i -s 1
 
-local pool = pg.pool { conninfo = conninfo, size = tasks }
+local pool = pg.pool { conninfo = conninfo, size = mode == "pipeline" and 1 or tasks }
 -- open the connections before timing, as pgbench and psycopg2 do
 local warm = {}
-for i = 1, tasks do warm[i] = pool:acquire() end
-for i = 1, tasks do pool:release(warm[i]) end
+for i = 1, pool.size do warm[i] = pool:acquire() end
+for i = 1, pool.size do pool:release(warm[i]) end
+local shared
+if mode == "pipeline" then
+  shared = pool:acquire()
+  shared:pipeline(true)
+end
 
 local sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
 local per = n // tasks
@@ -25,7 +32,12 @@ for t = 1, tasks do
   hs[t] = flow.spawn(function()
     local rnd = seed + t
     local sum = 0
-    if mode == "conn" then
+    if mode == "pipeline" then
+      for _ = 1, per do
+        rnd = (rnd * 1103515245 + 12345) % 2147483648
+        sum = sum + shared:query(sql, rnd % naccounts + 1)[1].abalance
+      end
+    elseif mode == "conn" then
       local c = pool:acquire()
       for _ = 1, per do
         rnd = (rnd * 1103515245 + 12345) % 2147483648
@@ -44,4 +56,5 @@ end
 flow.all(hs)
 local dt = flow.now() - t0
 print(("%.0f"):format(per * tasks / dt))
+if shared then shared:pipeline(false); pool:release(shared) end
 pool:close()

@@ -95,6 +95,8 @@ struct pgc {
     struct pgc *prev_all, *next_all;
     stmt_t *stmts[STMT_BUCKETS];
     int nstmts, stmt_max, stmt_seq;
+    bool pipe;             /* libpq pipeline mode: statements sent without waiting */
+    pgop_t *phead, *ptail; /* sent in pipeline mode, results due in this order */
     /* connection options until PQconnectStartParams has them (NULL-terminated) */
     char **okw, **oval;
     int nopts;
@@ -128,6 +130,7 @@ struct pgop {
     stmt_t *stmt;   /* the prepared statement it runs, or NULL */
     bool preparing; /* waiting for the Parse of stmt */
     bool retried;   /* re-prepared once after the server dropped a statement */
+    bool in_pipe;   /* in the pipeline list (phead) */
     pgc_t *nc;    /* wait_notify: the connection, referenced */
 };
 
@@ -294,6 +297,14 @@ static void fail_everything(pgc_t *c, const char *code, bool retryable, const ch
         op_finish(op);
     }
     c->qtail = NULL;
+    while (c->phead) {
+        pgop_t *op = c->phead;
+        c->phead = op->next;
+        op->in_pipe = false;
+        op_fail(op, code, retryable, msg);
+        op_finish(op);
+    }
+    c->ptail = NULL;
     if (c->waiter) {
         op_fail(c->waiter, code, retryable, msg);
         op_finish(c->waiter);
@@ -797,13 +808,104 @@ static void update_watch(pgc_t *c)
         c->events = ev;
         uv_poll_start(&c->poll->h, ev, on_poll);
     }
-    bool want_ref = c->cur || c->qhead || c->waiter || c->draining;
+    bool want_ref = c->cur || c->qhead || c->phead || c->waiter || c->draining;
     if (want_ref != c->ref) {
         c->ref = want_ref;
         if (want_ref)
             uv_ref((uv_handle_t *)&c->poll->h);
         else
             uv_unref((uv_handle_t *)&c->poll->h);
+    }
+}
+
+/* ---- pipeline mode: every statement is sent at once with its own Sync; results come back in
+ * order: [Parse result, NULL] when it prepares, the statement's results then NULL, then
+ * PGRES_PIPELINE_SYNC, which ends the op. */
+
+static int pipe_send(pgc_t *c, pgop_t *op)
+{
+    stmt_t *s = NULL;
+    char name[24];
+    if (c->stmt_max > 0) {
+        uint32_t h = stmt_hash(op);
+        s = stmt_find(c, op, h);
+        if (!s && c->nstmts < c->stmt_max) {
+            s = stmt_add(c, op, h);
+            op->preparing = s != NULL;
+        } else if (s && !s->ready) {
+            s = NULL; /* its Parse is still on the way: unnamed this time */
+        }
+    }
+    op->stmt = s;
+    int ok = 1;
+    if (s) {
+        snprintf(name, sizeof name, "fr_%d", s->id);
+        if (op->preparing)
+            ok = PQsendPrepare(c->pg, name, op->sql, op->nparams, op->types);
+        ok = ok && PQsendQueryPrepared(c->pg, name, op->nparams, op->vals, op->lens, op->fmts, 0);
+    } else {
+        ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens,
+                               op->fmts, 0);
+    }
+    if (!ok || !PQpipelineSync(c->pg)) {
+        if (op->preparing && s)
+            stmt_remove(c, s);
+        op->stmt = NULL;
+        op->preparing = false;
+        return -1;
+    }
+    int r = PQflush(c->pg);
+    if (r < 0)
+        return -1;
+    c->want_flush = r == 1;
+    op->in_pipe = true;
+    op->next = NULL;
+    if (c->ptail)
+        c->ptail->next = op;
+    else
+        c->phead = op;
+    c->ptail = op;
+    return 0;
+}
+
+static void pipe_collect(pgc_t *c)
+{
+    int nulls = 0;
+    while (c->phead && !PQisBusy(c->pg)) {
+        pgop_t *op = c->phead;
+        PGresult *r = PQgetResult(c->pg);
+        if (!r) {
+            if (PQstatus(c->pg) == CONNECTION_BAD) {
+                conn_lost(c, NULL);
+                return;
+            }
+            if (++nulls > 2)
+                return; /* nothing more until more input */
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            c->phead = op->next;
+            if (!c->phead)
+                c->ptail = NULL;
+            op->in_pipe = false;
+            op->next = NULL;
+            op_finish(op); /* frees it if its task was cancelled meanwhile */
+            continue;
+        }
+        if (op->preparing) {
+            op->preparing = false;
+            if (st == PGRES_COMMAND_OK) {
+                op->stmt->ready = true;
+                PQclear(r);
+                continue;
+            }
+            stmt_remove(c, op->stmt);
+            op->stmt = NULL;
+        }
+        keep_result(op, r);
     }
 }
 
@@ -830,6 +932,13 @@ static void drive(pgc_t *c, int events)
         c->want_flush = r == 1;
     }
     take_notifies(c);
+    if (c->pipe) {
+        pipe_collect(c);
+        if (c->state == S_READY && PQstatus(c->pg) == CONNECTION_BAD)
+            conn_lost(c, NULL);
+        update_watch(c);
+        return;
+    }
     if (c->draining)
         drain_step(c);
     if (c->state == S_READY && !c->draining && c->cur) {
@@ -908,6 +1017,8 @@ static bool op_cancel(fr_op_t *base)
     pgc_t *c = op->c;
     if (!c)
         return true;
+    if (op->in_pipe)
+        return false; /* its results still come, in order; pipe_collect completes it */
     if (op->kind == K_CONNECT) {
         c->connect_op = NULL;
         poll_close(c);
@@ -1669,9 +1780,35 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params
         return raise_broken(L, c);
     if (c->state != S_READY)
         return luaL_error(L, "pg: the connection is not ready");
+    if (c->pipe && kind != K_QUERY)
+        return luaL_error(L, "pg: %s is not available in pipeline mode (conn:pipeline(false) "
+                             "first)",
+                          kind == K_EXEC ? "conn:exec" : "COPY");
     pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
     op->kind = kind;
     op->c = c;
+    if (c->pipe) {
+        /* op->sql and op->vals point into the task's stack, which holds them while it waits */
+        op->sql = sql;
+        op->nparams = p->n;
+        op->vals = p->vals;
+        op->lens = p->lens;
+        op->fmts = p->fmts;
+        op->types = p->types;
+        if (pipe_send(c, op) < 0) {
+            char *m = scrubbed(PQerrorMessage(c->pg), c->secret);
+            bool bad = PQstatus(c->pg) == CONNECTION_BAD;
+            op->c = NULL;
+            fr_op_discard(op);
+            if (bad)
+                conn_lost(c, m);
+            fr_error_push(L, "pg.08006", m ? m : "could not send the query", bad);
+            free(m);
+            return lua_error(L);
+        }
+        update_watch(c);
+        return fr_op_wait(L, op);
+    }
     PGLOG("%s on %s: %.200s", kind == K_EXEC ? "exec" : "query", c->desc, sql);
     if (!c->cur && !c->draining && c->copy == COPY_NONE && !c->copy_ended && !c->qhead) {
         op->sql = sql;
@@ -1920,7 +2057,9 @@ static const char *state_name(pgc_t *c)
 {
     switch (c->state) {
     case S_READY:
-        return c->cur || c->qhead || c->draining || c->copy || c->copy_ended ? "busy" : "ready";
+        return c->cur || c->qhead || c->phead || c->draining || c->copy || c->copy_ended
+                   ? "busy"
+                   : "ready";
     case S_BROKEN:
         return "broken";
     case S_CONNECTING:
@@ -1952,6 +2091,27 @@ static int l_txstatus(lua_State *L)
     static const char *const names[] = {"idle", "active", "intrans", "inerror", "unknown"};
     PGTransactionStatusType t = c->pg ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN;
     lua_pushstring(L, names[t <= PQTRANS_UNKNOWN ? t : PQTRANS_UNKNOWN]);
+    return 1;
+}
+
+/* conn:pipeline(on) -> previous setting. In pipeline mode conn:query sends at once, even while
+ * other tasks' statements on this connection are still running, each with its own Sync (an
+ * error fails only its own statement). conn:exec, COPY and conn:transaction are not available
+ * then; a cancelled task's statement is not cancelled on the server (its result is dropped). */
+static int l_pipeline(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    bool on = lua_toboolean(L, 2);
+    lua_pushboolean(L, c->pipe);
+    if (on == c->pipe)
+        return 1;
+    if (c->state != S_READY)
+        return raise_broken(L, c);
+    if (c->cur || c->qhead || c->phead || c->draining || c->copy || c->copy_ended)
+        return luaL_error(L, "pg: conn:pipeline: the connection is busy");
+    if (!(on ? PQenterPipelineMode(c->pg) : PQexitPipelineMode(c->pg)))
+        return luaL_error(L, "pg: conn:pipeline: %s", PQerrorMessage(c->pg));
+    c->pipe = on;
     return 1;
 }
 
@@ -2406,6 +2566,7 @@ int luaopen_pg_core(lua_State *L)
         {"transaction_status", l_txstatus},
         {"backend_pid", l_backend_pid},
         {"statement_cache", l_statement_cache},
+        {"pipeline", l_pipeline},
         {"server_version", l_server_version},
         {"parameter", l_parameter},
         {"wait_notify", l_wait_notify},
