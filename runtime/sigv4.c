@@ -33,10 +33,18 @@
 #include <strings.h>
 #include <time.h>
 
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co., see sha256_parts */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "flowrun.h"
+
+/* HMAC-SHA256 key schedule: the hash states after the inner and outer pads, so that each MAC
+ * with a cached key costs only the message blocks. */
+typedef struct {
+    SHA256_CTX inner, outer;
+} hmac_key_t;
 
 #define SIGNER_MT "flowrun.sigv4.signer"
 #define KEY_CACHE 8
@@ -45,7 +53,7 @@ typedef struct {
     char date[9]; /* YYYYMMDD */
     char region[32];
     char service[32];
-    unsigned char key[32];
+    hmac_key_t key; /* the signing key's HMAC schedule */
     bool used;
 } cached_key_t;
 
@@ -81,32 +89,17 @@ typedef struct {
 
 /* ---- hashing -------------------------------------------------------------------------------- */
 
-static const EVP_MD *md_sha256(void)
-{
-    static EVP_MD *md;
-    if (!md)
-        md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    return md;
-}
-
-static EVP_MD_CTX *md_ctx(void)
-{
-    static EVP_MD_CTX *ctx;
-    if (!ctx)
-        ctx = EVP_MD_CTX_new();
-    return ctx;
-}
-
+/* SHA-256 through the low-level API: OpenSSL 3 marks it deprecated in favour of EVP, whose
+ * per-call provider dispatch costs more than hashing a short canonical request. */
 static void sha256_parts(const void *a, size_t al, const void *b, size_t bl, unsigned char out[32])
 {
-    EVP_MD_CTX *ctx = md_ctx();
-    unsigned int n = 32;
-    EVP_DigestInit_ex2(ctx, md_sha256(), NULL);
+    SHA256_CTX c;
+    SHA256_Init(&c);
     if (al)
-        EVP_DigestUpdate(ctx, a, al);
+        SHA256_Update(&c, a, al);
     if (bl)
-        EVP_DigestUpdate(ctx, b, bl);
-    EVP_DigestFinal_ex(ctx, out, &n);
+        SHA256_Update(&c, b, bl);
+    SHA256_Final(out, &c);
 }
 
 static void sha256(const void *data, size_t len, unsigned char out[32])
@@ -114,10 +107,9 @@ static void sha256(const void *data, size_t len, unsigned char out[32])
     sha256_parts(data, len, NULL, 0, out);
 }
 
-static void hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len,
-                        unsigned char out[32])
+static void hmac_init(hmac_key_t *hk, const void *key, size_t key_len)
 {
-    unsigned char k[64], pad[64], inner[32];
+    unsigned char k[64], pad[64];
     memset(k, 0, sizeof k);
     if (key_len > 64)
         sha256(key, key_len, k);
@@ -125,12 +117,35 @@ static void hmac_sha256(const void *key, size_t key_len, const void *msg, size_t
         memcpy(k, key, key_len);
     for (int i = 0; i < 64; i++)
         pad[i] = k[i] ^ 0x36;
-    sha256_parts(pad, 64, msg, msg_len, inner);
+    SHA256_Init(&hk->inner);
+    SHA256_Update(&hk->inner, pad, 64);
     for (int i = 0; i < 64; i++)
         pad[i] = k[i] ^ 0x5c;
-    sha256_parts(pad, 64, inner, 32, out);
+    SHA256_Init(&hk->outer);
+    SHA256_Update(&hk->outer, pad, 64);
     OPENSSL_cleanse(k, sizeof k);
     OPENSSL_cleanse(pad, sizeof pad);
+}
+
+static void hmac_with(const hmac_key_t *hk, const void *msg, size_t msg_len, unsigned char out[32])
+{
+    SHA256_CTX c = hk->inner;
+    unsigned char inner[32];
+    SHA256_Update(&c, msg, msg_len);
+    SHA256_Final(inner, &c);
+    c = hk->outer;
+    SHA256_Update(&c, inner, 32);
+    SHA256_Final(out, &c);
+    OPENSSL_cleanse(&c, sizeof c);
+}
+
+static void hmac_sha256(const void *key, size_t key_len, const void *msg, size_t msg_len,
+                        unsigned char out[32])
+{
+    hmac_key_t hk;
+    hmac_init(&hk, key, key_len);
+    hmac_with(&hk, msg, msg_len, out);
+    OPENSSL_cleanse(&hk, sizeof hk);
 }
 
 static const char HEX[] = "0123456789abcdef";
@@ -152,11 +167,9 @@ typedef struct {
     size_t len;
 } sb_t;
 
-static void sb_reserve(sb_t *b, size_t more)
+static void sb_grow(sb_t *b, size_t more)
 {
     signer_t *s = b->s;
-    if (b->len + more <= s->cap)
-        return;
     size_t cap = s->cap ? s->cap : 1024;
     while (cap < b->len + more)
         cap *= 2;
@@ -165,6 +178,12 @@ static void sb_reserve(sb_t *b, size_t more)
         luaL_error(b->L, "sigv4: out of memory");
     s->buf = p;
     s->cap = cap;
+}
+
+static inline void sb_reserve(sb_t *b, size_t more)
+{
+    if (b->len + more > b->s->cap)
+        sb_grow(b, more);
 }
 
 static void sb_add(sb_t *b, const char *p, size_t n)
@@ -340,39 +359,54 @@ static void add_trimmed(sb_t *b, const char *v, size_t n)
         i++;
     while (n > i && isspace((unsigned char)v[n - 1]))
         n--;
+    sb_reserve(b, n - i);
+    char *o = b->s->buf + b->len;
     bool space = false;
     for (; i < n; i++) {
-        if (isspace((unsigned char)v[i])) {
+        char c = v[i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f') {
             space = true;
             continue;
         }
         if (space)
-            sb_addc(b, ' ');
+            *o++ = ' ';
         space = false;
-        sb_addc(b, v[i]);
+        *o++ = c;
+    }
+    b->len = (size_t)(o - b->s->buf);
+}
+
+static bool skip_header(const char *lname, size_t n)
+{
+    switch (n) {
+    case 6:
+        return !memcmp(lname, "expect", 6);
+    case 10:
+        return !memcmp(lname, "user-agent", 10) || !memcmp(lname, "x-amz-date", 10);
+    case 13:
+        return !memcmp(lname, "authorization", 13);
+    case 15:
+        return !memcmp(lname, "x-amzn-trace-id", 15);
+    case 20:
+        return !memcmp(lname, "x-amz-security-token", 20) ||
+               !memcmp(lname, "x-amz-content-sha256", 20);
+    default:
+        return false;
     }
 }
 
-static bool skip_header(const char *lname)
-{
-    return !strcmp(lname, "authorization") || !strcmp(lname, "user-agent") ||
-           !strcmp(lname, "expect") || !strcmp(lname, "x-amzn-trace-id") ||
-           !strcmp(lname, "x-amz-date") || !strcmp(lname, "x-amz-security-token") ||
-           !strcmp(lname, "x-amz-content-sha256");
-}
-
-static const unsigned char *signing_key(signer_t *s, const char *date, const char *region,
-                                        const char *service)
+static const hmac_key_t *signing_key(signer_t *s, const char *date, const char *region,
+                                     const char *service)
 {
     for (int i = 0; i < KEY_CACHE; i++) {
         cached_key_t *c = &s->cache[i];
         if (c->used && !strcmp(c->date, date) && !strcmp(c->region, region) &&
             !strcmp(c->service, service))
-            return c->key;
+            return &c->key;
     }
     cached_key_t *c = &s->cache[s->next_slot];
     s->next_slot = (s->next_slot + 1) % KEY_CACHE;
-    unsigned char k1[32], k2[32], k3[32];
+    unsigned char k1[32], k2[32], k3[32], k4[32];
     size_t sl = strlen(s->secret_key);
     char *kin = malloc(sl + 5);
     if (!kin)
@@ -384,16 +418,18 @@ static const unsigned char *signing_key(signer_t *s, const char *date, const cha
     free(kin);
     hmac_sha256(k1, 32, region, strlen(region), k2);
     hmac_sha256(k2, 32, service, strlen(service), k3);
-    hmac_sha256(k3, 32, "aws4_request", 12, c->key);
+    hmac_sha256(k3, 32, "aws4_request", 12, k4);
+    hmac_init(&c->key, k4, 32);
     OPENSSL_cleanse(k1, 32);
     OPENSSL_cleanse(k2, 32);
     OPENSSL_cleanse(k3, 32);
+    OPENSSL_cleanse(k4, 32);
     snprintf(c->date, sizeof c->date, "%s", date);
     snprintf(c->region, sizeof c->region, "%s", region);
     snprintf(c->service, sizeof c->service, "%s", service);
     /* a region or service too long for the cache slot must not alias another: don't keep it */
     c->used = strlen(region) < sizeof c->region && strlen(service) < sizeof c->service;
-    return c->key;
+    return &c->key;
 }
 
 /* ---- Lua binding ---------------------------------------------------------------------------- */
@@ -485,32 +521,6 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-static const char *opt_str(lua_State *L, int t, const char *name, const char *def, size_t *len)
-{
-    lua_getfield(L, t, name);
-    int ty = lua_type(L, -1);
-    lua_pop(L, 1); /* the string stays referenced by the table, which is on the stack */
-    if (ty == LUA_TNIL) {
-        if (len)
-            *len = def ? strlen(def) : 0;
-        return def;
-    }
-    if (ty != LUA_TSTRING)
-        luaL_error(L, "sigv4: req.%s must be a string, got %s", name, lua_typename(L, ty));
-    lua_getfield(L, t, name);
-    const char *v = lua_tolstring(L, -1, len);
-    lua_pop(L, 1);
-    return v;
-}
-
-static bool opt_bool(lua_State *L, int t, const char *name, bool def)
-{
-    lua_getfield(L, t, name);
-    bool v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
 static void fill_header(header_t *h, const char *name, size_t nl, const char *value, size_t vl,
                         int order)
 {
@@ -574,30 +584,17 @@ static header_t *collect_headers(lua_State *L, signer_t *s, int ht, size_t *coun
     return hs;
 }
 
-static bool parse_date(lua_State *L, int rt, char amz[17])
+static void format_time(time_t t, char amz[17])
 {
-    size_t dl;
-    const char *d = opt_str(L, rt, "date", NULL, &dl);
-    if (d) {
-        if (dl != 16 || d[8] != 'T' || d[15] != 'Z')
-            return false;
-        memcpy(amz, d, 16);
-        amz[16] = 0;
-        return true;
+    static time_t last = (time_t)-1;
+    static char last_amz[17];
+    if (t != last) {
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(last_amz, sizeof last_amz, "%Y%m%dT%H%M%SZ", &tm);
+        last = t;
     }
-    time_t t;
-    lua_getfield(L, rt, "time");
-    if (lua_isnil(L, -1))
-        t = time(NULL);
-    else if (lua_isnumber(L, -1))
-        t = (time_t)lua_tonumber(L, -1);
-    else
-        luaL_error(L, "sigv4: req.time must be a number (epoch seconds)");
-    lua_pop(L, 1);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(amz, 17, "%Y%m%dT%H%M%SZ", &tm);
-    return true;
+    memcpy(amz, last_amz, 17);
 }
 
 /* signer:sign(req) -> signature [, info]. Does not wait. Raises on malformed req. */
@@ -605,37 +602,84 @@ static int l_sign(lua_State *L)
 {
     signer_t *s = check_signer(L);
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
     const int rt = 2;
-    size_t method_len, path_len, query_len, body_len, ph_len, region_len, service_len;
-    const char *method = opt_str(L, rt, "method", "GET", &method_len);
-    const char *path = opt_str(L, rt, "path", "/", &path_len);
-    const char *query = opt_str(L, rt, "query", "", &query_len);
-    const char *body = opt_str(L, rt, "body", "", &body_len);
-    const char *payload_hash = opt_str(L, rt, "payload_hash", NULL, &ph_len);
-    const char *region = opt_str(L, rt, "region", NULL, &region_len);
-    const char *service = opt_str(L, rt, "service", NULL, &service_len);
+    size_t method_len = 3, path_len = 1, query_len = 0, body_len = 0, ph_len = 0, region_len = 0,
+           service_len = 0, date_len = 0;
+    const char *method = "GET", *path = "/", *query = "", *body = "", *payload_hash = NULL,
+               *region = NULL, *service = NULL, *date_s = NULL;
+    bool normalize = true, sign_body = false, omit_token = false, debug = false, has_time = false;
+    lua_Integer expires = 0;
+    double tval = 0;
+    /* one pass over the request's fields (cheaper than a lookup per possible field); strings
+     * stay referenced by the table, which is on the stack */
+    lua_pushnil(L);
+    while (lua_next(L, rt)) {
+        size_t kl;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &kl) : "";
+        int vt = lua_type(L, -1);
+#define KEY(name) (kl == sizeof(name) - 1 && !memcmp(k, name, sizeof(name) - 1))
+#define STR(var, lenvar, name)                                                                     \
+    do {                                                                                           \
+        if (vt != LUA_TSTRING)                                                                     \
+            return luaL_error(L, "sigv4: req.%s must be a string, got %s", name,                  \
+                              lua_typename(L, vt));                                                \
+        var = lua_tolstring(L, -1, &lenvar);                                                       \
+    } while (0)
+        if (KEY("method"))
+            STR(method, method_len, "method");
+        else if (KEY("path"))
+            STR(path, path_len, "path");
+        else if (KEY("query"))
+            STR(query, query_len, "query");
+        else if (KEY("body"))
+            STR(body, body_len, "body");
+        else if (KEY("payload_hash"))
+            STR(payload_hash, ph_len, "payload_hash");
+        else if (KEY("region"))
+            STR(region, region_len, "region");
+        else if (KEY("service"))
+            STR(service, service_len, "service");
+        else if (KEY("date"))
+            STR(date_s, date_len, "date");
+        else if (KEY("normalize"))
+            normalize = lua_toboolean(L, -1);
+        else if (KEY("sign_body"))
+            sign_body = lua_toboolean(L, -1);
+        else if (KEY("omit_session_token"))
+            omit_token = lua_toboolean(L, -1);
+        else if (KEY("debug"))
+            debug = lua_toboolean(L, -1);
+        else if (KEY("time")) {
+            if (!lua_isnumber(L, -1))
+                return luaL_error(L, "sigv4: req.time must be a number (epoch seconds)");
+            tval = lua_tonumber(L, -1);
+            has_time = true;
+        } else if (KEY("presign")) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0)
+                return luaL_error(L, "sigv4: req.presign must be a positive integer (seconds)");
+            expires = lua_tointeger(L, -1);
+        }
+#undef STR
+#undef KEY
+        lua_pop(L, 1);
+    }
     if (!region || !region_len)
         return luaL_error(L, "sigv4: req.region is required");
     if (!service || !service_len)
         return luaL_error(L, "sigv4: req.service is required");
-    if (strchr(region, '/') || strchr(service, '/'))
+    if (memchr(region, '/', region_len) || memchr(service, '/', service_len))
         return luaL_error(L, "sigv4: region and service may not contain '/'");
-    bool normalize = opt_bool(L, rt, "normalize", true);
-    bool sign_body = opt_bool(L, rt, "sign_body", false);
-    bool omit_token = opt_bool(L, rt, "omit_session_token", false);
-    bool debug = opt_bool(L, rt, "debug", false);
-    lua_Integer expires = 0;
-    lua_getfield(L, rt, "presign");
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0)
-            return luaL_error(L, "sigv4: req.presign must be a positive integer (seconds)");
-        expires = lua_tointeger(L, -1);
-    }
-    lua_pop(L, 1);
     bool presign = expires > 0;
     char amz[17];
-    if (!parse_date(L, rt, amz))
-        return luaL_error(L, "sigv4: req.date must look like 20150830T123600Z");
+    if (date_s) {
+        if (date_len != 16 || date_s[8] != 'T' || date_s[15] != 'Z')
+            return luaL_error(L, "sigv4: req.date must look like 20150830T123600Z");
+        memcpy(amz, date_s, 16);
+        amz[16] = 0;
+    } else {
+        format_time(has_time ? (time_t)tval : time(NULL), amz);
+    }
     char date[9];
     memcpy(date, amz, 8);
     date[8] = 0;
@@ -669,7 +713,7 @@ static int l_sign(lua_State *L)
 
     size_t keep = 0;
     for (size_t i = 0; i < nh; i++)
-        if (!skip_header(hs[i].lname))
+        if (!skip_header(hs[i].lname, hs[i].name_len))
             hs[keep++] = hs[i];
     nh = keep;
     if (!presign) {
@@ -685,7 +729,15 @@ static int l_sign(lua_State *L)
             nh++;
         }
     }
-    qsort(hs, nh, sizeof *hs, cmp_header);
+    for (size_t i = 1; i < nh; i++) { /* few headers: insertion sort, stable */
+        header_t h = hs[i];
+        size_t j = i;
+        while (j > 0 && cmp_header(&hs[j - 1], &h) > 0) {
+            hs[j] = hs[j - 1];
+            j--;
+        }
+        hs[j] = h;
+    }
 
     /* Strings are built in the signer's scratch buffer and referred to by offsets, since the
      * buffer may move as it grows. */
@@ -842,11 +894,11 @@ static int l_sign(lua_State *L)
     sb_add(&b, crhex, 64);
     size_t sts_len = b.len - sts_off;
 
-    const unsigned char *key = signing_key(s, date, region, service);
+    const hmac_key_t *key = signing_key(s, date, region, service);
     if (!key)
         return luaL_error(L, "sigv4: out of memory");
     char sig[65];
-    hmac_sha256(key, 32, s->buf + sts_off, sts_len, d);
+    hmac_with(key, s->buf + sts_off, sts_len, d);
     to_hex(d, 32, sig);
 
     /* results */
@@ -899,8 +951,9 @@ static int l_sign(lua_State *L)
             lua_pushnil(L);
             while (lua_next(L, ht)) {
                 lua_pop(L, 1);
-                if (lua_type(L, -1) == LUA_TSTRING) {
-                    const char *k = lua_tostring(L, -1);
+                size_t kl;
+                const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &kl) : NULL;
+                if (k && (kl == 10 || kl == 13 || kl == 20)) {
                     if (!strcasecmp(k, "x-amz-date") || !strcasecmp(k, "authorization") ||
                         !strcasecmp(k, "x-amz-security-token") ||
                         !strcasecmp(k, "x-amz-content-sha256")) {
