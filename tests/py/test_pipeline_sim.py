@@ -1,0 +1,220 @@
+"""The dms_to_emr pipeline as a process, in the simulator (--sim --virtual-time), with the real
+source PostgreSQL (FLOWRUN_TEST_PG): success; a failing step (cluster terminated, exit 1, the
+failure details printed); a failing DMS task (no cluster created); SIGINT while waiting for the
+step (step cancelled, cluster terminated, exit 130); SIGKILL during the step wait then resume
+(exactly one cluster ever created). The simulated world is read from its state file."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import tap  # noqa: E402
+
+ROOT = tap.ROOT
+PG = os.environ.get("FLOWRUN_TEST_PG")
+TMP = tempfile.mkdtemp(prefix="flowrun-pipeline-")
+DB = "flowrun_pipeline_%d" % os.getpid()
+WORKFLOW = os.path.join(ROOT, "workflows", "dms_to_emr.lua")
+EXAMPLE = os.path.join(ROOT, "workflows", "config", "example.json")
+TASK = "arn:aws:dms:us-east-1:123456789012:task:FLOWRUNDEMOTASK00000000000"
+SOURCE_COUNTS = {"public.customers": 2000, "public.orders": 12000, "public.order_items": 36000}
+
+
+def psql(conninfo, *args):
+    return subprocess.run(["psql", conninfo, "-v", "ON_ERROR_STOP=1", "-q"] + list(args),
+                          check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def source_conninfo():
+    return PG + " dbname=" + DB
+
+
+def env(case, **extra):
+    e = dict(os.environ)
+    for k in list(e):
+        if k.startswith("FLOWRUN_VAR_") or k.startswith("FLOWRUN_SIM"):
+            del e[k]
+    e["FLOWRUN_SIM_STATE"] = os.path.join(TMP, case, "sim.json")
+    e.update(extra)
+    return e
+
+
+def args(case, *more):
+    return [tap.FLOWRUN, WORKFLOW, "--vars-file", EXAMPLE, "--var", "source_conninfo=" + source_conninfo(),
+            "--var", "step_log_wait=0", "--state-dir", os.path.join(TMP, case, "state"), "--sim",
+            "--virtual-time", "--log-format", "text"] + list(more)
+
+
+def run(case, *more, extra_env=None, timeout=120):
+    os.makedirs(os.path.join(TMP, case), exist_ok=True)
+    t0 = time.time()
+    p = subprocess.run(args(case, *more), cwd=ROOT, env=env(case, **(extra_env or {})),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr, time.time() - t0
+
+
+def world(case):
+    with open(os.path.join(TMP, case, "sim.json")) as f:
+        return json.load(f)
+
+
+def clusters(w):
+    c = w["emr"]["clusters"]
+    return list(c.values()) if isinstance(c, dict) else []
+
+
+def step_states(cluster):
+    return [s["Status"]["State"] for s in cluster.get("steps") or []]
+
+
+def wait_for(case, pred, timeout=60):
+    """Polls the simulated world until pred(world) holds."""
+    end = time.time() + timeout
+    path = os.path.join(TMP, case, "sim.json")
+    while time.time() < end:
+        try:
+            if os.path.exists(path) and pred(world(case)):
+                return True
+        except (ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def step_running(w):
+    return any("RUNNING" in step_states(c) for c in clusters(w))
+
+
+def setup():
+    tap.ok(PG is not None, "FLOWRUN_TEST_PG is set (tests/servers/pg.sh)")
+    if PG is None:
+        tap.done()
+    psql(PG, "-c", "CREATE DATABASE " + DB)
+    psql(source_conninfo(), "-f", os.path.join(ROOT, "scripts", "demo-source.sql"))
+
+
+def success():
+    rc, out, secs = run("ok")
+    tap.eq(rc, 0, "exit 0")
+    tap.like(out, "SUCCESS", "summary says SUCCESS")
+    tap.ok(secs < 30, "hours of simulated AWS in %.1f s of real time" % secs)
+    w = world("ok")
+    cs = clusters(w)
+    tap.eq(len(cs), 1, "one cluster")
+    tap.eq(cs[0]["Status"]["State"], "TERMINATED", "terminated at the end")
+    tap.eq(step_states(cs[0]), ["COMPLETED"], "one step, completed")
+    tap.ok("flowrun:run-id" in (cs[0].get("Tags") or {}), "cluster tagged with the run id")
+    tables = w["glue"]["databases"]["lake"]["tables"]
+    tap.eq(sorted(tables), ["customers", "order_items", "orders"], "Iceberg tables registered in Glue")
+    tap.eq(tables["orders"]["Parameters"]["table_type"], "ICEBERG", "as Iceberg")
+    tap.eq(w["dms"]["tasks"][TASK]["sim_tables"], SOURCE_COUNTS,
+           "the simulated DMS copied the real source's row counts")
+    tap.like(out, "public.order_items: 36000 rows, primary key (order_id, line_no)", "preflight log")
+    keys = sorted(w["s3"]["buckets"]["flowrun-demo-raw"]["objects"])
+    tap.ok("raw/public/orders/LOAD00000001.parquet" in keys, "raw Parquet in the raw zone")
+    art = w["s3"]["buckets"]["flowrun-demo-artifacts"]["objects"]
+    tap.ok("flowrun/jobs/raw_to_iceberg.py" in art, "job script uploaded")
+    # a second run of the same pipeline: the DMS task reloads, a new cluster is made
+    rc, out, _ = run("ok")
+    tap.eq(rc, 0, "a second run succeeds")
+    tap.eq(len(clusters(world("ok"))), 2, "with its own cluster")
+    tap.like(out, "reload-target", "the DMS task is reloaded")
+
+
+def step_failure():
+    rc, out, _ = run("stepfail", "--sim-fail", "emr.step")
+    tap.eq(rc, 1, "exit 1")
+    tap.like(out, "FAILED", "run failed")
+    tap.like(out, "reason: Unknown Error", "FailureDetails reason printed")
+    tap.like(out, "log: s3://flowrun-demo-logs/emr/", "log file printed")
+    tap.like(out, "PATH_NOT_FOUND", "stderr tail printed")
+    cs = clusters(world("stepfail"))
+    tap.eq(len(cs), 1, "one cluster")
+    tap.eq(cs[0]["Status"]["State"] in ("TERMINATED", "TERMINATED_WITH_ERRORS"), True,
+           "cluster terminated (%s)" % cs[0]["Status"]["State"])
+    tap.eq(step_states(cs[0]), ["FAILED"], "the step failed, once (not retried into a second)")
+
+
+def dms_failure():
+    rc, out, _ = run("dmsfail", "--sim-fail", "dms.task")
+    tap.eq(rc, 1, "exit 1")
+    tap.like(out, "FATAL_ERROR", "the DMS reason is printed")
+    tap.eq(len(clusters(world("dmsfail"))), 0, "no cluster was created")
+
+
+def row_count_mismatch():
+    # the source gains rows after DMS copied it: the check names the table
+    os.makedirs(os.path.join(TMP, "mismatch"), exist_ok=True)
+    rc, out, _ = run("mismatch", "--sim-fail", "dms.table")
+    tap.eq(rc, 1, "an errored DMS table fails the run")
+    tap.like(out, "public.order_items", "naming the table")
+    tap.eq(len(clusters(world("mismatch"))), 0, "no cluster")
+
+
+def start_long(case, extra_env=None):
+    os.makedirs(os.path.join(TMP, case), exist_ok=True)
+    e = env(case, FLOWRUN_SIM_DURATIONS=json.dumps({"emr_step": 1e9}), **(extra_env or {}))
+    return subprocess.Popen(args(case, "--var", "step_timeout=100000h"), cwd=ROOT, env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def sigint_during_step():
+    p = start_long("sigint")
+    running = wait_for("sigint", step_running)
+    tap.ok(running, "the step is running")
+    p.send_signal(signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    tap.eq(p.returncode, 130, "exit 130")
+    cs = clusters(world("sigint"))
+    tap.eq(len(cs), 1, "one cluster")
+    tap.eq(cs[0]["Status"]["State"], "TERMINATED", "cluster terminated by the cleanup task")
+    tap.eq(step_states(cs[0]), ["CANCELLED"], "the step was cancelled")
+    tap.like(out[-4000:], "cancel", "the cancellation is logged")
+
+
+def sigkill_then_resume():
+    p = start_long("kill")
+    tap.ok(wait_for("kill", step_running), "the step is running")
+    p.kill()
+    p.communicate()
+    cs = clusters(world("kill"))
+    tap.eq(len(cs), 1, "one cluster before the crash")
+    tap.ok(cs[0]["Status"]["State"] in ("WAITING", "RUNNING"), "left running by SIGKILL")
+    e = env("kill", FLOWRUN_SIM_DURATIONS=json.dumps({"emr_step": 600}))
+    r = subprocess.run([tap.FLOWRUN, "resume", "last", "--state-dir", os.path.join(TMP, "kill", "state"),
+                        "--sim", "--virtual-time", "--log-format", "text"], cwd=ROOT, env=e,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    tap.eq(r.returncode, 0, "resume finishes the run")
+    if r.returncode != 0:
+        tap.diag(r.stdout[-3000:])
+    cs = clusters(world("kill"))
+    tap.eq(len(cs), 1, "exactly one cluster was ever created")
+    tap.eq(cs[0]["Status"]["State"], "TERMINATED", "and it is terminated")
+    tap.eq(step_states(cs[0]), ["COMPLETED"], "exactly one step, completed")
+
+
+def main():
+    try:
+        setup()
+        for fn in (success, step_failure, dms_failure, row_count_mismatch, sigint_during_step,
+                   sigkill_then_resume):
+            tap.test(fn)
+    finally:
+        if PG:
+            subprocess.run(["psql", PG, "-q", "-c", "DROP DATABASE IF EXISTS " + DB],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(TMP, ignore_errors=True)
+    tap.done()
+
+
+if __name__ == "__main__":
+    main()
