@@ -3,25 +3,34 @@
  * connection. Exposes the Lua module "pg.core"; lua/pg/init.lua (module "pg") adds the policy:
  * transactions, LISTEN helpers, COPY wrappers, the pool.
  *
- * A connection (pgc_t, malloc'd) runs at most one statement at a time: `cur` is the op driving
- * it, later callers wait in a FIFO queue (their SQL and parameters copied). No blocking libpq
- * call is ever made: connect is PQconnectStart + PQconnectPoll (the socket is re-read after
- * every poll: libpq may move to another address), queries are PQsendQueryParams + PQflush, and
- * results are read with PQconsumeInput / PQisBusy / PQgetResult when the socket is readable.
- * An idle connection keeps watching its socket (unref'd) so that NOTIFYs are queued and a
- * server that went away is noticed at once.
+ * No blocking libpq call is ever made. Connecting: a host name is first resolved with
+ * uv_getaddrinfo (libpq would call getaddrinfo itself, blocking) and passed as hostaddr; then
+ * PQconnectStartParams + PQconnectPoll, the socket re-read after every poll (libpq moves
+ * between addresses). Queries: PQsendQueryParams / PQsendPrepare / PQsendQueryPrepared +
+ * PQflush, results read with PQconsumeInput / PQisBusy / PQgetResult when the socket is
+ * readable. An idle connection keeps watching its socket (unref'd) so that NOTIFYs are queued
+ * and a server that went away is noticed at once.
+ *
+ * A connection (pgc_t, malloc'd) runs one statement at a time: `cur` is the op driving it,
+ * later callers wait in a FIFO queue. In pipeline mode (conn:pipeline(true)) statements are
+ * sent at once, each with its own Sync, and complete in order (phead). conn:query prepares
+ * each statement once per connection (the statement cache), so later runs are Bind/Execute.
  *
  * Cancelling a task whose query runs: the op is released at once and the connection "drains"
- * in the background: PQcancel (which connects to the server and blocks) runs on a libuv
- * worker thread, the results that still come are read and discarded, and only then does the
- * next queued statement start, so a late cancel request can never hit the next query. If the
- * cancel request fails the connection is closed (broken); a pool replaces it.
+ * in the background: PQcancel (which opens a connection and blocks: PG 15's libpq has no
+ * asynchronous cancel) runs on a libuv worker thread, the results that still come are read and
+ * discarded, and only then does the next queued statement start, so a late cancel request can
+ * never hit the next query. If the cancel request fails the connection is closed (broken); a
+ * pool replaces it.
  *
  * Ownership: pgc_t is freed when its owner (the Lua userdata, or the connect op before that),
- * its poll handle (closed through uv_close) and any PQcancel worker have all let go (`refs`).
- * PGconn belongs to pgc_t (PQfinish in conn_close); PGresult belongs to the op that collected
- * it (PQclear in op_free). Passwords are kept only to scrub them from error messages.
+ * its poll handle (closed through uv_close), a pending resolve, a PQcancel worker and any
+ * wait_notify op have all let go (`refs`). PGconn belongs to pgc_t (PQfinish in conn_close);
+ * PGresult belongs to the op that collected it (PQclear in op_free). SQL text and parameters
+ * are read from the waiting task's stack (which anchors them) or, for a queued op, from a
+ * copy the op owns. Passwords are kept only to scrub them from messages.
  */
+#define _GNU_SOURCE /* strcasestr */
 #include "flowrun.h"
 
 #include <arpa/inet.h>
@@ -1179,7 +1188,10 @@ static void push_timestamp(lua_State *L, const char *s, size_t len, bool tz)
 {
     char buf[64];
     const char *sp = memchr(s, ' ', len);
-    if (len + 4 > sizeof buf || !sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - s))) {
+    size_t at = sp ? (size_t)(sp - s) : 0;
+    /* only ISO style "YYYY-MM-DD hh:..." is rewritten (a session may have set another style) */
+    if (len + 4 > sizeof buf || !sp || memchr(sp + 1, ' ', len - at - 1) || at < 10 ||
+        s[at - 3] != '-' || s[at - 6] != '-' || at + 1 >= len || !isdigit((unsigned char)s[at + 1])) {
         lua_pushlstring(L, s, len);
         return;
     }
@@ -2239,9 +2251,24 @@ static void set_desc(pgc_t *c)
 
 static void start_connect(pgc_t *c)
 {
-    if (!opt_get(c, "application_name") && !getenv("PGAPPNAME") &&
-        !opt_set(c, "application_name", "flowrun")) {
-        connect_fail(c, "out of memory");
+    /* results are converted from text: dates must come in ISO style, text in UTF-8. An
+     * explicit setting (conninfo or PG* variable) wins. */
+    const char *opts = opt_get(c, "options");
+    if (!opts)
+        opts = getenv("PGOPTIONS");
+    bool ok = true;
+    if (!opts || !strcasestr(opts, "datestyle")) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s%s-c DateStyle=ISO,MDY", opts ? opts : "",
+                 opts && *opts ? " " : "");
+        ok = opt_set(c, "options", buf);
+    }
+    if (ok && !opt_get(c, "client_encoding") && !getenv("PGCLIENTENCODING"))
+        ok = opt_set(c, "client_encoding", "UTF8");
+    if (ok && !opt_get(c, "application_name") && !getenv("PGAPPNAME"))
+        ok = opt_set(c, "application_name", "flowrun");
+    if (!ok || (opts && strlen(opts) > 900)) {
+        connect_fail(c, !ok ? "out of memory" : "the options connection parameter is too long");
         return;
     }
     c->pg = PQconnectStartParams((const char *const *)c->okw, (const char *const *)c->oval, 0);
