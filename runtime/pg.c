@@ -105,6 +105,7 @@ struct pgc {
     stmt_t *stmts[STMT_BUCKETS];
     int nstmts, stmt_max, stmt_seq;
     bool pipe;             /* libpq pipeline mode: statements sent without waiting */
+    bool numeric_number;   /* numeric results as Lua numbers instead of exact strings */
     pgop_t *phead, *ptail; /* sent in pipeline mode, results due in this order */
     /* connection options until PQconnectStartParams has them (NULL-terminated) */
     char **okw, **oval;
@@ -140,6 +141,7 @@ struct pgop {
     bool preparing; /* waiting for the Parse of stmt */
     bool retried;   /* re-prepared once after the server dropped a statement */
     bool in_pipe;   /* in the pipeline list (phead) */
+    bool numeric_number; /* numeric results as Lua numbers (conn:numeric("number")) */
     pgc_t *nc;    /* wait_notify: the connection, referenced */
 };
 
@@ -1231,6 +1233,26 @@ static bool parse_int(const char *s, size_t len, lua_Integer *out)
 
 static void push_array(lua_State *L, const char *s, size_t len, Oid elem, int null_idx);
 
+/* Set for the duration of one push_rows: numeric as numbers (conn:numeric("number")). */
+static bool numeric_as_number;
+
+static void push_numeric(lua_State *L, const char *s, size_t len)
+{
+    lua_Integer v;
+    char buf[400];
+    if (!numeric_as_number) {
+        lua_pushlstring(L, s, len);
+    } else if (parse_int(s, len, &v) && len < 19) {
+        lua_pushinteger(L, v);
+    } else if (len < sizeof buf) {
+        memcpy(buf, s, len);
+        buf[len] = 0;
+        lua_pushnumber(L, strtod(buf, NULL)); /* NaN and Infinity too */
+    } else {
+        lua_pushlstring(L, s, len);
+    }
+}
+
 /* Push the Lua value of a non-NULL field in text format. */
 static void push_value(lua_State *L, Oid oid, const char *s, size_t len, int null_idx)
 {
@@ -1261,6 +1283,9 @@ static void push_value(lua_State *L, Oid oid, const char *s, size_t len, int nul
         lua_pushnumber(L, strtod(buf, NULL));
         return;
     }
+    case O_NUMERIC:
+        push_numeric(L, s, len);
+        return;
     case O_JSON:
     case O_JSONB:
         if (!fr_json_decode(L, s, len)) {
@@ -1773,7 +1798,10 @@ static int op_results(lua_State *L, fr_op_t *base)
             lua_pushinteger(L, aff && *aff ? strtoll(aff, NULL, 10) : 0);
             return op->get_end ? 2 : 1;
         }
-        return push_rows(L, r);
+        numeric_as_number = op->numeric_number;
+        push_rows(L, r);
+        numeric_as_number = false;
+        return 1;
     case PGRES_COPY_IN:
         lua_pushliteral(L, "in");
         return 1;
@@ -1799,6 +1827,7 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params
     pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
     op->kind = kind;
     op->c = c;
+    op->numeric_number = c->numeric_number;
     if (c->pipe) {
         /* op->sql and op->vals point into the task's stack, which holds them while it waits */
         op->sql = sql;
@@ -2124,6 +2153,18 @@ static int l_pipeline(lua_State *L)
     if (!(on ? PQenterPipelineMode(c->pg) : PQexitPipelineMode(c->pg)))
         return luaL_error(L, "pg: conn:pipeline: %s", PQerrorMessage(c->pg));
     c->pipe = on;
+    return 1;
+}
+
+/* conn:numeric([mode]) -> previous mode. "string" (default): numeric values come as exact
+ * strings; "number": as Lua numbers (integers when they fit, else floats: may round). */
+static int l_numeric(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    static const char *const modes[] = {"string", "number", NULL};
+    lua_pushstring(L, modes[c->numeric_number]);
+    if (!lua_isnoneornil(L, 2))
+        c->numeric_number = luaL_checkoption(L, 2, NULL, modes) == 1;
     return 1;
 }
 
@@ -2563,6 +2604,13 @@ static int l_waiter_wake(lua_State *L)
     return 0;
 }
 
+static int l_waiter_tostring(lua_State *L)
+{
+    waiter_t *w = luaL_checkudata(L, 1, WAITER_MT);
+    lua_pushfstring(L, "pg.waiter (%s)", w->woken ? "woken" : w->op ? "waited on" : "idle");
+    return 1;
+}
+
 static int l_bytea_mt(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &bytea_key);
@@ -2594,6 +2642,7 @@ int luaopen_pg_core(lua_State *L)
         {"backend_pid", l_backend_pid},
         {"statement_cache", l_statement_cache},
         {"pipeline", l_pipeline},
+        {"numeric", l_numeric},
         {"server_version", l_server_version},
         {"parameter", l_parameter},
         {"wait_notify", l_wait_notify},
@@ -2629,6 +2678,8 @@ int luaopen_pg_core(lua_State *L)
     luaL_newmetatable(L, WAITER_MT);
     luaL_newlib(L, waiter_methods);
     lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_waiter_tostring);
+    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
     static const luaL_Reg funcs[] = {

@@ -272,9 +272,11 @@ local Pool = {}
 Pool.__index = Pool
 Pool.__name = "pg.pool"
 
--- pg.pool{conninfo = ..., size = N} -> pool. Connections are opened on demand, at most
--- `size`; a task that finds them all busy waits its turn (first come, first served).
--- Connections found broken (server restart, network) are closed and replaced.
+-- pg.pool{conninfo = ..., size = N, on_connect = fn} -> pool. Connections are opened on
+-- demand, at most `size`; a task that finds them all busy waits its turn (first come, first
+-- served). Connections found broken (server restart, network) are closed and replaced.
+-- on_connect(conn) runs on each new connection (settings: conn:numeric "number",
+-- conn:exec "SET search_path ...", conn:statement_cache(0) behind PgBouncer ...).
 function M.pool(opts)
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'pool' (table expected, got %s)"):format(type(opts)), 2)
@@ -283,7 +285,11 @@ function M.pool(opts)
   if math.type(size) ~= "integer" or size < 1 then
     error("pg.pool: size must be a positive integer", 2)
   end
+  if opts.on_connect ~= nil and type(opts.on_connect) ~= "function" then
+    error("pg.pool: on_connect must be a function", 2)
+  end
   return setmetatable({
+    on_connect = opts.on_connect,
     conninfo = opts.conninfo or "",
     size = size,
     idle = {},
@@ -327,6 +333,10 @@ function Pool:acquire()
     elseif self.open < self.size then
       self.open = self.open + 1
       local ok, conn = pcall(core.connect, self.conninfo)
+      if ok and self.on_connect then
+        local hook_ok, err = pcall(self.on_connect, conn)
+        if not hook_ok then conn:close(); ok, conn = false, err end
+      end
       if ok then return conn end
       self.open = self.open - 1
       wake_one(self, nil) -- someone else may try again

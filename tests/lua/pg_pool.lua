@@ -92,6 +92,25 @@ t.test("broken connections are discarded and replaced", function()
   pool:close()
 end)
 
+t.test("on_connect runs on each new connection", function()
+  local n = 0
+  local pool = pg.pool { conninfo = ci, size = 2, on_connect = function(conn)
+    n = n + 1
+    conn:numeric("number")
+    conn:exec("SET application_name = 'pooled'")
+  end }
+  local hs = {}
+  for i = 1, 4 do hs[i] = flow.spawn(function() return pool:query("SELECT 1.5::numeric AS x, current_setting('application_name') AS a, pg_sleep(0.05)")[1] end) end
+  local res = flow.all(hs)
+  t.eq(n, 2, "once per connection")
+  t.eq(res[4].x, 1.5); t.eq(res[4].a, "pooled")
+  pool:close()
+  local bad = pg.pool { conninfo = ci, size = 1, on_connect = function() error("hook failed") end }
+  t.raises(function() bad:query("SELECT 1") end, "hook failed", "a failing hook fails the acquire")
+  t.eq(bad:stats().open, 0, "and its connection is not counted")
+  bad:close()
+end)
+
 t.test("a task waiting for a pooled connection can be cancelled", function()
   local pool = pg.pool { conninfo = ci, size = 1 }
   local holder = flow.spawn(function() return pool:query("SELECT pg_sleep(0.4)") end)

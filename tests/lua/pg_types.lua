@@ -45,6 +45,17 @@ t.test("numeric is an exact string, both ways", function()
   t.eq(r.b, "7")
 end)
 
+t.test("numeric as numbers when asked", function()
+  t.eq(c:numeric("number"), "string", "default mode is string")
+  local r = one("SELECT 12.5::numeric a, 42::numeric b, '{1.5,2}'::numeric[] arr, "
+    .. "'NaN'::numeric n, 123456789012345678901234::numeric big")
+  t.eq(r.a, 12.5); t.eq(math.type(r.b), "integer"); t.eq(r.b, 42)
+  t.eq(r.arr, { 1.5, 2 }); t.ok(r.n ~= r.n, "NaN")
+  t.eq(math.type(r.big), "float", "too big for an integer: a float")
+  t.eq(c:numeric("string"), "number")
+  t.eq(one("SELECT 12.5::numeric a").a, "12.5", "back to exact strings")
+end)
+
 t.test("booleans both ways", function()
   local r = one("SELECT true a, false b, $1::bool c, $2::bool d, pg_typeof($1)::text e", true, false)
   t.eq(r.a, true); t.eq(r.b, false); t.eq(r.c, true); t.eq(r.d, false)
