@@ -46,6 +46,8 @@ local API = {} -- the functions of the module (kept apart from the service table
 
 local settings = {}
 local transport_override
+local call_context -- defined below
+local ctx_cache = {}  -- service -> resolved call context (see call_context)
 local clients = {}                      -- per service|region|endpoint: retry quota
 local cred_cache, cred_refresh = {}, {} -- per profile (or explicit key)
 local signers = setmetatable({}, { __mode = "k" })
@@ -70,9 +72,14 @@ end
 
 -- boto3's xform_name: DescribeReplicationTasks -> describe_replication_tasks,
 -- ListObjectsV2 -> list_objects_v2.
+local snake_cache = {}
 local function snake(name)
-  local s = name:gsub("(.)(%u%l+)", "%1_%2"):gsub("([%l%d])(%u)", "%1_%2")
-  return s:lower()
+  local v = snake_cache[name]
+  if not v then
+    v = name:gsub("(.)(%u%l+)", "%1_%2"):gsub("([%l%d])(%u)", "%1_%2"):lower()
+    snake_cache[name] = v
+  end
+  return v
 end
 API.snake_name = snake
 
@@ -164,6 +171,7 @@ function API.configure(t)
     error("aws.configure: a table expected, got " .. type(t), 2)
   end
   for k, v in pairs(t or {}) do settings[k] = v end
+  ctx_cache = {}
   if t and (t.profile or t.credentials) then cred_cache, cred_refresh = {}, {} end
   return settings
 end
@@ -174,6 +182,7 @@ function API.reset(opts)
   settings = {}
   clients, cred_cache, cred_refresh = {}, {}, {}
   transport_override = nil
+  ctx_cache = {}
   config.reset(opts and opts.env)
 end
 
@@ -182,6 +191,7 @@ function API.use_transport(fn)
     error("aws.use_transport: a function (or nil) expected, got " .. type(fn), 2)
   end
   transport_override = fn
+  ctx_cache = {}
 end
 
 local function sim_on()
@@ -365,6 +375,42 @@ local function header_lines(h)
   return table.concat(out, "\n")
 end
 
+-- What a call needs beyond its parameters: transport, profile, region, endpoint, timeouts,
+-- attempts, the client (retry quota). Resolved once per service for calls without overriding
+-- opts (the environment and files do not change under a running process; aws.reset and
+-- aws.configure clear the cache), so a call does not re-read them.
+call_context = function(sname, svc, opts, label)
+  local cacheable = opts == nil or next(opts) == nil
+  if cacheable and ctx_cache[sname] then return ctx_cache[sname] end
+  opts = opts or {}
+  local transport, network = current_transport()
+  local c = { transport = transport, offline = not network }
+  c.explicit_profile = (opts.profile or settings.profile) ~= nil
+  c.profile = config.profile_name(opts.profile or settings.profile)
+  local p = config.profile(c.profile)
+  local region = opts.region or settings.region or config.region(c.profile)
+  if not region and c.offline then region = "us-east-1" end
+  if not region then
+    error(call_error("aws.NoRegion", ("no region for aws.%s: set AWS_REGION or AWS_DEFAULT_REGION, a region in profile %s, aws.configure{region=...} or opts.region"):format(label, c.profile),
+      { service = sname }), 3)
+  end
+  if type(region) ~= "string" or not region:match("^[%w%-]+$") then
+    error(("aws.%s: bad region %q"):format(label, tostring(region)), 3)
+  end
+  c.region = region
+  c.ep = resolve_endpoint(sname, svc, region, c.profile, opts)
+  c.is_s3 = svc.protocol == "rest-xml" and svc.endpoint_prefix == "s3"
+  c.style = opts.s3_addressing_style or settings.s3_addressing_style
+      or (type(p.s3) == "table" and p.s3.addressing_style) or "auto"
+  c.timeout = opts.timeout or settings.timeout or 120
+  c.connect_timeout = opts.connect_timeout or settings.connect_timeout or 10
+  c.ca_file = opts.ca_file or settings.ca_file or config.getenv("AWS_CA_BUNDLE") or p.ca_bundle
+  c.attempts_max = max_attempts(opts, p)
+  c.client = client_for(sname .. "|" .. region .. "|" .. c.ep.scheme .. "://" .. c.ep.authority)
+  if cacheable then ctx_cache[sname] = c end
+  return c
+end
+
 -- aws.call(service, operation, params, opts) -> result table. Waits. Raises error objects.
 function API.call(service, op, params, opts)
   local svc, sname = check_service(service, 2)
@@ -377,34 +423,17 @@ function API.call(service, op, params, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error(("aws.%s: opts must be a table, got %s"):format(label, type(opts)), 2)
   end
-  opts = opts or {}
   local op_spec = svc.operations[op_name]
-  local transport, network = current_transport()
-  local offline = not network
-  local explicit_profile = (opts.profile or settings.profile) ~= nil
-  local profile = config.profile_name(opts.profile or settings.profile)
-  local p = config.profile(profile)
-
-  local region = opts.region or settings.region or config.region(profile)
-  if not region and offline then region = "us-east-1" end
-  if not region then
-    error(call_error("aws.NoRegion", ("no region for aws.%s: set AWS_REGION or AWS_DEFAULT_REGION, a region in profile %s, aws.configure{region=...} or opts.region"):format(label, profile),
-      { service = sname, operation = op_name }), 2)
-  end
-  if type(region) ~= "string" or not region:match("^[%w%-]+$") then
-    error(("aws.%s: bad region %q"):format(label, tostring(region)), 2)
-  end
-
-  local ep = resolve_endpoint(sname, svc, region, profile, opts)
-  local is_s3 = svc.protocol == "rest-xml" and svc.endpoint_prefix == "s3"
-  local style = opts.s3_addressing_style or settings.s3_addressing_style
-      or (type(p.s3) == "table" and p.s3.addressing_style) or "auto"
+  local c = call_context(sname, svc, opts, label)
+  opts = opts or {}
+  local transport, offline, profile, explicit_profile = c.transport, c.offline, c.profile, c.explicit_profile
+  local region, ep, is_s3 = c.region, c.ep, c.is_s3
   local ctx = {}
   if is_s3 then
     local bucket = params.Bucket
-    if style == "virtual" then
+    if c.style == "virtual" then
       ctx.bucket_in_host = bucket ~= nil
-    elseif style == "auto" then
+    elseif c.style == "auto" then
       ctx.bucket_in_host = not ep.custom and s3_virtual_ok(bucket, ep.scheme)
     end
   end
@@ -432,11 +461,8 @@ function API.call(service, op, params, opts)
       creds = explicit_credentials(settings.credentials, "aws.configure")
     end
   end
-  local timeout = opts.timeout or settings.timeout or 120
-  local connect_timeout = opts.connect_timeout or settings.connect_timeout or 10
-  local ca_file = opts.ca_file or settings.ca_file or config.getenv("AWS_CA_BUNDLE") or p.ca_bundle
-  local attempts_max = max_attempts(opts, p)
-  local client = client_for(sname .. "|" .. region .. "|" .. ep.scheme .. "://" .. ep.authority)
+  local timeout, connect_timeout, ca_file = c.timeout, c.connect_timeout, c.ca_file
+  local attempts_max, client = c.attempts_max, c.client
   local random = settings.random or math.random
   local dbg = debug_on()
 
