@@ -20,8 +20,13 @@ local secrets = require "secrets"
 local REQUIRED = require("flow.workflow").REQUIRED
 local here = (debug.getinfo(1, "S").source:match("^@(.*)$") or ""):match("^(.*)/[^/]*$") or "."
 
+-- Retries are for transient trouble only (throttling, timeouts, 5xx): a task that failed for a
+-- reason (a failed step, a missing table) fails the run at once.
+local function transient(err) return type(err) == "table" and err.retryable == true end
+
 local wf = flow.workflow {
   name = "dms_to_emr",
+  defaults = {retry_if = transient},
   params = {
     -- source
     source_secret_id = {default = "", doc = "Secrets Manager secret of the source database (DMS style JSON)"},
@@ -207,7 +212,8 @@ end)
 
 -- 6. The cluster: Spark, Glue Data Catalog as metastore, Iceberg enabled. Created only once
 -- the raw zone is good (a DMS failure costs no cluster).
-wf:task("create_cluster", {after = {"check_raw", "upload_job", "glue_database"}}, function(ctx)
+wf:task("create_cluster", {after = {"check_raw", "upload_job", "glue_database"}, retries = 3,
+                           retry_delay = "20s"}, function(ctx)
   local p = ctx.params
   local instances = {
     KeepJobFlowAliveWhenNoSteps = true, TerminationProtected = false,
@@ -276,7 +282,8 @@ end)
 -- 9. Cleanup: terminate the cluster whatever happened after its creation (and on Ctrl-C).
 -- When create_cluster never recorded its result (killed in the middle), the cluster is found
 -- by its tags.
-wf:task("terminate_cluster", {after = {"create_cluster", "wait_step"}, cleanup = true}, function(ctx)
+wf:task("terminate_cluster", {after = {"create_cluster", "wait_step"}, cleanup = true, retries = 5,
+                              retry_delay = "20s"}, function(ctx)
   local created = ctx.results.create_cluster
   local id = created and created.cluster_id
   if not id then

@@ -156,6 +156,14 @@ def row_count_mismatch():
     tap.eq(len(clusters(world("mismatch"))), 0, "no cluster")
 
 
+def throttled():
+    rc, out, _ = run("throttle", "--sim-fail", "throttle=0.2")
+    tap.eq(rc, 0, "one call in five throttled: retries absorb it, the run succeeds")
+    if rc != 0:
+        tap.diag(out[-3000:])
+    tap.eq(len(clusters(world("throttle"))), 1, "still exactly one cluster")
+
+
 def start_long(case, extra_env=None):
     os.makedirs(os.path.join(TMP, case), exist_ok=True)
     e = env(case, FLOWRUN_SIM_DURATIONS=json.dumps({"emr_step": 1e9}), **(extra_env or {}))
@@ -205,8 +213,8 @@ def sigkill_then_resume():
 def main():
     try:
         setup()
-        for fn in (success, step_failure, dms_failure, row_count_mismatch, sigint_during_step,
-                   sigkill_then_resume):
+        for fn in (success, step_failure, dms_failure, row_count_mismatch, throttled,
+                   sigint_during_step, sigkill_then_resume):
             tap.test(fn)
     finally:
         if PG:
