@@ -80,19 +80,6 @@ static const char *find_vectors(const char *argv0, char *buf, size_t n)
     return NULL;
 }
 
-/* The module registry lives in main.c, which unit tests do not link; these weak definitions
- * stand in for it and give way to the real ones wherever those are linked. */
-static fr_module_t *registered;
-__attribute__((weak)) void fr_module_register(fr_module_t *m)
-{
-    m->next = registered;
-    registered = m;
-}
-__attribute__((weak)) fr_module_t *fr_modules(void)
-{
-    return registered;
-}
-
 static lua_CFunction find_module(const char *name)
 {
     for (fr_module_t *m = fr_modules(); m; m = m->next)

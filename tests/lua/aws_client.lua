@@ -190,6 +190,15 @@ t.test("names and completion hooks", function()
   for _, n in ipairs(ops) do if n == "describe_replication_tasks" then found = true end end
   t.ok(found, "aws.dms completes snake_case operation names")
   t.ok(#ops > 100, "all DMS operations (" .. #ops .. ")")
+  -- through the REPL's own completer (flow.repl), as Tab uses it
+  local ok_repl, repl = pcall(require, "flow.repl")
+  if ok_repl and repl.complete then
+    local got = repl.complete({ aws = aws }, "aws.dms.describe_replication_t")
+    local joined = table.concat(got, " ")
+    t.like(joined, "describe_replication_tasks", "REPL completes aws.dms.describe_replication_t<TAB>")
+    got = table.concat(repl.complete({ aws = aws }, "aws.secre"), " ")
+    t.like(got, "secretsmanager", "REPL completes aws.secre<TAB>")
+  end
   t.eq(type(aws.emr.run_job_flow), "function", "aws.emr.run_job_flow")
   t.eq(type(aws.s3.ListObjectsV2), "function", "PascalCase works too")
   t.like(tostring(aws.dms), "aws.dms %(json%)", "tostring of a service")
