@@ -315,6 +315,8 @@ wf:task("verify", {after = "wait_step", retries = 2, retry_delay = "30s"}, funct
           {workgroup = p.athena_workgroup, output_location = nonempty(p.athena_output_uri), log = ctx.log})
         local n = tonumber(rows[1] and rows[1].n)
         out[full].rows = n
+        ctx.log(string.format("%s.%s: %s rows in Iceberg (Athena), %s in the source", p.glue_database,
+          tname, tostring(n), tostring(ctx.results.preflight.counts[full])))
         if n ~= ctx.results.preflight.counts[full] then
           bad[#bad + 1] = string.format("%s.%s has %s rows, the source %s", p.glue_database, tname,
             tostring(n), tostring(ctx.results.preflight.counts[full]))
