@@ -471,6 +471,10 @@ static int send_request(pgc_t *c, pgop_t *op)
     if (op->kind == K_QUERY && c->stmt_max > 0) {
         uint32_t h = stmt_hash(op);
         stmt_t *s = stmt_find(c, op, h);
+        if (s && !s->ready) { /* its Parse never completed: start afresh under a new name */
+            stmt_remove(c, s);
+            s = NULL;
+        }
         if (!s && c->nstmts < c->stmt_max) {
             s = stmt_add(c, op, h);
             op->preparing = s != NULL;
@@ -489,8 +493,13 @@ static int send_request(pgc_t *c, pgop_t *op)
                                op->fmts, 0);
     else
         ok = PQsendQuery(c->pg, op->sql);
-    if (!ok)
+    if (!ok) {
+        if (op->stmt && op->preparing)
+            stmt_remove(c, op->stmt);
+        op->stmt = NULL;
+        op->preparing = false;
         return -1;
+    }
     int r = PQflush(c->pg);
     if (r < 0)
         return -1;
@@ -520,6 +529,19 @@ static void start_next(pgc_t *c)
     }
 }
 
+/* PQputCopyData / PQputCopyEnd returned -1: either the connection is gone, or the server
+ * already ended the COPY with an error (bad data) and its result waits to be read. Returns
+ * false when the connection is lost. */
+static bool copy_in_ended(pgc_t *c)
+{
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        conn_lost(c, NULL);
+        return false;
+    }
+    c->copy = COPY_NONE;
+    return true;
+}
+
 /* Discard what a cancelled statement still sends; done when libpq is idle again and no
  * PQcancel is in flight. */
 static void drain_step(pgc_t *c)
@@ -544,11 +566,12 @@ static void drain_step(pgc_t *c)
                 c->want_flush = true;
                 return;
             }
-            c->copy = COPY_NONE;
             if (r < 0) {
-                conn_lost(c, NULL);
-                return;
+                if (!copy_in_ended(c))
+                    return;
+                continue;
             }
+            c->copy = COPY_NONE;
             r = PQflush(c->pg);
             if (r < 0) {
                 conn_lost(c, NULL);
@@ -667,7 +690,11 @@ static void op_step(pgc_t *c, pgop_t *op, int events)
         if (op->buf) {
             int r = PQputCopyData(c->pg, op->buf, (int)op->len);
             if (r < 0) {
-                conn_lost(c, NULL);
+                if (copy_in_ended(c)) { /* the server's error is the op's outcome */
+                    op->kind = K_COPY_END;
+                    op->end_sent = true;
+                    collect(c, op);
+                }
                 return;
             }
             if (r == 0) {
@@ -694,7 +721,10 @@ static void op_step(pgc_t *c, pgop_t *op, int events)
         if (!op->end_sent) {
             int r = PQputCopyEnd(c->pg, op->end_msg);
             if (r < 0) {
-                conn_lost(c, NULL);
+                if (!copy_in_ended(c))
+                    return;
+                op->end_sent = true;
+                collect(c, op);
                 return;
             }
             if (r == 0) {
@@ -1948,8 +1978,19 @@ static int l_copy_put(lua_State *L)
     if (!c->cur) {
         int r = PQputCopyData(c->pg, data, (int)len);
         if (r < 0) {
-            conn_lost(c, NULL);
-            return raise_broken(L, c);
+            if (!copy_in_ended(c))
+                return raise_broken(L, c);
+            /* the server rejected the COPY already: its error is the answer */
+            pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
+            op->kind = K_COPY_END;
+            op->end_sent = true;
+            op->c = c;
+            c->cur = op;
+            collect(c, op);
+            if (!op->c)
+                start_next(c);
+            update_watch(c);
+            return fr_op_wait(L, op);
         }
         if (r == 1) {
             int f = PQflush(c->pg);
