@@ -1112,6 +1112,8 @@ static void op_free(fr_op_t *base)
     pgop_t *op = (pgop_t *)base;
     pgc_t *c = op->c;
     if (op->kind == K_CONNECT && c) {
+        if (c->connect_op == op)
+            c->connect_op = NULL;
         conn_close(c);
         conn_unref(c);
     } else if (c) {
@@ -1777,6 +1779,10 @@ static int op_results(lua_State *L, fr_op_t *base)
         pgc_t *c = op->c;
         if (op->err)
             return raise_op_error(L, op, c ? c->desc : NULL);
+        if (c->state != S_READY) { /* the connect_timeout timer fired first */
+            op_fail(op, "pg.08001", true, "timeout expired (connect_timeout)");
+            return raise_op_error(L, op, c->desc);
+        }
         op->c = NULL;
         push_conn(L, c);
         return 1;
@@ -2535,6 +2541,13 @@ static int l_connect(lua_State *L)
     if (!hostaddr)
         hostaddr = getenv("PGHOSTADDR");
     c->desc = strdup(host ? host : "(default)");
+    /* libpq leaves connect_timeout to the application in non-blocking mode: a timer over the
+     * whole connect (resolving and every address) */
+    const char *ct = opt_get(c, "connect_timeout");
+    if (!ct)
+        ct = getenv("PGCONNECT_TIMEOUT");
+    if (ct && atoi(ct) > 0)
+        fr_timer_start(&op->base, fr_now() + (atoi(ct) < 2 ? 2 : atoi(ct)));
     if (!ok || !c->desc) {
         connect_fail(c, "out of memory");
     } else if (needs_resolving(host) && !(hostaddr && *hostaddr)) {
