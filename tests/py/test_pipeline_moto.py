@@ -170,7 +170,7 @@ def main():
             cs = clusters()
             tap.eq(len(cs), 1, "one EMR cluster")
             tap.eq(cs[0].state, "TERMINATED", "terminated by the cleanup task")
-            tap.eq(cs[0].tags.get("flowrun:task"), "create_cluster", "tagged with its task")
+            tap.eq(cs[0]._tags.get("flowrun:task"), "create_cluster", "tagged with its task")
             tap.eq([s.state for s in cs[0].steps], ["COMPLETED"], "one step, completed")
             args = cs[0].steps[0].args
             tap.eq(args[0], "spark-submit", "a spark-submit step through command-runner.jar")
