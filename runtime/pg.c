@@ -73,6 +73,7 @@ typedef struct stmt {
 } stmt_t;
 
 #define STMT_BUCKETS 64
+#define MAX_NOTES 10000
 
 typedef struct pgpoll {
     uv_poll_t h;
@@ -98,6 +99,7 @@ struct pgc {
     pgop_t *connect_op;
     pgop_t *waiter; /* wait_notify */
     note_t *nhead, *ntail;
+    int nnotes, dropped;
     char *desc;   /* user@host:port/db, never the password */
     char *secret; /* the password, only to scrub messages */
     char *broken_msg;
@@ -251,6 +253,7 @@ static void note_free_all(pgc_t *c)
         free(n);
     }
     c->ntail = NULL;
+    c->nnotes = 0;
 }
 
 static void conn_unref(pgc_t *c)
@@ -382,6 +385,17 @@ static void take_notifies(pgc_t *c)
         else
             c->nhead = e;
         c->ntail = e;
+        if (++c->nnotes > MAX_NOTES) { /* nobody reads them: keep the newest */
+            note_t *old = c->nhead;
+            c->nhead = old->next;
+            c->nnotes--;
+            free(old->channel);
+            free(old->payload);
+            free(old);
+            if (c->dropped++ == 0)
+                fr_log("pg", "%s: more than %d notifications waiting; dropping the oldest",
+                       c->desc, MAX_NOTES);
+        }
     }
     if (c->nhead && c->waiter)
         op_finish(c->waiter);
@@ -1757,6 +1771,7 @@ static void push_note(lua_State *L, pgc_t *c)
 {
     note_t *n = c->nhead;
     c->nhead = n->next;
+    c->nnotes--;
     if (!c->nhead)
         c->ntail = NULL;
     lua_createtable(L, 0, 3);

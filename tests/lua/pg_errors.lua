@@ -119,6 +119,34 @@ t.test("PG* environment variables are honoured through libpq", function()
   t.eq(out, user, "connected with PGHOST/PGPORT/PGUSER/PGPASSWORD")
 end)
 
+t.test(".pgpass and sslmode work as in psql", function()
+  local passfile = os.tmpname()
+  local f = io.open(passfile, "w")
+  f:write(("localhost:%s:%s:%s:%s\n"):format(port, db, user, password))
+  f:close()
+  os.execute("chmod 600 " .. passfile)
+  local script = os.tmpname()
+  f = io.open(script, "w")
+  f:write(([[local pg = require "pg"
+    local c = pg.connect { host = "localhost", port = "%s", user = "%s", dbname = "%s" }
+    io.write(c:query("SELECT current_user AS u")[1].u); c:close()]]):format(port, user, db))
+  f:close()
+  local flowrun = os.getenv("FLOWRUN") or "./flowrun"
+  local p = io.popen(("PGPASSWORD= PGPASSFILE=%s %s %s 2>&1"):format(passfile, flowrun, script))
+  local out = p:read("a"); p:close()
+  os.remove(passfile); os.remove(script)
+  t.eq(out, user, "the password came from the password file (matched by host name)")
+  local err = t.raises(function()
+    pg.connect { host = host, port = port, user = user, password = password, dbname = db,
+      sslmode = "require" }
+  end, "pg.08001", "sslmode=require against a server without TLS")
+  t.like(err and err.message, "SSL", "says why")
+  local conn = pg.connect { host = host, port = port, user = user, password = password,
+    dbname = db, sslmode = "prefer" }
+  t.eq(conn:query("SELECT 1 AS x")[1].x, 1, "sslmode=prefer falls back to plain TCP")
+  conn:close()
+end)
+
 t.test("a lost connection is retryable and the connection says broken", function()
   local victim = pg.connect(ci)
   local pid = victim:backend_pid()
