@@ -1,20 +1,38 @@
 -- pg — PostgreSQL from Lua tasks. The mechanism (libpq on the loop, type conversion) is C
 -- (pg.core, runtime/pg.c); this module is the policy: transactions, LISTEN helpers, COPY,
--- the pool.
+-- the pool. Every call that talks to the server waits (the task yields; others run).
 --
 --   local pg = require "pg"
---   local conn = pg.connect(os.getenv("DATABASE_URL"))      -- waits; raises pg.<SQLSTATE>
+--   local conn = pg.connect(os.getenv("DATABASE_URL"))      -- raises pg.08001, pg.28P01 ...
 --   local rows = conn:query("SELECT id, name FROM t WHERE id = $1", 42)
---   rows[1].name, rows.columns[1].type, rows.affected
+--   rows[1].name, rows.columns[1] --> {name="id", type="int4", oid=23}, rows.affected
+--   conn:exec("CREATE TABLE a (x int); CREATE INDEX ON a (x)")  -- several statements, no $n
 --   conn:transaction(function(c) c:query(...) end)            -- COMMIT, or ROLLBACK + re-raise
---   local pool = pg.pool { conninfo = "...", size = 8 }
---   pool:query("SELECT 1")
+--   conn:listen("ch"); local n = conn:wait_notify(5)          -- {channel=, payload=, pid=} | nil
+--   conn:copy_from("COPY t (a, b) FROM STDIN", rows_or_iterator) -> count
+--   conn:copy_to("COPY t TO STDOUT", function(line) ... end) -> count
+--   conn:close() (also <close> and __gc); conn:status() "ready"|"busy"|"broken"|"closed";
+--   conn:transaction_status(), conn:backend_pid(), conn:parameter(name)
+--   conn:numeric("number") numeric as Lua numbers; conn:statement_cache(0) no prepared
+--   statements (PgBouncer in transaction mode); conn:pipeline(true) libpq pipeline mode
+--   local pool = pg.pool { conninfo = "...", size = 8, on_connect = fn }
+--   pool:query(sql, ...), pool:exec(sql), pool:transaction(fn), pool:with(fn),
+--   pool:acquire() / pool:release(conn), pool:stats(), pool:close()
+--
+-- Results: int2/int4/int8/oid -> integers (int8 exact), float4/float8 -> numbers, numeric ->
+-- exact strings, bool -> booleans, NULL -> pg.null, json/jsonb -> tables (json.null inside),
+-- bytea -> binary strings, date/timestamp/timestamptz -> ISO 8601 strings, arrays -> Lua
+-- arrays (nested for several dimensions), anything else -> its text form.
 --
 -- Parameters are sent apart from the SQL text ($1, $2 ...), like untyped literals: the server
 -- infers each type from the statement; cast ($1::int8) where nothing tells it. nil and pg.null
 -- are NULL, booleans are bool, numbers are sent exactly (integers as int64), tables as JSON,
 -- pg.bytea(s) (and strings holding NUL bytes or invalid UTF-8) as bytea, pg.array(t) as a
 -- PostgreSQL array.
+--
+-- Errors are error objects: code "pg.<SQLSTATE>", sqlstate, message, detail, hint, position,
+-- severity (+ table, column, constraint, context, server); a lost connection is pg.08006,
+-- retryable. Cancelling a task cancels its running statement on the server.
 local core = require "pg.core"
 local json = require "json"
 local flow = require "flow"
