@@ -64,6 +64,8 @@ static struct {
     uv_timer_t *timer;
     CURL *pool[POOL_MAX];
     int npool;
+    sock_t **socks; /* by file descriptor (see sock_for) */
+    size_t nsocks;
     bool registered;
 } H;
 
@@ -143,6 +145,42 @@ static void free_handle(uv_handle_t *h)
     free(h);
 }
 
+/* Poll handles are kept per file descriptor once made: a keep-alive connection goes back to
+ * curl's cache after each transfer (CURL_POLL_REMOVE) and is taken again by the next one, and
+ * a stopped handle is simply started again instead of being closed and re-created each time.
+ * curl reports REMOVE before it closes a socket, so a stopped handle never watches a closed
+ * descriptor; a new socket that gets the same number reuses the handle. */
+static sock_t *sock_for(curl_socket_t fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= H.nsocks) {
+        size_t n = H.nsocks ? H.nsocks : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        sock_t **p = realloc(H.socks, n * sizeof *p);
+        if (!p)
+            return NULL;
+        memset(p + H.nsocks, 0, (n - H.nsocks) * sizeof *p);
+        H.socks = p;
+        H.nsocks = n;
+    }
+    sock_t *s = H.socks[fd];
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s)
+            return NULL;
+        if (uv_poll_init_socket(fr_loop(), &s->poll, fd) != 0) {
+            free(s);
+            return NULL;
+        }
+        s->fd = fd;
+        s->poll.data = s;
+        H.socks[fd] = s;
+    }
+    return s;
+}
+
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)e;
@@ -151,21 +189,14 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socke
     if (what == CURL_POLL_REMOVE) {
         if (s) {
             uv_poll_stop(&s->poll);
-            uv_close((uv_handle_t *)&s->poll, free_handle);
             curl_multi_assign(H.multi, fd, NULL);
         }
         return 0;
     }
     if (!s) {
-        s = calloc(1, sizeof *s);
+        s = sock_for(fd);
         if (!s)
             return -1;
-        s->fd = fd;
-        if (uv_poll_init_socket(fr_loop(), &s->poll, fd) != 0) {
-            free(s);
-            return -1;
-        }
-        s->poll.data = s;
         curl_multi_assign(H.multi, fd, s);
     }
     int ev = 0;
@@ -195,8 +226,17 @@ static void http_shutdown(void)
     for (int i = 0; i < H.npool; i++)
         curl_easy_cleanup(H.pool[i]);
     H.npool = 0;
-    curl_multi_cleanup(H.multi); /* closes the cached connections: sock_cb closes their polls */
+    curl_multi_cleanup(H.multi); /* closes the cached connections (sock_cb stops their polls) */
     H.multi = NULL;
+    for (size_t i = 0; i < H.nsocks; i++) {
+        if (H.socks[i]) {
+            uv_poll_stop(&H.socks[i]->poll);
+            uv_close((uv_handle_t *)&H.socks[i]->poll, free_handle);
+        }
+    }
+    free(H.socks);
+    H.socks = NULL;
+    H.nsocks = 0;
     uv_timer_stop(H.timer);
     H.timer->data = NULL;
     uv_close((uv_handle_t *)H.timer, free_handle);
@@ -463,8 +503,19 @@ static void check_headers(lua_State *L)
     lua_pop(L, 1);
 }
 
+/* Append "name: value" (an empty value is sent as an empty header: "name;"). With value NULL
+ * the header curl would add by itself is removed instead ("name:"). */
 static bool add_header(http_op_t *op, const char *name, const char *value, bool *has_ct)
 {
+    if (!value) {
+        char line[64];
+        snprintf(line, sizeof line, "%s:", name);
+        struct curl_slist *l = curl_slist_append(op->hdrs, line);
+        if (!l)
+            return false;
+        op->hdrs = l;
+        return true;
+    }
     if (!strcasecmp(name, "content-type"))
         *has_ct = true;
     if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
@@ -563,9 +614,9 @@ static int l_request(lua_State *L)
     if (!ok)
         return start_fail(L, op, "bad header (a name or value with a line break?)");
     /* no "Expect: 100-continue" round trip; no form content type curl would invent */
-    ok = add_header(op, "Expect", "", &has_ct);
+    ok = add_header(op, "Expect", NULL, &has_ct);
     if (ok && !has_ct && body)
-        ok = add_header(op, "Content-Type", "", &has_ct);
+        ok = add_header(op, "Content-Type", NULL, &has_ct);
     if (!ok)
         return start_fail(L, op, "out of memory");
     if (body) {

@@ -142,7 +142,10 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         parsed = urllib.parse.urlsplit(self.path)
         path, query = parsed.path, parsed.query
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        headers = {}
+        for k, v in self.headers.items():
+            k = k.lower()
+            headers[k] = headers[k] + ", " + v if k in headers else v
         if path.startswith("/_fake/"):
             return self.control(path, body)
         if path.startswith("/latest/"):
@@ -152,7 +155,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             sig = check_signature(self.command, self.path, headers, body)
             rec = {"method": self.command, "path": path, "query": query, "headers": headers,
-                   "body": body.decode("utf-8", "replace"), "sig": sig, "t": time.monotonic()}
+                   "body": body.decode("utf-8", "replace"), "sig": sig, "t": time.monotonic(),
+                   "peer": self.client_address[1], "target": self.path}
             STATE["records"].append(rec)
             scripted = None
             if STATE["responses"]:
