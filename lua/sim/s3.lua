@@ -13,7 +13,7 @@ local NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 
 local function answer(status, body, headers)
   headers = headers or {}
-  headers["x-amz-request-id"] = headers["x-amz-request-id"] or util.request_id():sub(-16):upper()
+  headers["x-amz-request-id"] = headers["x-amz-request-id"] or util.s3_request_id()
   headers["x-amz-id-2"] = "c2ltdWxhdGVkIGJ5IGZsb3dydW4="
   if body and body ~= "" and not headers["Content-Type"] then
     headers["Content-Type"] = "application/xml"
@@ -26,7 +26,7 @@ end
 local function xml_doc(s) return '<?xml version="1.0" encoding="UTF-8"?>\n' .. s end
 
 function M.error_answer(f)
-  local rid = util.request_id():sub(-16):upper()
+  local rid = util.s3_request_id()
   local body = xml_doc("<Error>" .. util.el("Code", f.code) .. util.el("Message", f.message) ..
     util.el("BucketName", f.bucket) .. util.el("Key", f.key) .. util.el("RequestId", rid) ..
     "</Error>")

@@ -11,6 +11,12 @@ function M.request_id()
   return string.format("51a1e0e0-%04x-4f1a-9b1e-%012x", math.random(0, 0xffff), reqn)
 end
 
+-- S3 spells its request ids as 16 upper-case hex digits.
+function M.s3_request_id()
+  reqn = reqn + 1
+  return string.format("%08X%08X", math.random(0, 0x7fffffff), reqn)
+end
+
 -- Header lookup by case-insensitive name (the client sends them as it likes).
 function M.header(headers, name)
   if not headers then return nil end
