@@ -111,6 +111,21 @@ def debug_output_is_redacted():
         tap.ok("<redacted>" in p.stderr, label + ": masks are visible")
 
 
+@tap.test
+def proxy_from_environment():
+    control("/_fake/reset")
+    code = ("local r, e = require('http').request{url='http://proxied.invalid/p?q=1'}; "
+            "return r and r.status or e.code")
+    p = run(["-e", code], base_env(http_proxy=FAKE, HTTP_PROXY=FAKE, no_proxy="", NO_PROXY=""))
+    tap.eq(p.stdout.strip(), "200", "http_proxy: the request goes through the proxy")
+    recs = json.loads(urllib.request.urlopen(FAKE + "/_fake/requests", timeout=5).read())["requests"]
+    tap.ok(recs and recs[-1]["target"] == "http://proxied.invalid/p?q=1",
+           "the proxy saw the absolute URL")
+    p = run(["-e", code], base_env(http_proxy=FAKE, HTTP_PROXY=FAKE, no_proxy="proxied.invalid",
+                                   NO_PROXY="proxied.invalid"))
+    tap.like(p.stdout, "http.connect", "no_proxy: direct (and the name does not resolve)")
+
+
 def make_ca(d):
     def sh(*a):
         subprocess.run(a, check=True, capture_output=True, cwd=d)
