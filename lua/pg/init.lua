@@ -113,20 +113,30 @@ end
 
 local function is_error(err, code) return flow.is_error(err, code) end
 
+local in_transaction = setmetatable({}, { __mode = "k" }) -- conn -> true inside transaction(fn)
+
 -- conn:transaction(fn, ...) -> fn's results. BEGIN; COMMIT when fn returns; ROLLBACK when it
 -- raises, then re-raises. fn gets (conn, ...). Nested use on one connection raises at once.
 function methods:transaction(fn, ...)
   if type(fn) ~= "function" then
     error(("bad argument #1 to 'transaction' (function expected, got %s)"):format(type(fn)), 2)
   end
+  -- "active" only means a statement is still running (e.g. a cancelled one draining): BEGIN
+  -- waits behind it. A transaction(fn) in progress or a manual BEGIN is nesting.
   local st = self:transaction_status()
-  if st ~= "idle" then
+  if in_transaction[self] or st == "intrans" or st == "inerror" then
     error(("pg: conn:transaction called while this connection is already in a transaction "
       .. "(status %s); nested transactions are not supported: use SAVEPOINT inside, or "
-      .. "another connection"):format(st), 2)
+      .. "another connection"):format(in_transaction[self] and "intrans" or st), 2)
   end
-  self:exec("BEGIN")
+  in_transaction[self] = true
+  local okb, errb = pcall(self.exec, self, "BEGIN")
+  if not okb then
+    in_transaction[self] = nil
+    error(errb, 0)
+  end
   local r = table.pack(pcall(fn, self, ...))
+  in_transaction[self] = nil
   if r[1] then
     local ok, res = pcall(self.exec, self, "COMMIT")
     if ok and res.command == "ROLLBACK" then

@@ -98,6 +98,15 @@ t.test("a transaction cancelled by a timeout rolls back; the connection is usabl
   t.eq(c:query("SELECT 1 AS x")[1].x, 1, "the connection works")
 end)
 
+t.test("a transaction can start while a cancelled statement still drains", function()
+  local conn = pg.connect(ci)
+  t.raises(function() flow.timeout(0.1, function() return conn:query("SELECT pg_sleep(5)") end) end,
+    "flow.timeout")
+  local v = conn:transaction(function(cc) return cc:query("SELECT 11 AS v")[1].v end)
+  t.eq(v, 11, "BEGIN waited behind the drain instead of calling it nesting")
+  conn:close()
+end)
+
 t.test("pool:transaction", function()
   local pool = pg.pool { conninfo = ci, size = 2 }
   pool:transaction(function(conn) conn:query("INSERT INTO pg_tx_t VALUES (9, 'p')") end)
