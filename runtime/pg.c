@@ -35,10 +35,10 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <netdb.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <math.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +90,7 @@ struct pgc {
     int state;
     int copy;
     bool want_flush;
-    bool copy_ended; /* COPY TO's data is all read; its result is still to collect */
+    bool copy_ended;   /* COPY TO's data is all read; its result is still to collect */
     bool draining;     /* discarding what a cancelled statement still sends */
     int cancel_flight; /* PQcancel calls running on a worker thread */
     int refs;
@@ -138,21 +138,21 @@ struct pgop {
     size_t len;
     const char *end_msg;
     bool end_sent;
-    bool get_end; /* the end of COPY TO: results are nil, count */
-    stmt_t *stmt;   /* the prepared statement it runs, or NULL */
-    bool preparing; /* waiting for the Parse of stmt */
-    bool retried;   /* re-prepared once after the server dropped a statement */
-    bool in_pipe;   /* in the pipeline list (phead) */
+    bool get_end;        /* the end of COPY TO: results are nil, count */
+    stmt_t *stmt;        /* the prepared statement it runs, or NULL */
+    bool preparing;      /* waiting for the Parse of stmt */
+    bool retried;        /* re-prepared once after the server dropped a statement */
+    bool in_pipe;        /* in the pipeline list (phead) */
     bool numeric_number; /* numeric results as Lua numbers (conn:numeric("number")) */
-    pgc_t *nc;    /* wait_notify: the connection, referenced */
+    pgc_t *nc;           /* wait_notify: the connection, referenced */
 };
 
 static pgc_t *all_conns;
 
-#define PGLOG(...)                                                                              \
-    do {                                                                                       \
-        if (fr_debug_enabled("pg"))                                                            \
-            fr_log("pg", __VA_ARGS__);                                                         \
+#define PGLOG(...)                                                                                 \
+    do {                                                                                           \
+        if (fr_debug_enabled("pg"))                                                                \
+            fr_log("pg", __VA_ARGS__);                                                             \
     } while (0)
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -393,8 +393,8 @@ static void take_notifies(pgc_t *c)
             free(old->payload);
             free(old);
             if (c->dropped++ == 0)
-                fr_log("pg", "%s: more than %d notifications waiting; dropping the oldest",
-                       c->desc, MAX_NOTES);
+                fr_log("pg", "%s: more than %d notifications waiting; dropping the oldest", c->desc,
+                       MAX_NOTES);
         }
     }
     if (c->nhead && c->waiter)
@@ -503,8 +503,8 @@ static int send_request(pgc_t *c, pgop_t *op)
     else if (op->stmt)
         ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->vals, op->lens, op->fmts, 0);
     else if (op->kind == K_QUERY)
-        ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens,
-                               op->fmts, 0);
+        ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens, op->fmts,
+                               0);
     else
         ok = PQsendQuery(c->pg, op->sql);
     if (!ok) {
@@ -843,8 +843,7 @@ static void connect_step(pgc_t *c)
         return;
     case PGRES_POLLING_READING:
     case PGRES_POLLING_WRITING:
-        if (fd < 0 ||
-            watch_fd(c, fd, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) < 0)
+        if (fd < 0 || watch_fd(c, fd, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE) < 0)
             connect_fail(c, "could not watch the connection's socket");
         return;
     default:
@@ -899,8 +898,8 @@ static int pipe_send(pgc_t *c, pgop_t *op)
             ok = PQsendPrepare(c->pg, name, op->sql, op->nparams, op->types);
         ok = ok && PQsendQueryPrepared(c->pg, name, op->nparams, op->vals, op->lens, op->fmts, 0);
     } else {
-        ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens,
-                               op->fmts, 0);
+        ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens, op->fmts,
+                               0);
     }
     if (!ok || !PQpipelineSync(c->pg)) {
         if (op->preparing && s)
@@ -1150,10 +1149,29 @@ static void op_free(fr_op_t *base)
 /* ---- values: PostgreSQL text -> Lua -------------------------------------------------------- */
 
 enum {
-    O_BOOL = 16, O_BYTEA = 17, O_CHAR = 18, O_NAME = 19, O_INT8 = 20, O_INT2 = 21, O_INT4 = 23,
-    O_TEXT = 25, O_OID = 26, O_JSON = 114, O_FLOAT4 = 700, O_FLOAT8 = 701, O_BPCHAR = 1042,
-    O_VARCHAR = 1043, O_DATE = 1082, O_TIME = 1083, O_TIMESTAMP = 1114, O_TIMESTAMPTZ = 1184,
-    O_INTERVAL = 1186, O_TIMETZ = 1266, O_NUMERIC = 1700, O_UUID = 2950, O_JSONB = 3802
+    O_BOOL = 16,
+    O_BYTEA = 17,
+    O_CHAR = 18,
+    O_NAME = 19,
+    O_INT8 = 20,
+    O_INT2 = 21,
+    O_INT4 = 23,
+    O_TEXT = 25,
+    O_OID = 26,
+    O_JSON = 114,
+    O_FLOAT4 = 700,
+    O_FLOAT8 = 701,
+    O_BPCHAR = 1042,
+    O_VARCHAR = 1043,
+    O_DATE = 1082,
+    O_TIME = 1083,
+    O_TIMESTAMP = 1114,
+    O_TIMESTAMPTZ = 1184,
+    O_INTERVAL = 1186,
+    O_TIMETZ = 1266,
+    O_NUMERIC = 1700,
+    O_UUID = 2950,
+    O_JSONB = 3802
 };
 
 static const struct typeinfo {
@@ -1161,25 +1179,62 @@ static const struct typeinfo {
     const char *name;
     Oid elem; /* for arrays */
 } types[] = {
-    {16, "bool", 0},           {17, "bytea", 0},          {18, "char", 0},
-    {19, "name", 0},           {20, "int8", 0},           {21, "int2", 0},
-    {23, "int4", 0},           {25, "text", 0},           {26, "oid", 0},
-    {114, "json", 0},          {142, "xml", 0},           {650, "cidr", 0},
-    {700, "float4", 0},        {701, "float8", 0},        {705, "unknown", 0},
-    {790, "money", 0},         {869, "inet", 0},          {1042, "bpchar", 0},
-    {1043, "varchar", 0},      {1082, "date", 0},         {1083, "time", 0},
-    {1114, "timestamp", 0},    {1184, "timestamptz", 0},  {1186, "interval", 0},
-    {1266, "timetz", 0},       {1700, "numeric", 0},      {2278, "void", 0},
-    {2950, "uuid", 0},         {3802, "jsonb", 0},        {1000, "bool[]", 16},
-    {1001, "bytea[]", 17},     {1002, "char[]", 18},      {1003, "name[]", 19},
-    {1005, "int2[]", 21},      {1007, "int4[]", 23},      {1009, "text[]", 25},
-    {1014, "bpchar[]", 1042},  {1015, "varchar[]", 1043}, {1016, "int8[]", 20},
-    {1021, "float4[]", 700},   {1022, "float8[]", 701},   {1028, "oid[]", 26},
-    {1115, "timestamp[]", 1114}, {1182, "date[]", 1082},  {1183, "time[]", 1083},
-    {1185, "timestamptz[]", 1184}, {1187, "interval[]", 1186}, {1231, "numeric[]", 1700},
-    {1270, "timetz[]", 1266},  {2951, "uuid[]", 2950},    {199, "json[]", 114},
-    {3807, "jsonb[]", 3802},   {791, "money[]", 790},     {1041, "inet[]", 869},
-    {651, "cidr[]", 650},      {143, "xml[]", 142},
+    {16, "bool", 0},
+    {17, "bytea", 0},
+    {18, "char", 0},
+    {19, "name", 0},
+    {20, "int8", 0},
+    {21, "int2", 0},
+    {23, "int4", 0},
+    {25, "text", 0},
+    {26, "oid", 0},
+    {114, "json", 0},
+    {142, "xml", 0},
+    {650, "cidr", 0},
+    {700, "float4", 0},
+    {701, "float8", 0},
+    {705, "unknown", 0},
+    {790, "money", 0},
+    {869, "inet", 0},
+    {1042, "bpchar", 0},
+    {1043, "varchar", 0},
+    {1082, "date", 0},
+    {1083, "time", 0},
+    {1114, "timestamp", 0},
+    {1184, "timestamptz", 0},
+    {1186, "interval", 0},
+    {1266, "timetz", 0},
+    {1700, "numeric", 0},
+    {2278, "void", 0},
+    {2950, "uuid", 0},
+    {3802, "jsonb", 0},
+    {1000, "bool[]", 16},
+    {1001, "bytea[]", 17},
+    {1002, "char[]", 18},
+    {1003, "name[]", 19},
+    {1005, "int2[]", 21},
+    {1007, "int4[]", 23},
+    {1009, "text[]", 25},
+    {1014, "bpchar[]", 1042},
+    {1015, "varchar[]", 1043},
+    {1016, "int8[]", 20},
+    {1021, "float4[]", 700},
+    {1022, "float8[]", 701},
+    {1028, "oid[]", 26},
+    {1115, "timestamp[]", 1114},
+    {1182, "date[]", 1082},
+    {1183, "time[]", 1083},
+    {1185, "timestamptz[]", 1184},
+    {1187, "interval[]", 1186},
+    {1231, "numeric[]", 1700},
+    {1270, "timetz[]", 1266},
+    {2951, "uuid[]", 2950},
+    {199, "json[]", 114},
+    {3807, "jsonb[]", 3802},
+    {791, "money[]", 790},
+    {1041, "inet[]", 869},
+    {651, "cidr[]", 650},
+    {143, "xml[]", 142},
 };
 
 static const struct typeinfo *type_of(Oid oid)
@@ -1239,7 +1294,8 @@ static void push_timestamp(lua_State *L, const char *s, size_t len, bool tz)
     size_t at = sp ? (size_t)(sp - s) : 0;
     /* only ISO style "YYYY-MM-DD hh:..." is rewritten (a session may have set another style) */
     if (len + 4 > sizeof buf || !sp || memchr(sp + 1, ' ', len - at - 1) || at < 10 ||
-        s[at - 3] != '-' || s[at - 6] != '-' || at + 1 >= len || !isdigit((unsigned char)s[at + 1])) {
+        s[at - 3] != '-' || s[at - 6] != '-' || at + 1 >= len ||
+        !isdigit((unsigned char)s[at + 1])) {
         lua_pushlstring(L, s, len);
         return;
     }
@@ -1427,10 +1483,14 @@ static void push_error_fields(lua_State *L, const PGresult *r)
     static const struct {
         int field;
         const char *name;
-    } f[] = {{PG_DIAG_MESSAGE_DETAIL, "detail"},   {PG_DIAG_MESSAGE_HINT, "hint"},
-             {PG_DIAG_SEVERITY_NONLOCALIZED, "severity"}, {PG_DIAG_CONTEXT, "context"},
-             {PG_DIAG_SCHEMA_NAME, "schema"},      {PG_DIAG_TABLE_NAME, "table"},
-             {PG_DIAG_COLUMN_NAME, "column"},      {PG_DIAG_CONSTRAINT_NAME, "constraint"}};
+    } f[] = {{PG_DIAG_MESSAGE_DETAIL, "detail"},
+             {PG_DIAG_MESSAGE_HINT, "hint"},
+             {PG_DIAG_SEVERITY_NONLOCALIZED, "severity"},
+             {PG_DIAG_CONTEXT, "context"},
+             {PG_DIAG_SCHEMA_NAME, "schema"},
+             {PG_DIAG_TABLE_NAME, "table"},
+             {PG_DIAG_COLUMN_NAME, "column"},
+             {PG_DIAG_CONSTRAINT_NAME, "constraint"}};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         const char *v = PQresultErrorField(r, f[i].field);
         if (v) {
@@ -1526,8 +1586,7 @@ static int push_rows(lua_State *L, PGresult *r)
             if (PQgetisnull(r, i, j))
                 lua_pushvalue(L, null_idx);
             else
-                push_value(L, oids[j], PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j),
-                           null_idx);
+                push_value(L, oids[j], PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j), null_idx);
             lua_rawset(L, -3);
         }
         lua_rawseti(L, rows, i + 1);
@@ -1670,8 +1729,9 @@ static void build_params(lua_State *L, int first, int n, params_t *p)
             lua_replace(L, idx);
             break;
         default:
-            luaL_error(L, "query parameter $%d: cannot send a %s (expected nil, pg.null, boolean, "
-                          "number, string or table)",
+            luaL_error(L,
+                       "query parameter $%d: cannot send a %s (expected nil, pg.null, boolean, "
+                       "number, string or table)",
                        i + 1, luaL_typename(L, idx));
         }
         size_t l;
@@ -1872,8 +1932,9 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params
     if (c->state != S_READY)
         return luaL_error(L, "pg: the connection is not ready");
     if (c->pipe && kind != K_QUERY)
-        return luaL_error(L, "pg: %s is not available in pipeline mode (conn:pipeline(false) "
-                             "first)",
+        return luaL_error(L,
+                          "pg: %s is not available in pipeline mode (conn:pipeline(false) "
+                          "first)",
                           kind == K_EXEC ? "conn:exec" : "COPY");
     pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
     op->kind = kind;
@@ -2109,8 +2170,7 @@ static int l_copy_get(lua_State *L)
 static int l_abort(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
-    if (c->state == S_READY && (c->copy != COPY_NONE || c->copy_ended) && !c->cur &&
-        !c->draining) {
+    if (c->state == S_READY && (c->copy != COPY_NONE || c->copy_ended) && !c->cur && !c->draining) {
         c->copy_ended = false;
         start_drain(c, c->copy == COPY_OUT);
     }
@@ -2160,9 +2220,8 @@ static const char *state_name(pgc_t *c)
 {
     switch (c->state) {
     case S_READY:
-        return c->cur || c->qhead || c->phead || c->draining || c->copy || c->copy_ended
-                   ? "busy"
-                   : "ready";
+        return c->cur || c->qhead || c->phead || c->draining || c->copy || c->copy_ended ? "busy"
+                                                                                         : "ready";
     case S_BROKEN:
         return "broken";
     case S_CONNECTING:
@@ -2576,8 +2635,8 @@ static int l_connect(lua_State *L)
             connect_fail(c, "out of memory");
         } else {
             r->c = c;
-            int rc = uv_getaddrinfo(fr_loop(), &r->req, on_resolved, opt_get(c, "host"), NULL,
-                                    &hints);
+            int rc =
+                uv_getaddrinfo(fr_loop(), &r->req, on_resolved, opt_get(c, "host"), NULL, &hints);
             if (rc < 0) {
                 free(r);
                 connect_fail(c, uv_strerror(rc));
