@@ -1,7 +1,9 @@
 """workflows/jobs/raw_to_iceberg.py without a Spark cluster: its command line, the source type
 mapping, and the MERGE statement it builds (a fake session records the SQL). The module imports
 pyspark only inside its functions, so these parts run on any python3."""
+import contextlib
 import importlib.util
+import io
 import os
 import sys
 
@@ -44,7 +46,8 @@ def cli():
     except SystemExit as e:
         tap.like(str(e), "primary key is required", "a table without a key is refused")
     try:
-        job.parse_args(["--database", "lake"])
+        with contextlib.redirect_stderr(io.StringIO()):
+            job.parse_args(["--database", "lake"])
         tap.ok(False, "missing --raw-uri refused")
     except SystemExit:
         tap.ok(True, "missing --raw-uri refused")

@@ -177,7 +177,7 @@ def sigint_during_step():
     tap.ok(running, "the step is running")
     p.send_signal(signal.SIGINT)
     try:
-        out, _ = p.communicate(timeout=60)
+        out, _ = p.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         p.kill()
         out, _ = p.communicate()
