@@ -4,7 +4,9 @@ local pg = require "pg"
 local flow = require "flow"
 
 local ci = os.getenv("FLOWRUN_TEST_PG")
-if not ci then error("FLOWRUN_TEST_PG is not set: start tests/servers/pg.sh (scripts/test.sh does)") end
+if not ci then
+  error("FLOWRUN_TEST_PG is not set: start tests/servers/pg.sh (scripts/test.sh does)")
+end
 
 local c = pg.connect(ci)
 local function reset()

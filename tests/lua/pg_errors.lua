@@ -4,7 +4,9 @@ local pg = require "pg"
 local flow = require "flow"
 
 local ci = os.getenv("FLOWRUN_TEST_PG")
-if not ci then error("FLOWRUN_TEST_PG is not set: start tests/servers/pg.sh (scripts/test.sh does)") end
+if not ci then
+  error("FLOWRUN_TEST_PG is not set: start tests/servers/pg.sh (scripts/test.sh does)")
+end
 local host, port = os.getenv("FLOWRUN_TEST_PGHOST"), os.getenv("FLOWRUN_TEST_PGPORT")
 local user, db = os.getenv("FLOWRUN_TEST_PGUSER"), os.getenv("FLOWRUN_TEST_PGDATABASE")
 local password = os.getenv("FLOWRUN_TEST_PGPASSWORD")
@@ -76,7 +78,8 @@ t.test("connection failures", function()
   end, "pg.3D000", "a missing database")
   t.like(err.message, "does not exist")
   -- a port where nothing listens
-  local s = io.popen("python3 -c 'import socket;s=socket.socket();s.bind((\"127.0.0.1\",0));print(s.getsockname()[1])'")
+  local s = io.popen("python3 -c 'import socket;s=socket.socket();"
+    .. "s.bind((\"127.0.0.1\",0));print(s.getsockname()[1])'")
   local free = s:read("l"); s:close()
   err = t.raises(function() pg.connect(("host=127.0.0.1 port=%s connect_timeout=2"):format(free)) end,
     "pg.08001", "connection refused")

@@ -5,7 +5,9 @@ local pg = require "pg"
 local flow = require "flow"
 
 local ci = os.getenv("FLOWRUN_TEST_PG")
-if not ci then error("FLOWRUN_TEST_PG is not set: start tests/servers/pg.sh (scripts/test.sh does)") end
+if not ci then
+  error("FLOWRUN_TEST_PG is not set: start tests/servers/pg.sh (scripts/test.sh does)")
+end
 local logfile = os.getenv("FLOWRUN_TEST_PGLOG")
 
 local admin = pg.connect(ci)
@@ -67,7 +69,11 @@ end)
 t.test("broken connections are discarded and replaced", function()
   local pool = pg.pool { conninfo = ci, size = 3 }
   local hs = {}
-  for i = 1, 3 do hs[i] = flow.spawn(function() return pool:query("SELECT pg_backend_pid() AS p, pg_sleep(0.05)")[1].p end) end
+  for i = 1, 3 do
+    hs[i] = flow.spawn(function()
+      return pool:query("SELECT pg_backend_pid() AS p, pg_sleep(0.05)")[1].p
+    end)
+  end
   local old = flow.all(hs)
   t.eq(pool:stats().open, 3)
   admin:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1::int[])",
@@ -100,7 +106,12 @@ t.test("on_connect runs on each new connection", function()
     conn:exec("SET application_name = 'pooled'")
   end }
   local hs = {}
-  for i = 1, 4 do hs[i] = flow.spawn(function() return pool:query("SELECT 1.5::numeric AS x, current_setting('application_name') AS a, pg_sleep(0.05)")[1] end) end
+  for i = 1, 4 do
+    hs[i] = flow.spawn(function()
+      return pool:query("SELECT 1.5::numeric AS x, current_setting('application_name') AS a, "
+        .. "pg_sleep(0.05)")[1]
+    end)
+  end
   local res = flow.all(hs)
   t.eq(n, 2, "once per connection")
   t.eq(res[4].x, 1.5); t.eq(res[4].a, "pooled")
