@@ -91,6 +91,15 @@ t.test("connection failures", function()
   t.raises(function() pg.connect(42) end, "expected a conninfo", "wrong type")
 end)
 
+t.test("a Unix socket connection", function()
+  local sock = os.getenv("FLOWRUN_TEST_PG_SOCKET")
+  t.ok(sock, "FLOWRUN_TEST_PG_SOCKET is set")
+  local conn = pg.connect(sock)
+  local r = conn:query("SELECT inet_client_addr() IS NULL AS unix")[1]
+  t.eq(r.unix, true, "connected over the socket, not TCP")
+  conn:close()
+end)
+
 t.test("host names are resolved without blocking the loop", function()
   local conn = pg.connect { host = "localhost", port = port, user = user, password = password, dbname = db }
   t.eq(conn:query("SELECT 1 AS x")[1].x, 1, "host=localhost connects")
