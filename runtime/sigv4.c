@@ -845,9 +845,28 @@ static int l_sign(lua_State *L)
         cp_off = b.len;
         sb_encode_at(&b, np, npl, true);
     } else {
-        size_t d = sb_decode(&b, path, path_len), dl = b.len - d;
+        /* S3: the path as sent, escapes kept as they are (a key's "%2F" is not a '/'); bytes
+         * that were not escaped but must be (a raw space) are escaped */
         cp_off = b.len;
-        sb_encode_at(&b, d, dl, true);
+        sb_reserve(&b, 3 * path_len);
+        char *o = s->buf + b.len;
+        for (size_t i = 0; i < path_len; i++) {
+            unsigned char c = (unsigned char)path[i];
+            if (c == '%' && i + 2 < path_len && hexval(path[i + 1]) >= 0 &&
+                hexval(path[i + 2]) >= 0) {
+                *o++ = '%';
+                *o++ = (char)toupper((unsigned char)path[i + 1]);
+                *o++ = (char)toupper((unsigned char)path[i + 2]);
+                i += 2;
+            } else if (unreserved(c) || c == '/') {
+                *o++ = (char)c;
+            } else {
+                *o++ = '%';
+                *o++ = "0123456789ABCDEF"[c >> 4];
+                *o++ = "0123456789ABCDEF"[c & 15];
+            }
+        }
+        b.len = (size_t)(o - s->buf);
     }
     cp_len = b.len - cp_off;
 

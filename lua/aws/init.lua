@@ -559,6 +559,51 @@ function API.call(service, op, params, opts)
   end
 end
 
+---- presigned URLs -------------------------------------------------------------------------------
+
+-- aws.presign(service, op, params, opts) -> url. A URL anyone can use until it expires
+-- (opts.expires seconds, default 3600, at most 7 days): SigV4 query signing of the request the
+-- call would send, with an unsigned payload (S3's rule). Does not wait unless credentials must
+-- be fetched first.
+function API.presign(service, op, params, opts)
+  local svc, sname = check_service(service, 2)
+  local op_name = check_operation(sname, svc, op, 2)
+  local label = sname .. "." .. snake(op_name)
+  if params ~= nil and type(params) ~= "table" then
+    error(("aws.presign: params must be a table, got %s"):format(type(params)), 2)
+  end
+  params = params or {}
+  if svc.protocol ~= "rest-xml" and svc.protocol ~= "rest-json" then
+    error(("aws.presign: %s speaks %s; only REST operations (S3) can be presigned"):format(sname, svc.protocol), 2)
+  end
+  local expires = math.tointeger((opts or {}).expires or 3600)
+  if not expires or expires < 1 or expires > 604800 then
+    error("aws.presign: expires must be an integer number of seconds in [1, 604800]", 2)
+  end
+  local c = call_context(sname, svc, opts, label)
+  local ctx = {}
+  if c.is_s3 then
+    ctx.bucket_in_host = c.style == "virtual" and params.Bucket ~= nil
+        or (c.style == "auto" and not c.ep.custom and s3_virtual_ok(params.Bucket, c.ep.scheme))
+  end
+  local ok, req = pcall(protocols.serialize, svc, op_name, svc.operations[op_name], params, ctx)
+  if not ok then error(("aws.%s: %s"):format(label, tostring(req)), 2) end
+  local authority = c.ep.authority
+  if ctx.bucket_in_host and req.bucket then authority = req.bucket .. "." .. authority end
+  local path = c.ep.base_path .. req.path
+  local cr = (opts or {}).credentials and explicit_credentials(opts.credentials, "aws.presign")
+      or settings.credentials and explicit_credentials(settings.credentials, "aws.configure")
+      or get_credentials(c.profile, c.explicit_profile, c.offline)
+  local headers = { Host = authority }
+  for k, v in pairs(req.headers) do headers[k] = v end
+  local _, info = signer_for(cr):sign {
+    method = req.method, path = path, query = req.query, headers = headers,
+    payload_hash = "UNSIGNED-PAYLOAD", region = c.region, service = svc.signing_name,
+    normalize = not c.is_s3, presign = expires,
+  }
+  return c.ep.scheme .. "://" .. authority .. path .. "?" .. info.query
+end
+
 ---- pagination ---------------------------------------------------------------------------------
 
 -- aws.paginate(service, op, params, opts) -> iterator over pages (result tables). Each step

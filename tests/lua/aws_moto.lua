@@ -81,6 +81,25 @@ t.test("rest-xml protocol (S3)", function()
   t.ok(e and e.request_id, "S3 error request id")
 end)
 
+t.test("presigned URLs", function()
+  local http = require "http"
+  local b = "flowrun-presign-" .. uniq
+  aws.s3.create_bucket { Bucket = b }
+  aws.s3.put_object { Bucket = b, Key = "dir/a b.txt", Body = "presigned hello" }
+  local url = aws.presign("s3", "GetObject", { Bucket = b, Key = "dir/a b.txt" }, { expires = 600 })
+  t.like(url, "^" .. (moto .. "/" .. b):gsub("%p", "%%%0") .. "/dir/a%%20b%.txt%?", "path-style URL on the endpoint")
+  t.like(url, "X%-Amz%-Expires=600", "expiry")
+  t.like(url, "X%-Amz%-Credential=testing%%2F%d+%%2Fus%-east%-1%%2Fs3%%2Faws4_request", "credential scope")
+  t.like(url, "X%-Amz%-SignedHeaders=host", "only the host is signed")
+  t.like(url, "X%-Amz%-Signature=%x+$", "signature last")
+  local r = http.request { url = url }
+  t.eq(r and r.status, 200, "a plain GET of the URL works")
+  t.eq(r and r.body, "presigned hello", "and reads the object")
+  t.raises(function() aws.presign("dms", "DescribeReplicationTasks") end, "only REST", "json operations refused")
+  t.raises(function() aws.presign("s3", "GetObject", { Bucket = b, Key = "k" }, { expires = 0 }) end,
+    "expires", "bad expiry")
+end)
+
 t.test("pagination", function()
   local b = "flowrun-pages-" .. uniq
   aws.s3.create_bucket { Bucket = b }
