@@ -4,8 +4,15 @@
 --   local r = aws.dms.describe_replication_tasks{Filters = {...}}      -- waits; a plain table
 --   local r = aws.call("dms", "DescribeReplicationTasks", params, opts)
 --   for page in aws.paginate("s3", "ListObjectsV2", {Bucket = "b"}) do ... end
+--   local url = aws.presign("s3", "GetObject", {Bucket = "b", Key = "k"}, {expires = 600})
 --   aws.configure{region =, profile =, endpoint_url =, max_attempts =, timeout =,
 --                 connect_timeout =, ca_file =, s3_addressing_style =, credentials =, random =}
+--   aws.services.<name> = {...}   -- one entry adds a service (see aws/services.lua)
+--
+-- Values: answers are plain tables as the service sends them (JSON timestamps stay epoch
+-- numbers, XML ones ISO 8601 strings; blobs stay base64 text, and blob parameters are given
+-- base64-encoded, except S3 bodies, which are raw strings). Each answer carries
+-- ResponseMetadata = {RequestId, HTTPStatusCode}, as boto3's do.
 --
 -- Calls wait (they suspend only the calling task) and raise error objects on failure:
 -- code "aws.<Code>" (aws.ThrottlingException, aws.NoSuchBucket, aws.NoCredentials ...) or

@@ -227,6 +227,24 @@ t.test("names and completion hooks", function()
   t.like(tostring(aws.dms), "aws.dms %(json%)", "tostring of a service")
 end)
 
+t.test("a json service is one services entry", function()
+  env(with { AWS_REGION = "eu-west-1" })
+  aws.services.kinesis = {
+    protocol = "json", json_version = "1.1", target_prefix = "Kinesis_20131202",
+    endpoint_prefix = "kinesis", signing_name = "kinesis", service_id = "Kinesis",
+    api_version = "2013-12-02", operations = { ListStreams = true, DescribeStream = true },
+    paginators = { ListStreams = { input_token = "NextToken", output_token = "NextToken", result_key = "StreamNames" } },
+  }
+  capture { status = 200, headers = {}, body = '{"StreamNames": ["s1"]}' }
+  local r = aws.kinesis.list_streams {}
+  t.eq(r.StreamNames, { "s1" }, "aws.kinesis.list_streams works")
+  t.eq(seen[1].url, "https://kinesis.eu-west-1.amazonaws.com/", "its endpoint")
+  t.eq(seen[1].headers["X-Amz-Target"], "Kinesis_20131202.ListStreams", "its target")
+  t.eq(aws.collect("kinesis", "ListStreams"), { "s1" }, "and its paginator")
+  aws.services.kinesis = nil
+  aws.use_transport(nil)
+end)
+
 t.test("paginate is a plain closure (works in any task)", function()
   env(with { AWS_REGION = "us-east-1" })
   capture(function(req, n)

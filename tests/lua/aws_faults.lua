@@ -41,7 +41,7 @@ t.test("signatures: botocore agrees, every protocol", function()
   fresh()
   aws.dms.describe_replication_tasks { Filters = { { Name = "replication-task-id", Values = { "a b" } } } }
   aws.sts.get_caller_identity()
-  aws.mwaa.create_cli_token { Name = "my env" }
+  local tok = aws.mwaa.create_cli_token { Name = "my env" }
   aws.s3.put_object { Bucket = "bkt-1", Key = "dir/a b+c=d&e~(f)*'!.txt", Body = "hello" }
   aws.s3.list_objects_v2 { Bucket = "bkt-1", Prefix = "dir/a b", MaxKeys = 5 }
   aws.s3.get_object { Bucket = "bkt-1", Key = "dir/ü.txt" }
@@ -56,6 +56,9 @@ t.test("signatures: botocore agrees, every protocol", function()
   t.eq(rs[1].headers["content-type"], "application/x-amz-json-1.1", "json: content type")
   t.like(rs[2].body, "^Action=GetCallerIdentity&Version=2011%-06%-15", "query: form body")
   t.eq(rs[3].path, "/clitoken/my%20env", "rest-json: URI member encoded")
+  t.eq(rs[3].method, "POST", "rest-json: the model's method")
+  t.eq(tok.CliToken, "cli-token-SECRET", "rest-json: answer parsed")
+  t.eq(tok.WebServerHostname, "web.example", "rest-json: every member")
   t.eq(rs[4].path, "/bkt-1/dir/a%20b%2Bc%3Dd%26e~%28f%29%2A%27%21.txt", "rest-xml: greedy key keeps '/', encodes the rest")
   t.eq(rs[4].headers["x-amz-content-sha256"], require("aws.sigv4").sha256_hex("hello"), "S3: payload hash header")
   t.eq(rs[5].query, "list-type=2&max-keys=5&prefix=dir%2Fa%20b", "rest-xml: query members")
