@@ -164,6 +164,20 @@ def throttled():
     tap.eq(len(clusters(world("throttle"))), 1, "still exactly one cluster")
 
 
+def timeout_during_step():
+    # the same cancellation path as Ctrl-C, driven by --timeout: the step wait is cancelled
+    # after an hour (the step would run for years), the step is cancelled, the cleanup task
+    # terminates the cluster
+    rc, out, _ = run("runtimeout", "--timeout", "1h", "--var", "step_timeout=100000h",
+                     extra_env={"FLOWRUN_SIM_DURATIONS": json.dumps({"emr_step": 1e9})})
+    tap.eq(rc, 1, "exit 1 after the run timeout")
+    cs = clusters(world("runtimeout"))
+    tap.eq(len(cs), 1, "one cluster")
+    tap.eq(cs[0]["Status"]["State"], "TERMINATED", "terminated by the cleanup task")
+    tap.eq(step_states(cs[0]), ["CANCELLED"], "the step was cancelled (CancelSteps)")
+    tap.like(out, "cancel SUBMITTED", "CancelSteps was sent")
+
+
 def start_long(case, extra_env=None):
     os.makedirs(os.path.join(TMP, case), exist_ok=True)
     e = env(case, FLOWRUN_SIM_DURATIONS=json.dumps({"emr_step": 1e9}), **(extra_env or {}))
@@ -214,7 +228,7 @@ def main():
     try:
         setup()
         for fn in (success, step_failure, dms_failure, row_count_mismatch, throttled,
-                   sigint_during_step, sigkill_then_resume):
+                   timeout_during_step, sigint_during_step, sigkill_then_resume):
             tap.test(fn)
     finally:
         if PG:
