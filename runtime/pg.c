@@ -66,13 +66,14 @@ typedef struct stmt {
     struct stmt *next;
     uint32_t hash;
     int id;
-    bool ready;
+    int state; /* ST_SEEN: run once, unnamed; ST_PARSING: Parse sent; ST_READY: prepared */
     int nparams;
     char *sig; /* one char per parameter (see sigchar), then the SQL text */
     char *sql;
 } stmt_t;
 
 #define STMT_BUCKETS 64
+enum { ST_SEEN, ST_PARSING, ST_READY };
 #define MAX_NOTES 10000
 
 typedef struct pgpoll {
@@ -105,7 +106,7 @@ struct pgc {
     char *broken_msg;
     struct pgc *prev_all, *next_all;
     stmt_t *stmts[STMT_BUCKETS];
-    int nstmts, stmt_max, stmt_seq;
+    int nstmts, stmt_max, stmt_seq, stmt_evict;
     bool pipe;             /* libpq pipeline mode: statements sent without waiting */
     bool numeric_number;   /* numeric results as Lua numbers instead of exact strings */
     pgop_t *phead, *ptail; /* sent in pipeline mode, results due in this order */
@@ -401,9 +402,9 @@ static void take_notifies(pgc_t *c)
         op_finish(c->waiter);
 }
 
-/* ---- the statement cache: conn:query runs a named prepared statement (Parse on first use,
- * then Bind/Execute only), so the server parses and plans it once per connection. Keyed by the
- * SQL text and the kinds of the parameters sent. */
+/* ---- the statement cache: from its second use, conn:query runs a named prepared statement
+ * (Parse once, then Bind/Execute only), so the server parses and plans it once per connection.
+ * Keyed by the SQL text and the kinds of the parameters sent. */
 
 static char sigchar(Oid t, int fmt)
 {
@@ -434,7 +435,7 @@ static stmt_t *stmt_find(pgc_t *c, const pgop_t *op, uint32_t h)
     return NULL;
 }
 
-static stmt_t *stmt_add(pgc_t *c, const pgop_t *op, uint32_t h)
+static stmt_t *stmt_add(pgc_t *c, const pgop_t *op, uint32_t h, int state)
 {
     size_t sl = strlen(op->sql);
     stmt_t *s = malloc(sizeof *s + (size_t)op->nparams + sl + 1);
@@ -442,7 +443,7 @@ static stmt_t *stmt_add(pgc_t *c, const pgop_t *op, uint32_t h)
         return NULL;
     s->hash = h;
     s->id = ++c->stmt_seq;
-    s->ready = false;
+    s->state = state;
     s->nparams = op->nparams;
     s->sig = (char *)(s + 1);
     for (int i = 0; i < op->nparams; i++)
@@ -479,21 +480,47 @@ static void stmt_clear(pgc_t *c)
     c->nstmts = 0;
 }
 
+/* Room for one more entry: evicts a statement seen once (never a prepared one) when full. */
+static bool stmt_room(pgc_t *c)
+{
+    if (c->nstmts < c->stmt_max)
+        return true;
+    for (int k = 0; k < STMT_BUCKETS; k++) {
+        int b = (c->stmt_evict + k) % STMT_BUCKETS;
+        for (stmt_t *s = c->stmts[b]; s; s = s->next) {
+            if (s->state == ST_SEEN) {
+                c->stmt_evict = b + 1;
+                stmt_remove(c, s);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Which way a query goes: unnamed the first time (one round trip, as a one-off statement
+ * should), prepared from its second use on (Parse, then Bind/Execute only ever after). */
 static int send_request(pgc_t *c, pgop_t *op)
 {
     int ok;
     if (op->kind == K_QUERY && c->stmt_max > 0) {
         uint32_t h = stmt_hash(op);
         stmt_t *s = stmt_find(c, op, h);
-        if (s && !s->ready) { /* its Parse never completed: start afresh under a new name */
+        if (s && s->state == ST_PARSING) { /* its Parse never completed: start afresh */
             stmt_remove(c, s);
             s = NULL;
         }
-        if (!s && c->nstmts < c->stmt_max) {
-            s = stmt_add(c, op, h);
-            op->preparing = s != NULL;
+        if (!s) {
+            if (stmt_room(c))
+                stmt_add(c, op, h, ST_SEEN);
+        } else if (s->state == ST_SEEN) {
+            s->state = ST_PARSING;
+            s->id = ++c->stmt_seq;
+            op->preparing = true;
+            op->stmt = s;
+        } else {
+            op->stmt = s;
         }
-        op->stmt = s;
     }
     char name[24];
     if (op->stmt)
@@ -627,7 +654,7 @@ static bool statement_done(pgc_t *c, pgop_t *op)
 {
     bool failed = op->res && PQresultStatus(op->res) == PGRES_FATAL_ERROR;
     if (op->preparing && !failed) {
-        op->stmt->ready = true;
+        op->stmt->state = ST_READY;
         op->preparing = false;
         PQclear(op->res);
         op->res = NULL;
@@ -882,11 +909,16 @@ static int pipe_send(pgc_t *c, pgop_t *op)
     char name[24];
     if (c->stmt_max > 0) {
         uint32_t h = stmt_hash(op);
+        /* in a pipeline the Parse costs no round trip: prepared from the first use */
         s = stmt_find(c, op, h);
-        if (!s && c->nstmts < c->stmt_max) {
-            s = stmt_add(c, op, h);
+        if (!s && stmt_room(c)) {
+            s = stmt_add(c, op, h, ST_PARSING);
             op->preparing = s != NULL;
-        } else if (s && !s->ready) {
+        } else if (s && s->state == ST_SEEN) {
+            s->state = ST_PARSING;
+            s->id = ++c->stmt_seq;
+            op->preparing = true;
+        } else if (s && s->state == ST_PARSING) {
             s = NULL; /* its Parse is still on the way: unnamed this time */
         }
     }
@@ -952,7 +984,7 @@ static void pipe_collect(pgc_t *c)
         if (op->preparing) {
             op->preparing = false;
             if (st == PGRES_COMMAND_OK) {
-                op->stmt->ready = true;
+                op->stmt->state = ST_READY;
                 PQclear(r);
                 continue;
             }

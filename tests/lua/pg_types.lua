@@ -224,13 +224,28 @@ end)
 t.test("statement cache: DDL under a prepared statement and DISCARD ALL", function()
   c:exec("DROP TABLE IF EXISTS pg_types_sc; CREATE TABLE pg_types_sc (a int)")
   c:query("INSERT INTO pg_types_sc VALUES (1)")
+  local function prepared(pattern)
+    local n = 0
+    for _, r in ipairs(c:query("SELECT statement FROM pg_prepared_statements")) do
+      if r.statement:find(pattern, 1, true) then n = n + 1 end
+    end
+    return n
+  end
   t.eq(#c:query("SELECT * FROM pg_types_sc").columns, 1)
+  t.eq(prepared("SELECT * FROM pg_types_sc"), 0, "run once: not prepared (one round trip)")
+  t.eq(#c:query("SELECT * FROM pg_types_sc").columns, 1)
+  t.eq(prepared("SELECT * FROM pg_types_sc"), 1, "run twice: prepared on the server")
+  c:query("SELECT * FROM pg_types_sc")
+  t.eq(prepared("SELECT * FROM pg_types_sc"), 1, "and reused, not prepared again")
   c:exec("ALTER TABLE pg_types_sc ADD COLUMN b int DEFAULT 5")
   local r = c:query("SELECT * FROM pg_types_sc")
   t.eq(r[1].b, 5, "the changed table is re-prepared transparently")
+  t.eq(c:query("SELECT * FROM pg_types_sc")[1].b, 5)
   c:exec("DISCARD ALL")
   c:exec("SET TimeZone = 'UTC'")
   t.eq(c:query("SELECT * FROM pg_types_sc")[1].a, 1, "statements dropped by DISCARD ALL re-prepare")
+  c:query("SELECT * FROM pg_types_sc")
+  t.eq(prepared("SELECT * FROM pg_types_sc"), 1, "and prepared again on its next use")
   local old = c:statement_cache(0)
   t.eq(old, 256, "default cache size")
   t.eq(c:query("SELECT $1::int x", 3)[1].x, 3, "without the cache")
