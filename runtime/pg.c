@@ -720,6 +720,12 @@ static void collect(pgc_t *c, pgop_t *op)
             op_finish(op);
             return;
         }
+        if (st == PGRES_COMMAND_OK && !op->stmt) {
+            /* the server dropped every prepared statement: forget ours */
+            const char *cs = PQcmdStatus(r);
+            if (strcmp(cs, "DISCARD ALL") == 0 || strcmp(cs, "DEALLOCATE ALL") == 0)
+                stmt_clear(c);
+        }
         keep_result(op, r);
     }
 }
