@@ -36,6 +36,7 @@ local wf = flow.workflow {
     dms_task_arn = {required = true, doc = "the DMS replication task (full load to S3, Parquet)"},
     dms_load_type = {default = "reload-target", doc = "start-replication | resume-processing | reload-target"},
     dms_timeout = {default = "6h"},
+    dms_cdc = {default = false, doc = "a full-load-and-cdc task: go on once its full load is complete"},
     raw_uri = {required = true, doc = "s3://bucket/folder where the DMS target writes (BucketFolder)"},
     check_row_counts = {default = true, doc = "DMS FullLoadRows must equal the source counts"},
     -- job and catalog
@@ -151,7 +152,8 @@ end)
 wf:task("wait_dms", {after = "start_dms"}, function(ctx)
   -- progress carries the status lines; the poller's own log would repeat them
   local task = dms.wait_task(ctx.params.dms_task_arn, {
-    timeout = ctx.params.dms_timeout, progress = ctx.progress, log = function() end})
+    timeout = ctx.params.dms_timeout, cdc = ctx.params.dms_cdc, progress = ctx.progress,
+    log = function() end})
   local s = task.ReplicationTaskStats or {}
   return {status = task.Status, stop_reason = task.StopReason, tables_loaded = s.TablesLoaded,
           elapsed_ms = s.ElapsedTimeMillis}
