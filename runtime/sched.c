@@ -58,12 +58,16 @@ struct fr_task {
     waiter_t *waiters;
 };
 
+typedef struct {
+    fr_task_t *head, *tail;
+} queue_t;
+
 /* ---- global scheduler state ------------------------------------------------------------- */
 static struct {
     uv_loop_t loop;
     lua_State *L; /* main thread */
-    fr_task_t *ready_head, *ready_tail; /* new tasks, sleep(0), bare yields */
-    fr_task_t *woken_head, *woken_tail; /* tasks whose operation completed: run first */
+    queue_t ready; /* new tasks, sleep(0), bare yields */
+    queue_t woken; /* tasks whose operation completed: they run first */
     fr_task_t *live; /* every task not yet finished */
     int live_count;
     int next_id;
@@ -228,51 +232,49 @@ static void timer_cb(uv_timer_t *h)
 }
 
 /* ---- ready queue and task life --------------------------------------------------------------- */
-static void enqueue(fr_task_t *t)
+static void push(queue_t *q, fr_task_t *t)
 {
     t->next_ready = NULL;
-    if (S.ready_tail)
-        S.ready_tail->next_ready = t;
+    if (q->tail)
+        q->tail->next_ready = t;
     else
-        S.ready_head = t;
-    S.ready_tail = t;
+        q->head = t;
+    q->tail = t;
+}
+
+static fr_task_t *pop(queue_t *q)
+{
+    fr_task_t *t = q->head;
+    if (t) {
+        q->head = t->next_ready;
+        if (!q->head)
+            q->tail = NULL;
+        t->next_ready = NULL;
+    }
+    return t;
+}
+
+static void enqueue(fr_task_t *t)
+{
+    push(&S.ready, t);
 }
 
 /* A task woken by a completed operation goes ahead of tasks that merely have a turn, so a
  * burst of new tasks cannot make timers late. */
 static void enqueue_woken(fr_task_t *t)
 {
-    t->next_ready = NULL;
-    if (S.woken_tail)
-        S.woken_tail->next_ready = t;
-    else
-        S.woken_head = t;
-    S.woken_tail = t;
+    push(&S.woken, t);
 }
 
 static fr_task_t *dequeue(void)
 {
-    fr_task_t *t = S.woken_head;
-    if (t) {
-        S.woken_head = t->next_ready;
-        if (!S.woken_head)
-            S.woken_tail = NULL;
-        t->next_ready = NULL;
-        return t;
-    }
-    t = S.ready_head;
-    if (t) {
-        S.ready_head = t->next_ready;
-        if (!S.ready_head)
-            S.ready_tail = NULL;
-        t->next_ready = NULL;
-    }
-    return t;
+    fr_task_t *t = pop(&S.woken);
+    return t ? t : pop(&S.ready);
 }
 
 static bool any_ready(void)
 {
-    return S.woken_head || S.ready_head;
+    return S.woken.head || S.ready.head;
 }
 
 static void live_unlink(fr_task_t *t)
@@ -1110,7 +1112,7 @@ void fr_sched_init(lua_State *L)
  * 256 tasks, due timers are fired so that their tasks go ahead of the rest. */
 static void run_ready(void)
 {
-    fr_task_t *last = S.ready_tail;
+    fr_task_t *last = S.ready.tail;
     int budget = S.live_count + 1;
     unsigned n = 0;
     while (any_ready() && budget-- > 0) {
@@ -1118,7 +1120,7 @@ static void run_ready(void)
         run_task(t);
         if (t == last)
             last = NULL;
-        if (!last && !S.woken_head)
+        if (!last && !S.woken.head)
             break;
         if ((++n & 255) == 0 && S.heap_len > 0 && S.heap[0]->deadline <= fr_now())
             fire_timers();
