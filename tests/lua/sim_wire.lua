@@ -369,4 +369,50 @@ t.test("throttling and the state file", function()
   os.remove(path)
 end)
 
+t.test("seed file and durations", function()
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(json.encode({
+    durations = {emr_starting = 10, emr_bootstrapping = 5},
+    dms = {
+      endpoints = {{EndpointArn = "arn:aws:dms:us-east-1:123456789012:endpoint:T", EndpointType = "TARGET",
+                    EngineName = "s3", S3Settings = {BucketName = "mine", BucketFolder = "x"}}},
+      tasks = {{ReplicationTaskArn = "arn:aws:dms:us-east-1:123456789012:task:MINE",
+                TargetEndpointArn = "arn:aws:dms:us-east-1:123456789012:endpoint:T",
+                TableMappings = json.encode({rules = {{["rule-type"] = "selection",
+                  ["object-locator"] = {["schema-name"] = "s", ["table-name"] = "t"},
+                  ["rule-action"] = "include"}}})}},
+    },
+    s3 = {buckets = {mine = {objects = {["seeded.txt"] = "hello"}}}},
+    secrets = {{Name = "x", SecretJSON = {a = 1}}},
+  }))
+  f:close()
+  sim.configure{seed_file = path}
+  os.remove(path)
+  local s, b = wire.json("dms", "DescribeReplicationTasks",
+    {Filters = {{Name = "replication-task-id", Values = {"mine"}}}})
+  t.eq(s == 200 and b.ReplicationTasks[1].ReplicationTaskArn, "arn:aws:dms:us-east-1:123456789012:task:MINE",
+    "seeded task, identifier derived from the ARN")
+  t.eq(#(select(2, wire.json("dms", "DescribeReplicationTasks", {})).ReplicationTasks), 2,
+    "the default world is still there")
+  local _, body = wire.s3("GET", "/mine/seeded.txt")
+  t.eq(body, "hello", "seeded object")
+  wire.json("dms", "StartReplicationTask", {ReplicationTaskArn = "arn:aws:dms:us-east-1:123456789012:task:MINE",
+    StartReplicationTaskType = "start-replication"})
+  flow.sleep(200)
+  local _, st = wire.json("dms", "DescribeTableStatistics", {ReplicationTaskArn = "arn:aws:dms:us-east-1:123456789012:task:MINE"})
+  t.eq(st.TableStatistics[1].TableName, "t", "tables from the selection rules")
+  t.eq(st.TableStatistics[1].FullLoadRows, 10000, "10,000 rows when no size is given")
+  local _, node = wire.s3("GET", "/mine?list-type=2&prefix=x/s/t/")
+  t.eq(#wire.children(node, "Contents"), 1, "raw file under the seeded bucket folder")
+  local _, c = wire.json("emr", "RunJobFlow", {Name = "n", Instances = {KeepJobFlowAliveWhenNoSteps = true}})
+  flow.sleep(16)
+  local _, d = wire.json("emr", "DescribeCluster", {ClusterId = c.JobFlowId})
+  t.eq(d.Cluster.Status.State, "WAITING", "seeded durations: WAITING after 15 s")
+  sim.configure{no_default = true, durations = {emr_starting = 1}}
+  s = wire.json("dms", "DescribeReplicationTasks", {})
+  t.eq(s, 400, "no_default: an empty world")
+  t.eq(sim.world().durations.emr_starting, 1, "configure{durations}")
+end)
+
 t.done()
