@@ -54,6 +54,7 @@ local API = {} -- the functions of the module (kept apart from the service table
 local settings = {}
 local transport_override
 local call_context -- defined below
+local label_of     -- defined below
 local ctx_cache = {}  -- service -> resolved call context (see call_context)
 local clients = {}                      -- per service|region|endpoint: retry quota
 local cred_cache, cred_refresh = {}, {} -- per profile (or explicit key)
@@ -355,6 +356,17 @@ end
 
 ---- the call -----------------------------------------------------------------------------------
 
+local NO_CTX = {}
+local labels = {}
+-- "dms.describe_replication_tasks", made once per operation
+label_of = function(sname, op_name)
+  local by = labels[sname]
+  if not by then by = {}; labels[sname] = by end
+  local l = by[op_name]
+  if not l then l = sname .. "." .. snake(op_name); by[op_name] = l end
+  return l
+end
+
 local function client_for(key)
   local c = clients[key]
   if not c then
@@ -422,7 +434,7 @@ end
 function API.call(service, op, params, opts)
   local svc, sname = check_service(service, 2)
   local op_name = check_operation(sname, svc, op, 2)
-  local label = sname .. "." .. snake(op_name)
+  local label = label_of(sname, op_name)
   if params == nil then params = {} end
   if type(params) ~= "table" then
     error(("aws.%s: params must be a table, got %s"):format(label, type(params)), 2)
@@ -434,9 +446,11 @@ function API.call(service, op, params, opts)
   local c = call_context(sname, svc, opts, label)
   opts = opts or {}
   local transport, offline, profile, explicit_profile = c.transport, c.offline, c.profile, c.explicit_profile
+  local network = not offline
   local region, ep, is_s3 = c.region, c.ep, c.is_s3
-  local ctx = {}
+  local ctx = NO_CTX
   if is_s3 then
+    ctx = {}
     local bucket = params.Bucket
     if c.style == "virtual" then
       ctx.bucket_in_host = bucket ~= nil
@@ -491,7 +505,7 @@ function API.call(service, op, params, opts)
       method = req.method, url = url, headers = headers, body = req.body, service = sname,
       region = region, timeout = timeout, connect_timeout = connect_timeout, ca_file = ca_file,
     }
-    local t0 = flow.now()
+    local t0 = dbg and flow.now()
     if dbg then
       dlog(("> %s %s %s (attempt %d/%d)\n%s\n  body: %s"):format(label, req.method, url, attempt,
         attempts_max, header_lines(headers), protocols.first_bytes(req.body, 2000)))
@@ -503,12 +517,12 @@ function API.call(service, op, params, opts)
     if resp and type(resp.status) ~= "number" then
       resp, neterr = nil, flow.error("aws.TransportError", "transport answer without a status", { retryable = false })
     end
-    if resp then
-      resp.headers = resp.headers or {}
+    if resp and not network then
+      -- header names are case-insensitive: look them up lower-cased (http.request already
+      -- answers them so)
       resp.body = resp.body or ""
-      -- header names are case-insensitive: look them up lower-cased
       local lh = {}
-      for k, v in pairs(resp.headers) do lh[k:lower()] = v end
+      for k, v in pairs(resp.headers or {}) do lh[k:lower()] = v end
       resp.headers = lh
     end
     if dbg then
