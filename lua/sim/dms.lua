@@ -32,7 +32,7 @@ local function table_list(task)
     for _, r in ipairs(ok and type(m) == "table" and m.rules or {}) do
       local loc = r["object-locator"] or {}
       if r["rule-type"] == "selection" and r["rule-action"] ~= "exclude"
-        and loc["schema-name"] and loc["table-name"] and not loc["table-name"]:find("%%", 1, true) then
+        and loc["schema-name"] and loc["table-name"] and not loc["table-name"]:find("%", 1, true) then
         names[#names + 1] = loc["schema-name"] .. "." .. loc["table-name"]
         task.sim_tables = task.sim_tables or {}
         task.sim_tables[names[#names]] = 10000
