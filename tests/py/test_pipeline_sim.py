@@ -141,7 +141,7 @@ def step_failure():
 
 
 def dms_failure():
-    rc, out, _ = run("dmsfail", "--sim-fail", "dms.task")
+    rc, out, _ = run("dmsfail", extra_env={"FLOWRUN_SIM_FAIL": "dms.task"})  # the env spelling
     tap.eq(rc, 1, "exit 1")
     tap.like(out, "FATAL_ERROR", "the DMS reason is printed")
     tap.eq(len(clusters(world("dmsfail"))), 0, "no cluster was created")
