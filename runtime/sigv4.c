@@ -70,6 +70,10 @@ typedef struct {
     size_t items_cap;
     void *qitems;
     size_t qitems_cap;
+    /* the last body hashed (a poller signs the same body again and again) */
+    char *body_copy;
+    size_t body_copy_len;
+    char body_hash[65];
 } signer_t;
 
 typedef struct {
@@ -480,6 +484,9 @@ static void signer_release(signer_t *s)
     free(s->items);
     free(s->qitems);
     s->qitems = NULL;
+    free(s->body_copy);
+    s->body_copy = NULL;
+    s->body_copy_len = 0;
     s->qitems_cap = 0;
     OPENSSL_cleanse(s->cache, sizeof s->cache);
     s->access_key = s->secret_key = s->token = NULL;
@@ -704,17 +711,46 @@ static int l_sign(lua_State *L)
             return luaL_error(L, "sigv4: req.payload_hash is too long");
         memcpy(phex, payload_hash, ph_len);
         phex[ph_len] = 0;
+    } else if (s->body_copy && body_len == s->body_copy_len &&
+               !memcmp(body, s->body_copy, body_len)) {
+        memcpy(phex, s->body_hash, 65);
     } else {
         unsigned char d[32];
         sha256(body, body_len, d);
         to_hex(d, 32, phex);
+        if (body_len <= 4096) {
+            char *copy = realloc(s->body_copy, body_len ? body_len : 1);
+            if (copy) {
+                memcpy(copy, body, body_len);
+                s->body_copy = copy;
+                s->body_copy_len = body_len;
+                memcpy(s->body_hash, phex, 65);
+            }
+        }
     }
     bool add_token = s->token && !omit_token;
 
+    /* Headers this signer sets are dropped from signing. The write-back below needs a scan of
+     * the table only when one of them is spelled otherwise than it writes it, or will not be
+     * written this time (a token left from other credentials) */
     size_t keep = 0;
-    for (size_t i = 0; i < nh; i++)
-        if (!skip_header(hs[i].lname, hs[i].name_len))
+    bool cleanup = false;
+    for (size_t i = 0; i < nh; i++) {
+        if (!skip_header(hs[i].lname, hs[i].name_len)) {
             hs[keep++] = hs[i];
+            continue;
+        }
+        const char *ln = hs[i].lname, *n = hs[i].name;
+        size_t nl = hs[i].name_len;
+        if (!strcmp(ln, "x-amz-date"))
+            cleanup |= nl != 10 || memcmp(n, "X-Amz-Date", 10);
+        else if (!strcmp(ln, "authorization"))
+            cleanup |= nl != 13 || memcmp(n, "Authorization", 13);
+        else if (!strcmp(ln, "x-amz-security-token"))
+            cleanup |= !s->token || memcmp(n, "X-Amz-Security-Token", 20);
+        else if (!strcmp(ln, "x-amz-content-sha256"))
+            cleanup |= !sign_body || memcmp(n, "X-Amz-Content-SHA256", 20);
+    }
     nh = keep;
     if (!presign) {
         hs = scratch_items(L, s, (nh + 3) * sizeof *hs);
@@ -968,7 +1004,7 @@ static int l_sign(lua_State *L)
         } else {
             /* remove any spelling of the names set below, then set them */
             lua_pushnil(L);
-            while (lua_next(L, ht)) {
+            while (cleanup && lua_next(L, ht)) {
                 lua_pop(L, 1);
                 size_t kl;
                 const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &kl) : NULL;
