@@ -29,15 +29,20 @@ local wf = flow.workflow {
   defaults = {retry_if = transient},
   params = {
     -- source
-    source_secret_id = {default = "", doc = "Secrets Manager secret of the source database (DMS style JSON)"},
-    source_conninfo = {default = "", doc = "libpq conninfo of the source (instead of the secret)", secret = true},
+    source_secret_id = {default = "",
+                        doc = "Secrets Manager secret of the source database (DMS style JSON)"},
+    source_conninfo = {default = "", secret = true,
+                       doc = "libpq conninfo of the source (instead of the secret)"},
     tables = {type = "table", required = true, doc = 'replicated tables, e.g. ["public.orders"]'},
     -- DMS
     dms_task_arn = {required = true, doc = "the DMS replication task (full load to S3, Parquet)"},
-    dms_load_type = {default = "reload-target", doc = "start-replication | resume-processing | reload-target"},
+    dms_load_type = {default = "reload-target",
+                     doc = "start-replication | resume-processing | reload-target"},
     dms_timeout = {default = "6h"},
-    dms_cdc = {default = false, doc = "a full-load-and-cdc task: go on once its full load is complete"},
-    raw_uri = {required = true, doc = "s3://bucket/folder where the DMS target writes (BucketFolder)"},
+    dms_cdc = {default = false,
+               doc = "a full-load-and-cdc task: go on once its full load is complete"},
+    raw_uri = {required = true,
+               doc = "s3://bucket/folder where the DMS target writes (BucketFolder)"},
     check_row_counts = {default = true, doc = "DMS FullLoadRows must equal the source counts"},
     -- job and catalog
     artifacts_uri = {required = true, doc = "s3://bucket/prefix for the Spark job script"},
@@ -87,7 +92,8 @@ wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, functio
   local conninfo = nonempty(p.source_conninfo)
   if not conninfo then
     if not nonempty(p.source_secret_id) then
-      error(flow.error("pipeline.config", "set source_secret_id or source_conninfo", {retryable = false}))
+      error(flow.error("pipeline.config", "set source_secret_id or source_conninfo",
+        {retryable = false}))
     end
     conninfo = secrets.pg_conninfo(p.source_secret_id)
   end
@@ -113,7 +119,8 @@ wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, functio
         keys[full] = pk
         local cols = {}
         for _, row in ipairs(conn:query([[
-            SELECT column_name AS name, data_type AS type, numeric_precision AS p, numeric_scale AS s
+            SELECT column_name AS name, data_type AS type,
+                   numeric_precision AS p, numeric_scale AS s
             FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2
             ORDER BY ordinal_position]], schema, name)) do
           cols[#cols + 1] = {name = row.name, type = row.type,
@@ -121,7 +128,8 @@ wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, functio
                              scale = row.s ~= pg.null and row.s or nil}
         end
         columns[full] = cols
-        ctx.log(string.format("%s: %d rows, primary key (%s)", full, counts[full], table.concat(pk, ", ")))
+        ctx.log(string.format("%s: %d rows, primary key (%s)", full, counts[full],
+          table.concat(pk, ", ")))
       end
     end
   end)
@@ -203,7 +211,8 @@ wf:task("upload_job", {after = "preflight", retries = 2, retry_delay = "10s"}, f
   local script = s3.put_file(base .. "jobs/raw_to_iceberg.py", here .. "/jobs/raw_to_iceberg.py")
   local config = base .. "runs/" .. ctx.run_id .. "/job-config.json"
   s3.put(config, json.encode({tables = p.tables, keys = ctx.results.preflight.keys,
-                              columns = ctx.results.preflight.columns}), {content_type = "application/json"})
+                              columns = ctx.results.preflight.columns}),
+    {content_type = "application/json"})
   return {script = script.uri, config = config}
 end)
 
@@ -309,12 +318,15 @@ wf:task("verify", {after = "wait_step", retries = 2, retry_delay = "30s"}, funct
     local tname = name:lower()
     local t = glue.get_table(p.glue_database, tname)
     if not t or not glue.is_iceberg(t) then
-      bad[#bad + 1] = p.glue_database .. "." .. tname .. (t and " is not an Iceberg table" or " is missing")
+      bad[#bad + 1] = p.glue_database .. "." .. tname ..
+        (t and " is not an Iceberg table" or " is missing")
     else
       out[full] = {table = p.glue_database .. "." .. tname}
       if nonempty(p.athena_workgroup) then
-        local rows = athena.query(string.format('SELECT count(*) AS n FROM "%s"."%s"', p.glue_database, tname),
-          {workgroup = p.athena_workgroup, output_location = nonempty(p.athena_output_uri), log = ctx.log})
+        local sql = string.format('SELECT count(*) AS n FROM "%s"."%s"', p.glue_database, tname)
+        local rows = athena.query(sql, {workgroup = p.athena_workgroup,
+                                        output_location = nonempty(p.athena_output_uri),
+                                        log = ctx.log})
         local n = tonumber(rows[1] and rows[1].n)
         out[full].rows = n
         ctx.log(string.format("%s.%s: %s rows in Iceberg (Athena), %s in the source", p.glue_database,
