@@ -179,11 +179,24 @@ function M.build(seeds)
   return w
 end
 
+-- Encoded bodies, per object table (an object is replaced, never changed, on PUT).
+local b64_cache = setmetatable({}, {__mode = "k"})
+
 -- JSON-safe copy of the world (S3 bodies as base64).
 function M.freeze(w)
+  local buckets = w.s3.buckets
+  w.s3.buckets = nil
   local out = util.copy(w)
-  for _, b in pairs(out.s3.buckets) do
-    for _, o in pairs(b.objects) do o.body64 = util.b64encode(o.body); o.body = nil end
+  w.s3.buckets = buckets
+  out.s3.buckets = {}
+  for name, b in pairs(buckets) do
+    local objs = {}
+    for key, o in pairs(b.objects) do
+      local e = b64_cache[o]
+      if not e then e = util.b64encode(o.body); b64_cache[o] = e end
+      objs[key] = {body64 = e, etag = o.etag, mtime = o.mtime, ctype = o.ctype}
+    end
+    out.s3.buckets[name] = {created = b.created, objects = objs}
   end
   return out
 end

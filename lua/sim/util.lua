@@ -145,33 +145,48 @@ end
 
 ---- base64 ------------------------------------------------------------------------------------
 
-local b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local enc, dec = {}, {}
+for i = 0, 63 do
+  local c = B64:sub(i + 1, i + 1)
+  enc[i], dec[c:byte()] = c, i
+end
+
 function M.b64encode(s)
-  return ((s:gsub(".", function(c)
-    local r, b = "", c:byte()
-    for i = 8, 1, -1 do r = r .. (b % 2 ^ i - b % 2 ^ (i - 1) > 0 and "1" or "0") end
-    return r
-  end) .. "0000"):gsub("%d%d%d?%d?%d?%d?", function(x)
-    if #x < 6 then return "" end
-    local c = 0
-    for i = 1, 6 do c = c + (x:sub(i, i) == "1" and 2 ^ (6 - i) or 0) end
-    return b64:sub(c + 1, c + 1)
-  end) .. ({"", "==", "="})[#s % 3 + 1])
+  local out, n = {}, #s
+  for i = 1, n - 2, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local v = a << 16 | b << 8 | c
+    out[#out + 1] = enc[v >> 18] .. enc[v >> 12 & 63] .. enc[v >> 6 & 63] .. enc[v & 63]
+  end
+  local rest = n % 3
+  if rest == 1 then
+    local v = s:byte(n) << 16
+    out[#out + 1] = enc[v >> 18] .. enc[v >> 12 & 63] .. "=="
+  elseif rest == 2 then
+    local a, b = s:byte(n - 1, n)
+    local v = a << 16 | b << 8
+    out[#out + 1] = enc[v >> 18] .. enc[v >> 12 & 63] .. enc[v >> 6 & 63] .. "="
+  end
+  return table.concat(out)
 end
 
 function M.b64decode(s)
-  s = s:gsub("[^" .. b64 .. "=]", "")
-  return (s:gsub(".", function(x)
-    if x == "=" then return "" end
-    local r, f = "", (b64:find(x, 1, true) - 1)
-    for i = 6, 1, -1 do r = r .. (f % 2 ^ i - f % 2 ^ (i - 1) > 0 and "1" or "0") end
-    return r
-  end):gsub("%d%d%d?%d?%d?%d?%d?%d?", function(x)
-    if #x ~= 8 then return "" end
-    local c = 0
-    for i = 1, 8 do c = c + (x:sub(i, i) == "1" and 2 ^ (8 - i) or 0) end
-    return string.char(c)
-  end))
+  s = s:gsub("[^%w%+/]", "")
+  local out, n = {}, #s
+  for i = 1, n, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    local v = (dec[a] or 0) << 18 | (dec[b] or 0) << 12 | (dec[c] or 0) << 6 | (dec[d] or 0)
+    local left = n - i + 1
+    if left >= 4 then
+      out[#out + 1] = string.char(v >> 16, v >> 8 & 255, v & 255)
+    elseif left == 3 then
+      out[#out + 1] = string.char(v >> 16, v >> 8 & 255)
+    elseif left == 2 then
+      out[#out + 1] = string.char(v >> 16)
+    end
+  end
+  return table.concat(out)
 end
 
 ---- hashing and gzip --------------------------------------------------------------------------
