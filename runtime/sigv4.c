@@ -7,9 +7,10 @@
  * it adds are written into req.headers) or as a presigned URL (query signing). The canonical
  * request and the string to sign follow the AWS test suite byte for byte (testdata/sigv4).
  *
- * Ownership: the signer owns its credential copies (wiped on close) and a scratch buffer.
- * OpenSSL digest contexts are process-wide statics created on first use and never shared with
- * other units. Nothing here may yield, so the scratch buffer needs no locking.
+ * Ownership: the signer owns its credential copies and derived keys (wiped on close), a
+ * scratch buffer, and a copy of the last body it hashed (pollers sign the same body again and
+ * again). Hashing uses OpenSSL's SHA-256 on stack contexts; nothing here may yield, so the
+ * scratch buffer needs no locking.
  *
  * Lua API (module "aws.sigv4"):
  *   sigv4.new{access_key=, secret_key=, token=} -> signer
@@ -18,7 +19,9 @@
  *     req.headers (map name->value, or array of {name, value} to keep duplicates and order),
  *     req.body or req.payload_hash, req.region, req.service,
  *     req.date ("YYYYMMDDTHHMMSSZ") or req.time (epoch seconds; default: now),
- *     req.normalize (default true: normalize and double-encode the path; false for S3),
+ *     req.normalize (default true: remove dot segments and empty segments, then encode the
+ *     path as sent once more, as every service but S3 wants; false for S3: the path as sent,
+ *     its escapes kept, other reserved bytes escaped),
  *     req.sign_body (add and sign x-amz-content-sha256, as S3 wants),
  *     req.omit_session_token (add the token after signing), req.presign (expiry seconds: sign
  *     the query instead of adding headers), req.debug (return info in any case).
