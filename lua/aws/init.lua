@@ -171,6 +171,55 @@ local function check_operation(sname, svc, op, level)
     #near > 0 and (" — did you mean " .. table.concat(near, ", ") .. "?") or ""), level + 1)
 end
 
+---- parameter checks (top level, from the model: aws/params/<service>.lua) ----------------------
+
+local param_specs = {} -- service -> { Op = {members = {Name = kind}, required = {...}} } | false
+
+local kinds = {
+  structure = "table", map = "table", list = "table", string = "string", blob = "string",
+  boolean = "boolean", integer = "number", long = "number", double = "number", float = "number",
+}
+
+local function check_params(sname, svc, op_name, params, label, level)
+  local specs = param_specs[sname]
+  if specs == nil then
+    local ok, t = pcall(require, "aws.params." .. sname)
+    specs = ok and type(t) == "table" and t or false
+    param_specs[sname] = specs
+  end
+  local spec = specs and specs[op_name]
+  if not spec then return end
+  local members = spec.members
+  for k, v in pairs(params) do
+    local kind = type(k) == "string" and members[k]
+    if not kind then
+      local names = {}
+      for m in pairs(members) do names[#names + 1] = m end
+      table.sort(names)
+      local near = type(k) == "string" and suggest(k, names) or {}
+      error(("aws.%s: unknown parameter %s%s (parameters: %s)"):format(label, tostring(k),
+        #near > 0 and (" — did you mean " .. table.concat(near, ", ") .. "?") or "",
+        #names > 0 and table.concat(names, ", ") or "none"), level + 1)
+    end
+    local want = kinds[kind]
+    local got = type(v)
+    if want and got ~= want and v ~= json.null
+        and not (kind == "timestamp") and not (kind == "string" and got == "number") then
+      error(("aws.%s: parameter %s must be a %s (%s), got %s"):format(label, k, kind, want, got), level + 1)
+    end
+    if kind == "timestamp" and got ~= "number" and got ~= "string" then
+      error(("aws.%s: parameter %s must be a timestamp (epoch seconds or ISO 8601 text), got %s"):format(
+        label, k, got), level + 1)
+    end
+    if (kind == "integer" or kind == "long") and math.type(v) == "float" and v ~= math.floor(v) then
+      error(("aws.%s: parameter %s must be an integer, got %s"):format(label, k, tostring(v)), level + 1)
+    end
+  end
+  -- required members are left to the service (or the simulator) to refuse, with its own
+  -- error code (aws.ValidationError ...), except where the request cannot be built without
+  -- them (URI members: protocols.lua)
+end
+
 ---- settings, transport ----------------------------------------------------------------------
 
 -- aws.configure{...}: process-wide defaults (see the header). Returns the settings in force.
@@ -442,6 +491,7 @@ function API.call(service, op, params, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error(("aws.%s: opts must be a table, got %s"):format(label, type(opts)), 2)
   end
+  check_params(sname, svc, op_name, params, label, 2)
   local op_spec = svc.operations[op_name]
   local c = call_context(sname, svc, opts, label)
   opts = opts or {}
@@ -594,6 +644,7 @@ function API.presign(service, op, params, opts)
     error(("aws.presign: params must be a table, got %s"):format(type(params)), 2)
   end
   params = params or {}
+  check_params(sname, svc, op_name, params, label, 2)
   if svc.protocol ~= "rest-xml" and svc.protocol ~= "rest-json" then
     error(("aws.presign: %s speaks %s; only REST operations (S3) can be presigned"):format(sname, svc.protocol), 2)
   end

@@ -188,7 +188,13 @@ t.test("bad input", function()
   t.raises(function() aws.s3.get_object { Bucket = "b", Key = "k", Bogus = 1 } end, "unknown parameter Bogus",
     "an unknown REST parameter")
   t.raises(function() aws.sts.assume_role { RoleArn = "r", RoleSessionName = "s", Tags = "notalist" } end,
-    "a list expected", "a query parameter of the wrong type")
+    "parameter Tags must be a list", "a parameter of the wrong type")
+  t.raises(function() aws.dms.describe_replication_tasks { Filters = "x" } end,
+    "parameter Filters must be a list", "json services are checked too (from the model)")
+  t.raises(function() aws.dms.describe_replication_tasks { MaxRecord = 5 } end,
+    "unknown parameter MaxRecord — did you mean MaxRecords", "unknown parameter with a near name")
+  t.raises(function() aws.dms.describe_replication_tasks { MaxRecords = 1.5 } end,
+    "must be an integer", "an integer parameter given a fraction")
   t.raises(function() aws.dms.describe_replication_tasks { Filters = { f = function() end } } end, "aws.dms",
     "a value JSON cannot encode names the call")
   local ok, err = pcall(function() aws.dms.describe_replication_tasks "x" end)
