@@ -259,7 +259,7 @@ function M.from_web_identity(profile)
   redact.remember(token:gsub("%s+$", ""))
   local r = aws.call("sts", "AssumeRoleWithWebIdentity", {
     RoleArn = role, RoleSessionName = session_name(name), WebIdentityToken = token:gsub("%s+$", ""),
-  }, { unsigned = true, region = p.region, credentials_source = true })
+  }, { unsigned = true, region = p.region })
   return sts_creds(r, "web identity (" .. role .. ")")
 end
 
@@ -320,7 +320,7 @@ function M.assume_role(profile, seen)
   if p.external_id then params.ExternalId = p.external_id end
   if p.duration_seconds then params.DurationSeconds = tonumber(p.duration_seconds) end
   local r = aws.call("sts", "AssumeRole", params, {
-    credentials = src, region = p.region, credentials_source = true,
+    credentials = src, region = p.region,
   })
   return sts_creds(r, "assume role " .. p.role_arn .. " (profile " .. profile .. ")")
 end
