@@ -98,12 +98,14 @@ echo
 echo "-- 2b: 64 calls in flight --"
 fc=$($FLOWRUN bench/aws_dms.lua "$CALLS" 64)
 bc=$($PY bench/aws_dms.py "$BOTO_CALLS" 64)
-$PY - "$fc" "$bc" "$ceiling" <<'PYEOF'
+hc=$($FLOWRUN bench/aws_http.lua "$CALLS" 64)
+$PY - "$fc" "$bc" "$ceiling" "$hc" <<'PYEOF'
 import json, sys
-f, b, c = json.loads(sys.argv[1]), json.loads(sys.argv[2]), float(sys.argv[3])
+f, b, c, h = json.loads(sys.argv[1]), json.loads(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
 print("%-30s %14s %16s %10s" % ("", "flowrun", "boto3 64 thr", "ratio"))
 print("%-30s %14.0f %16.0f %9.1fx" % ("calls per second", f["per_second"], b["per_second"], f["per_second"] / b["per_second"]))
 print("%-30s %13.0f%% %15.0f%%" % ("of the stub's ceiling", 100 * f["per_second"] / c, 100 * b["per_second"] / c))
+print("%-30s %14.0f %15.0f%%" % ("(http.request alone, /s)", h["per_second"], 100 * h["per_second"] / c))
 print("(%d and %d calls; every answer parsed)" % (f["calls"], b["calls"]))
 print("targets: >= 5x boto3, >= 50% of the stub's ceiling")
 PYEOF
