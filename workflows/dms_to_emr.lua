@@ -39,6 +39,7 @@ local wf = flow.workflow {
     dms_load_type = {default = "reload-target",
                      doc = "start-replication | resume-processing | reload-target"},
     dms_timeout = {default = "6h"},
+    dms_poll_every = {default = 15.0, doc = "seconds between DMS polls (botocore's waiter: 15)"},
     dms_cdc = {default = false,
                doc = "a full-load-and-cdc task: go on once its full load is complete"},
     raw_uri = {required = true,
@@ -58,6 +59,7 @@ local wf = flow.workflow {
     job_flow_role = {default = "EMR_EC2_DefaultRole"},
     subnet_id = {default = ""},
     idle_timeout = {default = 3600, doc = "EMR auto-termination after idle seconds (a safety net)"},
+    emr_poll_every = {default = 30.0, doc = "seconds between EMR polls (botocore's waiter: 30)"},
     cluster_timeout = {default = "30m"},
     step_timeout = {default = "3h"},
     step_log_wait = {default = 120, doc = "seconds to wait for a failed step's stderr in S3"},
@@ -160,7 +162,8 @@ end)
 wf:task("wait_dms", {after = "start_dms"}, function(ctx)
   -- progress carries the status lines; the poller's own log would repeat them
   local task = dms.wait_task(ctx.params.dms_task_arn, {
-    timeout = ctx.params.dms_timeout, cdc = ctx.params.dms_cdc, progress = ctx.progress,
+    timeout = ctx.params.dms_timeout, every = ctx.params.dms_poll_every, cdc = ctx.params.dms_cdc,
+    progress = ctx.progress,
     log = function() end})
   local s = task.ReplicationTaskStats or {}
   return {status = task.Status, stop_reason = task.StopReason, tables_loaded = s.TablesLoaded,
@@ -254,7 +257,7 @@ end)
 
 wf:task("wait_cluster", {after = "create_cluster"}, function(ctx)
   local c = emr.wait_cluster(ctx.results.create_cluster.cluster_id,
-    {timeout = ctx.params.cluster_timeout, log = ctx.log})
+    {timeout = ctx.params.cluster_timeout, every = ctx.params.emr_poll_every, log = ctx.log})
   return {state = c.Status.State}
 end)
 
@@ -284,7 +287,8 @@ end)
 
 wf:task("wait_step", {after = "add_step"}, function(ctx)
   local step = emr.wait_step(ctx.results.create_cluster.cluster_id, ctx.results.add_step.step_id, {
-    timeout = ctx.params.step_timeout, log = ctx.log, log_wait = ctx.params.step_log_wait})
+    timeout = ctx.params.step_timeout, every = ctx.params.emr_poll_every, log = ctx.log,
+    log_wait = ctx.params.step_log_wait})
   local tl = step.Status.Timeline or {}
   return {state = step.Status.State,
           seconds = tl.EndDateTime and tl.StartDateTime and (tl.EndDateTime - tl.StartDateTime)}
@@ -305,7 +309,7 @@ wf:task("terminate_cluster", {after = {"create_cluster", "wait_step"}, cleanup =
     ctx.log("no cluster was created: nothing to terminate")
     return {terminated = false}
   end
-  local st = emr.terminate(id, {log = ctx.log})
+  local st = emr.terminate(id, {every = ctx.params.emr_poll_every, log = ctx.log})
   return {cluster_id = id, state = st, terminated = true}
 end)
 
