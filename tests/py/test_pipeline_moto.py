@@ -46,9 +46,9 @@ def client(name, port):
 class Driver(threading.Thread):
     """Moves moto's resources the way AWS would, while flowrun polls them."""
 
-    def __init__(self, port, fail_step=False):
+    def __init__(self, port, fail_step=False, hold_steps=False):
         super().__init__(daemon=True)
-        self.port, self.fail_step = port, fail_step
+        self.port, self.fail_step, self.hold_steps = port, fail_step, hold_steps
         self.stop_flag = threading.Event()
         self.dms_done, self.steps_done = set(), set()
 
@@ -75,7 +75,7 @@ class Driver(threading.Thread):
         emr = get_backend("emr")[ACCOUNT][REGION]
         for cluster in list(emr.clusters.values()):
             for step in cluster.steps:
-                if step.state == "RUNNING" and step.id not in self.steps_done:
+                if step.state == "RUNNING" and step.id not in self.steps_done and not self.hold_steps:
                     self.steps_done.add(step.id)
                     if self.fail_step:
                         step.state = "FAILED"
@@ -85,9 +85,12 @@ class Driver(threading.Thread):
                         for i, a in enumerate(args):
                             if a == "--table":
                                 name = args[i + 1].split(":")[0].split(".")[1]
-                                glue.create_table(DatabaseName=db, TableInput={
-                                    "Name": name, "TableType": "EXTERNAL_TABLE",
-                                    "Parameters": {"table_type": "ICEBERG"}})
+                                try:
+                                    glue.create_table(DatabaseName=db, TableInput={
+                                        "Name": name, "TableType": "EXTERNAL_TABLE",
+                                        "Parameters": {"table_type": "ICEBERG"}})
+                                except glue.exceptions.AlreadyExistsException:
+                                    pass  # a later run MERGEs into the same table
                         step.state = "COMPLETED"
                     cluster.state = "WAITING"
 
@@ -117,7 +120,16 @@ def seed(port):
     return arn
 
 
-def run_pipeline(port, case, task_arn):
+def pipeline_env(port):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FLOWRUN_VAR_", "FLOWRUN_SIM", "AWS_"))}
+    env.update(AWS_ENDPOINT_URL="http://127.0.0.1:%d" % port, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE=os.path.join(TMP, "none"), AWS_SHARED_CREDENTIALS_FILE=os.path.join(TMP, "none"))
+    return env
+
+
+def run_pipeline(port, case, task_arn, background=False):
     params = {
         "source_conninfo": PG + " dbname=" + DB, "tables": TABLES, "dms_task_arn": task_arn,
         "raw_uri": "s3://raw/raw", "check_row_counts": False, "artifacts_uri": "s3://artifacts/flowrun",
@@ -127,15 +139,13 @@ def run_pipeline(port, case, task_arn):
     vars_file = os.path.join(TMP, case + ".json")
     with open(vars_file, "w") as f:
         json.dump(params, f)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOWRUN_VAR_", "FLOWRUN_SIM", "AWS_"))}
-    env.update(AWS_ENDPOINT_URL="http://127.0.0.1:%d" % port, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing", AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-               AWS_CONFIG_FILE=os.path.join(TMP, "none"), AWS_SHARED_CREDENTIALS_FILE=os.path.join(TMP, "none"))
-    p = subprocess.run([tap.FLOWRUN, os.path.join(ROOT, "workflows", "dms_to_emr.lua"), "--vars-file", vars_file,
-                        "--state-dir", os.path.join(TMP, case), "--virtual-time", "--log-format", "text"],
-                       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=300)
+    cmd = [tap.FLOWRUN, os.path.join(ROOT, "workflows", "dms_to_emr.lua"), "--vars-file", vars_file,
+           "--state-dir", os.path.join(TMP, case), "--virtual-time", "--log-format", "text"]
+    if background:
+        return subprocess.Popen(cmd, cwd=ROOT, env=pipeline_env(port), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    p = subprocess.run(cmd, cwd=ROOT, env=pipeline_env(port), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=300)
     return p.returncode, p.stdout
 
 
@@ -194,7 +204,37 @@ def main():
             tap.eq(len(cs), before + 1, "one more cluster")
             tap.eq(cs[-1].state, "TERMINATED", "and it was terminated")
 
-        for fn in (success, step_failure):
+        def sigkill_then_resume():
+            before = len(clusters())
+            d = Driver(port, hold_steps=True)
+            d.start()
+            p = run_pipeline(port, "kill", task_arn, background=True)
+            end = time.time() + 60
+            running = False
+            while time.time() < end and not running:
+                running = any(s.state == "RUNNING" for c in clusters()[before:] for s in c.steps)
+                time.sleep(0.05)
+            tap.ok(running, "the step is running")
+            p.kill()
+            p.wait()
+            d.stop_flag.set()
+            d.join()
+            tap.eq(len(clusters()), before + 1, "one cluster before the crash")
+            d = Driver(port)
+            d.start()
+            r = subprocess.run([tap.FLOWRUN, "resume", "last", "--state-dir", os.path.join(TMP, "kill"),
+                                "--virtual-time", "--log-format", "text"], cwd=ROOT, env=pipeline_env(port),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+            d.stop_flag.set()
+            tap.eq(r.returncode, 0, "resume over HTTP finishes the run")
+            if r.returncode != 0:
+                tap.diag(r.stdout[-3000:])
+            cs = clusters()[before:]
+            tap.eq(len(cs), 1, "exactly one cluster was ever created (found again by its tags)")
+            tap.eq([s.state for s in cs[0].steps], ["COMPLETED"], "exactly one step")
+            tap.eq(cs[0].state, "TERMINATED", "terminated")
+
+        for fn in (success, step_failure, sigkill_then_resume):
             tap.test(fn)
     finally:
         server.stop()
