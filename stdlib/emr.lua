@@ -109,9 +109,32 @@ function M.create_cluster(spec, opts)
   if task then tags[#tags + 1] = {Key = M.TAG_TASK, Value = task} end
   if workflow then tags[#tags + 1] = {Key = M.TAG_WORKFLOW, Value = workflow} end
   if #tags > 0 then params.Tags = tags end
-  local r = aws().emr.run_job_flow(params)
-  log(opts, "EMR cluster " .. r.JobFlowId .. " created")
-  return {cluster_id = r.JobFlowId, cluster_arn = r.ClusterArn, created = true}
+  if not run_id then
+    local r = aws().emr.run_job_flow(params)
+    log(opts, "EMR cluster " .. r.JobFlowId .. " created")
+    return {cluster_id = r.JobFlowId, cluster_arn = r.ClusterArn, created = true}
+  end
+  -- RunJobFlow has no idempotency token: a retry after a lost answer (timeout, 5xx) would start
+  -- a second cluster. So each attempt is a single try, and before trying again the tagged
+  -- cluster is looked for: the lost call may have created it.
+  local attempts = opts and opts.attempts or 3
+  for attempt = 1, attempts do
+    local ok, r = pcall(aws().emr.run_job_flow, params, {max_attempts = 1})
+    if ok then
+      log(opts, "EMR cluster " .. r.JobFlowId .. " created")
+      return {cluster_id = r.JobFlowId, cluster_arn = r.ClusterArn, created = true}
+    end
+    if flow.cancelled(r) or type(r) ~= "table" or not r.retryable or attempt == attempts then
+      error(r, 0)
+    end
+    log(opts, "RunJobFlow failed (" .. tostring(r.code) .. "), looking for the cluster before retrying")
+    flow.sleep(math.random() * math.min(2 ^ (attempt - 1), 20))
+    local found = M.find_cluster{run_id = run_id, task = task, name = spec.Name}
+    if found then
+      log(opts, "EMR cluster " .. found.Id .. " was created by the call whose answer was lost")
+      return {cluster_id = found.Id, cluster_arn = found.ClusterArn, created = true}
+    end
+  end
 end
 
 -- wait_cluster(id, opts) -> cluster once WAITING or RUNNING. Fails (emr.cluster_failed) when
@@ -171,6 +194,21 @@ function M.add_steps(id, steps, opts)
   if type(steps) ~= "table" or #steps == 0 then
     error("emr.add_steps: expected a non-empty list of steps", 2)
   end
+  -- AddJobFlowSteps has no idempotency token either: single tries, and the steps already on
+  -- the cluster are listed again before each one.
+  local attempts = opts and opts.attempts or 3
+  for attempt = 1, attempts do
+    local ok, ids = pcall(M._add_steps_once, id, steps, opts)
+    if ok then return ids end
+    if flow.cancelled(ids) or type(ids) ~= "table" or not ids.retryable or attempt == attempts then
+      error(ids, 0)
+    end
+    log(opts, "AddJobFlowSteps failed (" .. tostring(ids.code) .. "), checking the cluster's steps")
+    flow.sleep(math.random() * math.min(2 ^ (attempt - 1), 20))
+  end
+end
+
+function M._add_steps_once(id, steps, opts)
   local existing = {}
   for _, s in ipairs(list_steps(id)) do   -- newest first: keep the newest per name
     if REUSABLE[s.Status.State] and not existing[s.Name] then existing[s.Name] = s.Id end
@@ -187,7 +225,7 @@ function M.add_steps(id, steps, opts)
     end
   end
   if #new > 0 then
-    local r = aws().emr.add_job_flow_steps{JobFlowId = id, Steps = new}
+    local r = aws().emr.add_job_flow_steps({JobFlowId = id, Steps = new}, {max_attempts = 1})
     for k, sid in ipairs(r.StepIds or {}) do ids[where[k]] = sid end
   end
   return ids

@@ -17,8 +17,8 @@
 -- Durations (seconds, see sim/state.lua) can be changed by a seed, configure{durations = {...}}
 -- or FLOWRUN_SIM_DURATIONS='{"emr_step": 60}' (applied to a loaded state file too).
 --
--- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table"},
--- throttle = 0.2}, or flow.options.sim_fail, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
+-- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table",
+-- "lost=emr.RunJobFlow" (done, then answered 500 once)}, throttle = 0.2}, or flow.options.sim_fail, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
 local json = require "json"
 local util = require "sim.util"
 
@@ -233,7 +233,16 @@ function M.handle(req)
         params = v
       end
       util.require_params(params, mod.required and mod.required[op])
-      return util.json_ok(mod.ops[op](world, params, req))
+      local answer = util.json_ok(mod.ops[op](world, params, req))
+      -- "lost=emr.RunJobFlow": the call is carried out, then its answer is lost (a 500), once;
+      -- a client that simply retries does the work twice
+      local lost = cfg.fail and cfg.fail.lost
+      if lost == service .. "." .. op and not cfg.lost_done then
+        cfg.lost_done = true
+        M.save()
+        error(util.fault("InternalFailure", "simulated lost answer (" .. lost .. ")", 500))
+      end
+      return answer
     end
     return mod.handle(world, req)
   end)

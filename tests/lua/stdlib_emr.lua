@@ -118,4 +118,20 @@ t.test("timeouts and cancellation", function()
   t.eq(emr.find_cluster{run_id = "r3"}, nil, "find_cluster ignores terminated clusters")
 end)
 
+t.test("a lost RunJobFlow or AddJobFlowSteps answer does not make a second one", function()
+  sim.configure{fail = "lost=emr.RunJobFlow"}
+  local c = emr.create_cluster(SPEC, {run_id = "lost", task = "c", log = quiet})
+  t.eq(clusters_created(), 1, "one cluster although the first answer was lost")
+  t.eq(c.created, true, "reported as created by this call")
+  sim.configure{fail = "lost=emr.AddJobFlowSteps"}
+  c = emr.create_cluster(SPEC, {run_id = "lost2", task = "c", log = quiet})
+  local ids = emr.add_steps(c.cluster_id, {STEP}, {log = quiet})
+  local n = #sim.world().emr.clusters[c.cluster_id].steps
+  t.eq(n, 1, "one step although the first answer was lost")
+  t.eq(ids[1], sim.world().emr.clusters[c.cluster_id].steps[1].Id, "its id is returned")
+  sim.configure{fail = "lost=emr.RunJobFlow"}
+  emr.create_cluster(SPEC, {log = quiet})
+  t.eq(clusters_created(), 2, "without a run id (no tags to look for), the client's retry makes two")
+end)
+
 t.done()
