@@ -5,8 +5,8 @@
 --   * retried: HTTP 500, 502, 503, 504; connection errors and timeouts; the transient and
 --     throttling codes below; never other 4xx;
 --   * a retry quota per client: 500 tokens, a retry costs 5 (10 after a timeout), an empty
---     bucket stops retrying; a success on the first attempt gives 1 back, a success after
---     retries gives back what its retries cost (as botocore does).
+--     bucket stops retrying; a success on the first attempt gives 1 back. Beyond REFERENCE.md,
+--     as botocore does: a success after retries gives back the cost of its last retry.
 local M = {}
 
 M.MAX_BACKOFF = 20
