@@ -164,6 +164,13 @@ def throttled():
     tap.eq(len(clusters(world("throttle"))), 1, "still exactly one cluster")
 
 
+def lost_answer():
+    rc, out, _ = run("lost", "--sim-fail", "lost=emr.RunJobFlow")
+    tap.eq(rc, 0, "RunJobFlow's answer lost once: the run succeeds")
+    tap.eq(len(clusters(world("lost"))), 1, "and made one cluster, not two")
+    tap.like(out, "was created by the call whose answer was lost", "found by its tags")
+
+
 def timeout_during_step():
     # the same cancellation path as Ctrl-C, driven by --timeout: the step wait is cancelled
     # after an hour (the step would run for years), the step is cancelled, the cleanup task
@@ -240,7 +247,7 @@ def main():
     try:
         setup()
         for fn in (success, step_failure, dms_failure, row_count_mismatch, throttled,
-                   timeout_during_step, sigint_during_step, sigkill_then_resume):
+                   lost_answer, timeout_during_step, sigint_during_step, sigkill_then_resume):
             tap.test(fn)
     finally:
         if PG:
