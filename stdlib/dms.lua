@@ -85,8 +85,21 @@ function M.start_task(arn, opts)
     kind = "reload-target"
     log(opts, "DMS task has run before: start-replication becomes reload-target")
   end
-  local r = aws().dms.start_replication_task{ReplicationTaskArn = arn,
-                                             StartReplicationTaskType = kind}
+  local ok, r = pcall(aws().dms.start_replication_task, {ReplicationTaskArn = arn,
+                                                        StartReplicationTaskType = kind})
+  if not ok then
+    -- a retry of a start whose answer was lost finds the task already starting: that start
+    -- was ours
+    if flow.is_error(r, "aws.InvalidResourceStateFault") then
+      local now = M.describe(arn)
+      if now.Status == "starting" or now.Status == "running" then
+        log(opts, "DMS task " .. task.ReplicationTaskIdentifier .. " is " .. now.Status ..
+          " (the start went through)")
+        return {arn = arn, status = now.Status, started = true, type = kind}
+      end
+    end
+    error(r, 0)
+  end
   local st = r.ReplicationTask and r.ReplicationTask.Status or "starting"
   log(opts, string.format("DMS task %s: %s (%s)", task.ReplicationTaskIdentifier, st, kind))
   return {arn = arn, status = st, started = true, type = kind}

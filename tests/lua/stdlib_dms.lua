@@ -100,4 +100,11 @@ t.test("cdc: running at 100% counts as finished when asked", function()
   t.eq(task.ReplicationTaskStats.FullLoadProgressPercent, 100, "full load complete")
 end)
 
+t.test("a lost StartReplicationTask answer", function()
+  fresh{fail = "lost=dms.StartReplicationTask"}
+  local r = dms.start_task(TASK, {log = function() end})
+  t.eq(r.started, true, "the client's retry meets InvalidResourceStateFault: the start was ours")
+  t.eq(sim.world().dms.tasks[TASK].sim_starts, 1, "started once")
+end)
+
 t.done()
