@@ -20,7 +20,11 @@ local function aws() return require "aws" end
 function M.query(sql, opts)
   opts = opts or {}
   if type(sql) ~= "string" then error("athena.query: expected SQL text", 2) end
-  local params = {QueryString = sql, WorkGroup = opts.workgroup}
+  -- the token makes the client's retries of a start whose answer was lost start one query
+  local token = {}
+  for i = 1, 32 do token[i] = string.format("%x", math.random(0, 15)) end
+  local params = {QueryString = sql, WorkGroup = opts.workgroup,
+                  ClientRequestToken = opts.token or table.concat(token)}
   if opts.database or opts.catalog then
     params.QueryExecutionContext = {Database = opts.database, Catalog = opts.catalog}
   end
