@@ -86,6 +86,9 @@ end
 
 function M.ops.StartQueryExecution(w, p)
   local now = sim.now()
+  w.athena.tokens = w.athena.tokens or {}
+  local earlier = p.ClientRequestToken and w.athena.tokens[p.ClientRequestToken]
+  if earlier then return {QueryExecutionId = earlier} end   -- idempotent, as Athena is
   local id = state.next_id(w, "", 8, "0123456789abcdef") .. "-5a1e-4e0e-9a0e-" ..
     state.next_id(w, "", 12, "0123456789abcdef")
   local ctx = p.QueryExecutionContext or {}
@@ -98,6 +101,7 @@ function M.ops.StartQueryExecution(w, p)
     Status = {State = "QUEUED", SubmissionDateTime = now},
     sim_start = now, sim_result = evaluate(w, p.QueryString, ctx.Database),
   }
+  if p.ClientRequestToken then w.athena.tokens[p.ClientRequestToken] = id end
   return {QueryExecutionId = id}
 end
 
