@@ -70,6 +70,15 @@ t.test("rest-xml protocol (S3)", function()
   t.eq(l.Contents[1].Key, key, "ListObjectsV2: key with special characters")
   t.eq(l.Contents[1].Size, 11, "ListObjectsV2: Size typed")
   t.eq(l.IsTruncated, false, "ListObjectsV2: boolean")
+  -- keys that a path normalizer or a careless encoder would change
+  local odd = { "a/./b/../c", "/lead", "trail/", "sp ace+plus", "\u{FC}/\u{20AC}", "q?x=1#h", "a//b" }
+  for _, k in ipairs(odd) do aws.s3.put_object { Bucket = b, Key = "odd/" .. k, Body = k } end
+  for _, k in ipairs(odd) do
+    t.eq(aws.s3.get_object { Bucket = b, Key = "odd/" .. k }.Body, k, "key round trip: " .. k)
+  end
+  local listed = {}
+  for _, o in ipairs(aws.s3.list_objects_v2 { Bucket = b, Prefix = "odd/" }.Contents) do listed[o.Key] = true end
+  for _, k in ipairs(odd) do t.ok(listed["odd/" .. k], "listed as sent: " .. k) end
   aws.s3.delete_object { Bucket = b, Key = key }
   t.raises(function() aws.s3.get_object { Bucket = b, Key = key } end, "aws.NoSuchKey",
     "GetObject after DeleteObject: aws.NoSuchKey")
