@@ -95,22 +95,28 @@ local function list_objects(w, bucket, name, q)
       if cp then last = cp .. "\255" end
     end
   end
-  local out = {"<ListBucketResult " .. NS .. ">", util.el("Name", name), util.el("Prefix", prefix)}
-  if delim then out[#out + 1] = util.el("Delimiter", delim) end
+  -- encoding-type=url: keys and prefixes come back URL-encoded (boto3 asks for it)
+  local enc = q["encoding-type"] == "url" and function(v)
+    return (v:gsub("[^%w%-%._~/]", function(c) return string.format("%%%02X", c:byte()) end))
+  end or function(v) return v end
+  local out = {"<ListBucketResult " .. NS .. ">", util.el("Name", name),
+               util.el("Prefix", enc(prefix))}
+  if q["encoding-type"] == "url" then out[#out + 1] = util.el("EncodingType", "url") end
+  if delim then out[#out + 1] = util.el("Delimiter", enc(delim)) end
   out[#out + 1] = util.el("MaxKeys", max)
   out[#out + 1] = util.el("KeyCount", count)
   out[#out + 1] = util.el("IsTruncated", truncated and "true" or "false")
   if q["continuation-token"] then out[#out + 1] = util.el("ContinuationToken", q["continuation-token"]) end
-  if q["start-after"] then out[#out + 1] = util.el("StartAfter", q["start-after"]) end
+  if q["start-after"] then out[#out + 1] = util.el("StartAfter", enc(q["start-after"])) end
   if truncated then out[#out + 1] = util.el("NextContinuationToken", util.b64encode(last)) end
   for _, k in ipairs(contents) do
     local o = bucket.objects[k]
-    out[#out + 1] = "<Contents>" .. util.el("Key", k) ..
+    out[#out + 1] = "<Contents>" .. util.el("Key", enc(k)) ..
       util.el("LastModified", util.iso8601(o.mtime)) .. util.el("ETag", '"' .. o.etag .. '"') ..
       util.el("Size", #o.body) .. util.el("StorageClass", "STANDARD") .. "</Contents>"
   end
   for _, p in ipairs(prefixes) do
-    out[#out + 1] = "<CommonPrefixes>" .. util.el("Prefix", p) .. "</CommonPrefixes>"
+    out[#out + 1] = "<CommonPrefixes>" .. util.el("Prefix", enc(p)) .. "</CommonPrefixes>"
   end
   out[#out + 1] = "</ListBucketResult>"
   return answer(200, xml_doc(table.concat(out)))

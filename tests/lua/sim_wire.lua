@@ -301,6 +301,10 @@ t.test("S3 list pages; Secrets; STS; Athena; Glue errors", function()
   until not token
   t.eq(keys, {"p/k1", "p/k2", "p/k3", "p/k4", "p/k5", "p/sub/"}, "all keys and the common prefix")
   t.eq(pages, 3, "three pages of two")
+  wire.s3("PUT", "/flowrun-demo-raw/e/a%20b%2Bc", "x")
+  local _, enc = wire.s3("GET", "/flowrun-demo-raw?list-type=2&prefix=e/&encoding-type=url")
+  t.eq(wire.child(wire.child(enc, "Contents"), "Key", true), "e/a%20b%2Bc", "encoding-type=url")
+  t.eq(wire.child(enc, "EncodingType", true), "url", "EncodingType echoed")
 
   local s, b = wire.json("secretsmanager", "GetSecretValue", {SecretId = "flowrun/demo/source-db"})
   t.eq(s, 200, "secret by name")
