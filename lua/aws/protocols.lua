@@ -12,8 +12,14 @@
 -- Shapes (for rest-* and query) come from services.lua, which is generated from botocore's
 -- models, so member placement and types follow the official API definitions.
 local json = require "json"
-local xml = require "xml"
 local sigv4 = require "aws.sigv4"
+
+-- the xml module (expat) is loaded only by the XML protocols
+local xml = setmetatable({}, { __index = function(t, k)
+  local m = require "xml"
+  setmetatable(t, { __index = m })
+  return m[k]
+end })
 
 local M = {}
 
