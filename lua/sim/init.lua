@@ -84,6 +84,8 @@ local function default_options()
     end
     o.durations = v
   end
+  o.record_file = os.getenv("FLOWRUN_SIM_RECORD")
+  if o.record_file == "" then o.record_file = nil end
   o.state_file = o.state_file or os.getenv("FLOWRUN_SIM_STATE")
   if not o.state_file and ok and type(fo) == "table" and fo.state_dir then
     -- a workflow run keeps the simulated world beside its journals, so resume finds it
@@ -205,8 +207,20 @@ local function error_answer(svc, service, f)
   return util.json_error(svc.namespace or ("com.amazonaws." .. service), f)
 end
 
+-- FLOWRUN_SIM_RECORD=file: every request received, one JSON line each (service, method, url,
+-- target, body), for tests that check what clients send against the API models.
+local function record(req)
+  local f = io.open(cfg.record_file, "ab")
+  if not f then return end
+  f:write(json.encode({service = req.service, method = req.method, url = req.url,
+    target = util.header(req.headers, "X-Amz-Target") or json.null,
+    body = req.service ~= "s3" and req.body or json.null}), "\n")
+  f:close()
+end
+
 function M.handle(req)
   ensure()
+  if cfg.record_file then record(req) end
   local service = req.service
   local svc = services[service]
   if not svc then

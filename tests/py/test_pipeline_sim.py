@@ -98,8 +98,32 @@ def setup():
     psql(source_conninfo(), "-f", os.path.join(ROOT, "scripts", "demo-source.sql"))
 
 
+def requests_match_models(path):
+    """Every JSON request the run sent validates against botocore's input shapes."""
+    import botocore.session
+    import botocore.validate
+    session = botocore.session.get_session()
+    validator = botocore.validate.ParamValidator()
+    seen, bad = set(), []
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if not r.get("target"):
+                continue
+            svc = r["service"]
+            op = r["target"].split(".", 1)[1]
+            model = session.get_service_model(svc).operation_model(op)
+            report = validator.validate(json.loads(r["body"] or "{}"), model.input_shape)
+            seen.add(svc + "." + op)
+            if report.has_errors():
+                bad.append("%s.%s: %s" % (svc, op, report.generate_report()))
+    tap.ok(len(seen) >= 15, "%d different operations were sent" % len(seen))
+    tap.eq(bad, [], "every request valid for botocore's ParamValidator")
+
+
 def success():
-    rc, out, secs = run("ok")
+    rc, out, secs = run("ok", extra_env={"FLOWRUN_SIM_RECORD": os.path.join(TMP, "ok", "requests.jsonl")})
+    requests_match_models(os.path.join(TMP, "ok", "requests.jsonl"))
     tap.eq(rc, 0, "exit 0")
     tap.like(out, "SUCCESS", "summary says SUCCESS")
     tap.ok(secs < 30, "hours of simulated AWS in %.1f s of real time" % secs)
