@@ -4,9 +4,10 @@
 #   (scripts/demo-source.sql), and runs workflows/dms_to_emr.lua with the example parameters
 #   against the in-process AWS simulator (--sim). The simulated DMS copies as many rows as the
 #   real local tables hold; the simulated EMR step registers the Iceberg tables in Glue; Athena
-#   counts them. Virtual time makes the ~15 simulated minutes take about a second;
-#   DEMO_REALTIME=1 runs on the wall clock instead, DEMO_FAIL=emr.step (or dms.task,
-#   emr.cluster, throttle=0.2) shows a failure path.
+#   counts them. The ~15 simulated minutes play as a 60x time-lapse (about 20 s, with the live
+#   progress view on a terminal); DEMO_SPEED=virtual jumps through them under virtual time (well
+#   under a second), DEMO_SPEED=real takes the full 15 minutes. DEMO_FAIL=emr.step (or dms.task,
+#   emr.cluster, dms.table, throttle=0.2) shows a failure path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -35,8 +36,16 @@ psql "$conninfo" -At -F ' ' -c "SELECT 'public.customers', count(*) FROM public.
 
 args=(workflows/dms_to_emr.lua --vars-file workflows/config/example.json
       --var "source_conninfo=$conninfo" --state-dir "$tmp/state" --sim)
-[ "${DEMO_REALTIME:-0}" = 1 ] || args+=(--virtual-time)
-[ -n "${DEMO_FAIL:-}" ] && args+=(--sim-fail "$DEMO_FAIL")
+case "${DEMO_SPEED:-lapse}" in
+  virtual) args+=(--virtual-time) ;;
+  real) ;;
+  *)  # every simulated duration and poll interval divided by 60
+    export FLOWRUN_SIM_DURATIONS='{"dms_start":1,"dms_rows_per_second":120000,"dms_min_table":0.4,
+      "dms_stop":0.4,"emr_starting":5.5,"emr_bootstrapping":2,"emr_step":4,"emr_step_per_table":0.33,"emr_step_pending":0.2,
+      "emr_cancel":0.3,"emr_terminating":1.3,"athena_query":0.1}'
+    args+=(--var dms_poll_every=0.25 --var emr_poll_every=0.5 --var step_log_wait=2) ;;
+esac
+if [ -n "${DEMO_FAIL:-}" ]; then args+=(--sim-fail "$DEMO_FAIL"); fi
 
 echo "== flowrun ${args[*]}" | sed "s/password=[^ ]*/password=***/"
 rc=0

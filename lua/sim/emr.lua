@@ -102,6 +102,10 @@ end
 
 local function fail_text(s)
   local db, tables = job_tables(s)
+  local args, raw = step_args(s), "s3://raw"
+  for i = 1, #args do if args[i] == "--raw-uri" then raw = args[i + 1] end end
+  local src = (tables[1] or "public.table"):match("^[^:]+")
+  local path = raw:gsub("/$", "") .. "/" .. src:gsub("%.", "/") .. "/"
   return table.concat({
     "SLF4J: Class path contains multiple SLF4J bindings.",
     "24/01/01 00:00:00 INFO SparkContext: Running Spark version 3.5.0-amzn-0",
@@ -109,14 +113,14 @@ local function fail_text(s)
     "Traceback (most recent call last):",
     '  File "raw_to_iceberg.py", line 1, in <module>',
     "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
-      .. "s3://simulated/" .. tostring(tables[1]) .. " (simulated failure: emr.step)",
+      .. path .. " (simulated failure: emr.step)",
     "24/01/01 00:00:07 INFO ShutdownHookManager: Shutdown hook called",
   }, "\n") .. "\n"
 end
 
 local function step_duration(w, s)
   local _, tables = job_tables(s)
-  return w.durations.emr_step + 20 * math.max(0, #tables - 1)
+  return w.durations.emr_step + (w.durations.emr_step_per_table or 20) * math.max(0, #tables - 1)
 end
 
 -- Bring a cluster and its steps up to time now, one transition at a time, each at the moment
