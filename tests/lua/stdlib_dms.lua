@@ -7,6 +7,7 @@ local sim = require "sim"
 local dms = require "dms"
 
 flow.core.set_virtual_time(true)
+local quiet = function() end
 
 local TASK = "arn:aws:dms:us-east-1:123456789012:task:FLOWRUNDEMOTASK00000000000"
 local ROWS = {["public.customers"] = 5000, ["public.orders"] = 48000, ["public.order_items"] = 150000}
@@ -18,10 +19,10 @@ end
 
 t.test("start and wait: success, progress reported, statistics", function()
   fresh()
-  local r = dms.start_task(TASK)
+  local r = dms.start_task(TASK, {log = quiet})
   t.eq(r.started, true, "started")
   t.eq(r.type, "start-replication", "a task that never ran gets start-replication")
-  local again = dms.start_task(TASK, {type = "reload-target"})
+  local again = dms.start_task(TASK, {type = "reload-target", log = quiet})
   t.eq(again.started, false, "re-run while starting: not started twice")
   t.eq(sim.world().dms.tasks[TASK].sim_starts, 1, "the simulator saw one start")
   local seen = {}
@@ -40,20 +41,20 @@ t.test("start and wait: success, progress reported, statistics", function()
   local rows = {}
   for _, s in ipairs(stats) do rows[s.SchemaName .. "." .. s.TableName] = s.FullLoadRows end
   t.eq(rows, ROWS, "FullLoadRows per table match the source counts")
-  r = dms.start_task(TASK)
+  r = dms.start_task(TASK, {log = quiet})
   t.eq(r.type, "reload-target", "a task that ran before gets reload-target")
 end)
 
 t.test("failures carry the reason", function()
   fresh{fail = "dms.task"}
-  dms.start_task(TASK)
+  dms.start_task(TASK, {log = quiet})
   local err = t.raises(function() dms.wait_task(TASK, {timeout = "2h", log = function() end}) end,
     "dms.task_failed", "failed task raises dms.task_failed")
   t.like(tostring(err and err.message), "LastFailureMessage: .*FATAL_ERROR", "message has LastFailureMessage")
   t.eq(err and err.retryable, false, "not retryable")
 
   fresh{fail = "dms.table"}
-  dms.start_task(TASK)
+  dms.start_task(TASK, {log = quiet})
   err = t.raises(function() dms.wait_task(TASK, {timeout = "2h", log = function() end}) end,
     "dms.task_failed", "stopped with an errored table is a failure")
   t.like(tostring(err and err.message), "tables in error: public.order_items", "names the table")
@@ -68,7 +69,7 @@ end)
 
 t.test("timeout names the last status", function()
   fresh()
-  dms.start_task(TASK)
+  dms.start_task(TASK, {log = quiet})
   local t0 = flow.now()
   local err = t.raises(function() dms.wait_task(TASK, {timeout = 90, log = function() end}) end,
     "flow.timeout", "times out")
@@ -80,21 +81,21 @@ end)
 
 t.test("stop_task", function()
   fresh()
-  dms.start_task(TASK)
+  dms.start_task(TASK, {log = quiet})
   flow.sleep(70)
-  local task = dms.stop_task(TASK)
+  local task = dms.stop_task(TASK, {log = quiet})
   t.eq(task.Status, "stopping", "stopping")
   flow.sleep(30)
   local err = t.raises(function() dms.wait_task(TASK, {log = function() end}) end, "dms.task_failed",
     "a task stopped by hand before the end did not finish its load")
   t.like(tostring(err and err.message), "before its load finished", "says so")
-  t.eq(dms.stop_task(TASK).Status, "stopped", "stopping a stopped task is a no-op")
+  t.eq(dms.stop_task(TASK, {log = quiet}).Status, "stopped", "stopping a stopped task is a no-op")
 end)
 
 t.test("cdc: running at 100% counts as finished when asked", function()
   fresh()
   sim.world().dms.tasks[TASK].MigrationType = "full-load-and-cdc"
-  dms.start_task(TASK)
+  dms.start_task(TASK, {log = quiet})
   local task = dms.wait_task(TASK, {cdc = true, timeout = "1h", log = function() end})
   t.eq(task.Status, "running", "still running (CDC)")
   t.eq(task.ReplicationTaskStats.FullLoadProgressPercent, 100, "full load complete")
