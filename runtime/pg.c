@@ -92,6 +92,7 @@ struct pgc {
     int copy;
     bool want_flush;
     bool copy_ended;   /* COPY TO's data is all read; its result is still to collect */
+    int copy_id;       /* numbers each COPY, so that only its owner can abort it */
     bool draining;     /* discarding what a cancelled statement still sends */
     int cancel_flight; /* PQcancel calls running on a worker thread */
     int refs;
@@ -145,7 +146,8 @@ struct pgop {
     bool retried;        /* re-prepared once after the server dropped a statement */
     bool in_pipe;        /* in the pipeline list (phead) */
     bool numeric_number; /* numeric results as Lua numbers (conn:numeric("number")) */
-    pgc_t *nc;           /* wait_notify: the connection, referenced */
+    pgc_t *nc;           /* wait_notify, COPY start: the connection, referenced */
+    int copy_id;         /* the COPY this op started */
 };
 
 static pgc_t *all_conns;
@@ -710,6 +712,7 @@ static void collect(pgc_t *c, pgop_t *op)
         if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
             c->copy = st == PGRES_COPY_OUT ? COPY_OUT : COPY_IN;
             if (op->kind == K_COPY_START) {
+                op->copy_id = ++c->copy_id;
                 keep_result(op, r);
             } else {
                 PQclear(r);
@@ -1174,9 +1177,15 @@ static void op_free(fr_op_t *base)
             c->waiter = NULL;
     }
     if (op->nc) {
-        if (op->nc->waiter == op)
-            op->nc->waiter = NULL;
-        conn_unref(op->nc);
+        pgc_t *nc = op->nc;
+        if (nc->waiter == op)
+            nc->waiter = NULL;
+        /* a COPY started, but its task was cancelled before it heard so: nobody will end it */
+        if (op->kind == K_COPY_START && op->copy_id && op->base.state == FR_OP_CANCELLED &&
+            nc->state == S_READY && nc->copy_id == op->copy_id && nc->copy != COPY_NONE &&
+            !nc->cur && !nc->draining)
+            start_drain(nc, nc->copy == COPY_OUT);
+        conn_unref(nc);
     }
     PQclear(op->res);
     free(op->err);
@@ -1952,11 +1961,10 @@ static int op_results(lua_State *L, fr_op_t *base)
         numeric_as_number = false;
         return 1;
     case PGRES_COPY_IN:
-        lua_pushliteral(L, "in");
-        return 1;
     case PGRES_COPY_OUT:
-        lua_pushliteral(L, "out");
-        return 1;
+        lua_pushstring(L, PQresultStatus(r) == PGRES_COPY_IN ? "in" : "out");
+        lua_pushinteger(L, op->copy_id);
+        return 2;
     default:
         return raise_result_error(L, r, NULL, false);
     }
@@ -1978,6 +1986,10 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params
     op->kind = kind;
     op->c = c;
     op->numeric_number = c->numeric_number;
+    if (kind == K_COPY_START) {
+        op->nc = c;
+        c->refs++;
+    }
     if (c->pipe) {
         /* op->sql and op->vals point into the task's stack, which holds them while it waits */
         op->sql = sql;
@@ -2060,7 +2072,7 @@ static int l_exec(lua_State *L)
     return run_request(L, c, K_EXEC, sql, &p);
 }
 
-/* conn:_copy_start(sql) -> "in" | "out". Waits. */
+/* conn:_copy_start(sql) -> "in" | "out", copy id (for _abort). Waits. */
 static int l_copy_start(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
@@ -2204,10 +2216,13 @@ static int l_copy_get(lua_State *L)
     return fr_op_wait(L, op);
 }
 
-/* conn:_abort(): leave COPY mode without waiting (the connection drains in the background). */
+/* conn:_abort(copy id): leave that COPY without waiting (the connection drains in the
+ * background); nothing when that COPY is already over. */
 static int l_abort(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
+    if (luaL_checkinteger(L, 2) != c->copy_id)
+        return 0; /* that COPY is over; another may be running now */
     if (c->state == S_READY && (c->copy != COPY_NONE || c->copy_ended) && !c->cur && !c->draining) {
         c->copy_ended = false;
         start_drain(c, c->copy == COPY_OUT);

@@ -224,9 +224,9 @@ function methods:copy_from(sql, src)
     error(("bad argument #2 to 'copy_from' (rows table or iterator expected, got %s)")
       :format(type(src)), 2)
   end
-  local mode = self:_copy_start(sql)
+  local mode, id = self:_copy_start(sql)
   if mode ~= "in" then
-    self:_abort()
+    self:_abort(id)
     error("pg: copy_from needs a COPY ... FROM STDIN statement", 2)
   end
   local ok, err = pcall(function()
@@ -243,7 +243,7 @@ function methods:copy_from(sql, src)
     if #buf > 0 then self:_copy_put(table.concat(buf)) end
   end)
   if not ok then
-    self:_abort() -- ends the COPY with an error, without waiting
+    self:_abort(id) -- ends the COPY with an error, without waiting
     error(err, 0)
   end
   return self:_copy_end()
@@ -256,9 +256,9 @@ function methods:copy_to(sql, fn)
   if type(fn) ~= "function" then
     error(("bad argument #2 to 'copy_to' (function expected, got %s)"):format(type(fn)), 2)
   end
-  local mode = self:_copy_start(sql)
+  local mode, id = self:_copy_start(sql)
   if mode ~= "out" then
-    self:_abort()
+    self:_abort(id)
     error("pg: copy_to needs a COPY ... TO STDOUT statement", 2)
   end
   local count
@@ -272,7 +272,7 @@ function methods:copy_to(sql, fn)
     end
   end)
   if not ok then
-    self:_abort()
+    self:_abort(id)
     error(err, 0)
   end
   return count
@@ -341,6 +341,7 @@ local function wake_one(self, conn)
     self.whead = self.whead + 1
     if not e.gone then
       e.conn = conn
+      e.woken = true
       e.w:wake()
       return true
     end
@@ -376,7 +377,12 @@ function Pool:acquire()
       local ok, err = pcall(e.w.wait, e.w)
       if not ok then
         e.gone = true
-        if e.conn then self:release(e.conn) end
+        -- woken as it was cancelled: hand what it was given (a connection, or a free slot) on
+        if e.conn then
+          self:release(e.conn)
+        elseif e.woken and not self.closed then
+          wake_one(self, nil)
+        end
         error(err, 0)
       end
       if e.conn then return e.conn end

@@ -98,6 +98,32 @@ t.test("broken connections are discarded and replaced", function()
   pool:close()
 end)
 
+t.test("a waiter cancelled just as it is woken passes its turn on", function()
+  local pool = pg.pool { conninfo = ci, size = 1 }
+  local c = pool:acquire()
+  local a = flow.spawn(function() return pool:query("SELECT 'a' AS w")[1].w end)
+  local b = flow.spawn(function() return pool:query("SELECT 'b' AS w")[1].w end)
+  flow.sleep(0.05)
+  t.eq(pool:stats().waiting, 2)
+  -- the slot frees (a broken connection is dropped) and A, first in line, is woken; A is
+  -- cancelled in the same turn, before it runs: B must get the slot
+  c:close()
+  pool:release(c)
+  a:cancel()
+  t.raises(function() a:wait() end, "flow.cancelled")
+  t.eq(flow.timeout(3, function() return b:wait() end), "b", "B got the freed slot")
+  -- the same when a connection is handed over
+  c = pool:acquire()
+  a = flow.spawn(function() return pool:query("SELECT 'a' AS w")[1].w end)
+  b = flow.spawn(function() return pool:query("SELECT 'b' AS w")[1].w end)
+  flow.sleep(0.05)
+  pool:release(c)
+  a:cancel()
+  t.eq(flow.timeout(3, function() return b:wait() end), "b", "B got the handed-over connection")
+  t.eq(pool:stats().open, 1)
+  pool:close()
+end)
+
 t.test("on_connect runs on each new connection", function()
   local n = 0
   local pool = pg.pool { conninfo = ci, size = 2, on_connect = function(conn)
