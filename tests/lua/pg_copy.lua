@@ -127,5 +127,23 @@ t.test("cancelling a task in the middle of a COPY leaves the connection usable",
   t.eq(c:query("SELECT 3 AS x")[1].x, 3, "usable after a cancelled copy_to")
 end)
 
+t.test("many tasks COPYing on one connection, cancelled at random moments", function()
+  local seed = 1
+  local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n end
+  local hs = {}
+  for i = 1, 100 do
+    local to = rnd(40) / 1000
+    hs[i] = flow.spawn(function()
+      return pcall(flow.timeout, to, function()
+        return c:copy_to("COPY (SELECT generate_series(1, 20000)) TO STDOUT", function() end)
+      end)
+    end)
+    if i % 20 == 0 then flow.sleep(0.005) end
+  end
+  for _, h in ipairs(hs) do h:wait() end
+  local ok, r = pcall(flow.timeout, 5, function() return c:query("SELECT 1 AS x")[1].x end)
+  t.ok(ok and r == 1, "the connection is not left stuck in COPY mode: " .. tostring(r))
+end)
+
 c:close()
 t.done()
