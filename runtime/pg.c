@@ -202,8 +202,12 @@ static void on_poll_close(uv_handle_t *h)
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     pgc_t *c = ((pgpoll_t *)h)->c;
-    if (status < 0)
-        events = UV_READABLE | UV_WRITABLE; /* let libpq find out what went wrong */
+    if (status < 0) {
+        /* POLLERR (a reset connection): libuv has stopped the handle. Let libpq find out
+         * what went wrong, and watch again if the connection is still alive. */
+        events = UV_READABLE | UV_WRITABLE;
+        c->events = 0;
+    }
     drive(c, events);
 }
 
