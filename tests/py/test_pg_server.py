@@ -106,6 +106,96 @@ def test_restart_pool_recovers():
     tap.ok(stats.get("open", 99) <= 4, "the pool stayed within its size")
 
 
+RESET_SCRIPT = r"""
+local flow = require "flow"
+local pg = require "pg"
+local json = require "json"
+local c = pg.connect(arg[1])
+io.write("connected\n"); io.flush()
+local t0 = flow.now()
+local ok, err = pcall(c.query, c, "SELECT pg_sleep(3)")
+io.write(json.encode({ ok = ok, code = not ok and err.code or nil,
+  retryable = not ok and err.retryable or nil, status = c:status(),
+  elapsed = flow.now() - t0 }), "\n")
+"""
+
+
+def reset_proxy(target_port):
+    """A TCP proxy to the server that resets the client's connection (RST) on demand."""
+    import socket
+    import struct
+    import threading
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    state = {"clients": []}
+
+    def pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+
+    def serve():
+        while True:
+            try:
+                cl, _ = lst.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", target_port))
+            state["clients"].append((cl, up))
+            threading.Thread(target=pump, args=(cl, up), daemon=True).start()
+            threading.Thread(target=pump, args=(up, cl), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def reset():
+        for cl, up in state["clients"]:
+            # linger 0 makes close send RST; SHUT_RD first wakes the thread blocked in recv,
+            # which would otherwise keep the socket open
+            cl.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # the start of a message first: the client reads these bytes fine, then meets
+            # the reset (POLLERR) while waiting for the rest
+            cl.shutdown(socket.SHUT_RD)
+            time.sleep(0.05)
+            cl.sendall(b"N\x00\x00\x00\x40")
+            cl.close()
+            up.close()
+        lst.close()
+
+    return lst.getsockname()[1], reset
+
+
+@tap.test
+def test_connection_reset_mid_query():
+    port, reset = reset_proxy(int(os.environ["FLOWRUN_TEST_PGPORT"]))
+    ci = CI.replace("port=" + os.environ["FLOWRUN_TEST_PGPORT"], "port=%d" % port)
+    path = script(RESET_SCRIPT)
+    p = subprocess.Popen([tap.FLOWRUN, path, ci], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=ENV)
+    try:
+        tap.eq(p.stdout.readline().strip(), "connected", "connected through the proxy")
+        time.sleep(0.3)
+        reset()
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.unlink(path)
+    tap.eq(p.returncode, 0, "the script ended (no hang, no deadlock)")
+    if p.returncode != 0:
+        tap.diag(err)
+    r = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    tap.eq(r.get("ok"), False, "the query failed")
+    tap.eq(r.get("retryable"), True, "retryable: %s" % r.get("code"))
+    tap.eq(r.get("status"), "broken", "the connection says broken")
+    tap.ok((r.get("elapsed") or 99) < 2, "at once, not after the 3 s query")
+
+
 @tap.test
 def test_password_never_printed():
     secret = "Wr0ng-pw-in-logs-41"
