@@ -354,7 +354,12 @@ end
 function Pool:acquire()
   while true do
     if self.closed then error("pg: the pool is closed", 2) end
-    local c = table.remove(self.idle)
+    -- prefer a connection that is ready over one still finishing a cancelled statement
+    local idle, pick = self.idle, #self.idle
+    for i = #idle, 1, -1 do
+      if idle[i]:status() == "ready" then pick = i; break end
+    end
+    local c = pick > 0 and table.remove(idle, pick) or nil
     if c then
       if usable(c) then return c end
       c:close()
