@@ -1127,6 +1127,16 @@ static void run_ready(void)
     }
 }
 
+/* One turn of the loop that does not block. uv_run polls nothing when no handle is referenced,
+ * and the signal watchers are not (they must not keep the process alive), so one is referenced
+ * for this turn: a signal gets through even while tasks only take turns or the clock jumps. */
+static void poll_nowait(void)
+{
+    uv_ref((uv_handle_t *)&S.sigint);
+    uv_run(&S.loop, UV_RUN_NOWAIT);
+    uv_unref((uv_handle_t *)&S.sigint);
+}
+
 static void report_deadlock(void)
 {
     fprintf(stderr, "flowrun: deadlock: %d task(s) are waiting and nothing can wake them\n",
@@ -1166,10 +1176,15 @@ bool fr_sched_run(fr_task_t *main, bool all)
             }
         }
         if (any_ready()) {
-            uv_run(&S.loop, UV_RUN_NOWAIT);
+            poll_nowait();
             continue;
         }
         if (S.virtual_time && S.io_pending == 0 && S.heap_len > 0) {
+            /* poll once first: signals (and anything else libuv watches) must get through
+             * even when the clock only ever jumps */
+            poll_nowait();
+            if (any_ready())
+                continue;
             double gap = S.heap[0]->deadline - fr_now();
             if (gap > 0)
                 S.voffset += gap;

@@ -179,6 +179,24 @@ def signals():
     rc = proc.wait(timeout=10)
     tap.eq(rc, 130, "a second SIGINT exits at once with 130")
     tap.ok(time.time() - t0 < 5, "without waiting for the 30 s cleanup")
+    # signals get through while the clock only jumps (virtual time) and while tasks only take
+    # turns (sleep(0) in a loop): nothing else may be there to wake the loop
+    for name, body, sig, code in [
+            ("virtual", "flow.core.set_virtual_time(true)\nwhile true do flow.sleep(30) end", signal.SIGINT, 130),
+            ("spin", "while true do flow.sleep(0) end", signal.SIGTERM, 143)]:
+        marker = os.path.join(tmp, "sig-%s.txt" % name)
+        p2 = script("sig-%s.lua" % name, "local flow = require 'flow'\nlocal f = assert(io.open(arg[1], 'w'))\n"
+                    "f:write('started'); f:close()\n" + body + "\n")
+        proc = subprocess.Popen([FLOWRUN, p2, marker], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        tap.ok(wait_for(marker, "started"), name + ": child started")
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        try:
+            rc = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = "still running"
+        tap.eq(rc, code, name + ": the signal got through")
 
 
 def pty_session(env_home):
