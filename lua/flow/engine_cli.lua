@@ -119,6 +119,8 @@ end
 -- Applies the options every running command shares; returns settings or nil, message.
 local function run_settings(o)
   local s = { state_dir = o["state-dir"] or ".flowrun", fsync = not o["no-fsync"] }
+  -- the simulator keeps its world in <state-dir>/sim-state.json, so a resumed run finds it
+  options.state_dir = s.state_dir
   if o.timeout then
     local d, err = duration.parse(o.timeout)
     if not d or d <= 0 then return nil, "--timeout: " .. (err or "must be greater than 0") end
@@ -186,7 +188,8 @@ local function execute(wf, s, params, run_id, path, resume, file, hash)
     for i, t in ipairs(wf.order) do names[i] = t.name end
     jr:append { ev = "run_started", v = journal.VERSION, run = run_id, workflow = wf.name,
       file = file, hash = hash, params = jp, secret_params = #secret > 0 and secret or nil,
-      pid = journal.self_pid(), tasks = names }
+      pid = journal.self_pid(), tasks = names,
+      sim = (options.sim or os.getenv("FLOWRUN_SIM") == "1") and { fail = options.sim_fail } or nil }
   end
   jr:commit()
   local sum = engine.run(wf, { params = params, run_id = run_id, journal = jr, reporter = rep,
@@ -433,6 +436,10 @@ local function cmd_resume(args)
       " started; resume with --force to run the changed file")
     return 2
   end
+  -- a run that talked to the simulator goes on talking to it: resuming it against a real
+  -- account because --sim was forgotten would create real resources (injected failures are
+  -- not replayed: give --sim-fail again for that)
+  if r.sim then options.sim = true end
   local wf, lerr = load_workflow(r.file)
   if not wf then eprint(lerr) return 2 end
   local ok, problems = wf:validate()

@@ -8,7 +8,8 @@
 -- share one fsync (group commit).
 --
 -- Record shapes ("ev" field):
---   run_started  {run, workflow, file, hash, params, secret_params, pid, v, tasks = {names}}
+--   run_started  {run, workflow, file, hash, params, secret_params, pid, v, tasks = {names},
+--                 sim = {fail = {specs}} when the run answers AWS from the simulator}
 --   run_resumed  {hash, pid, forced}
 --   task_started {task, attempt}
 --   task_succeeded {task, attempt, result}
@@ -187,7 +188,7 @@ function M.replay(recs)
     id = first.run, workflow = first.workflow, file = first.file, hash = first.hash,
     params = first.params or {}, secret_params = first.secret_params, started = first.t,
     pid = first.pid, tasks = {}, state = "running", resumed = 0, last_t = first.t,
-    task_order = {},
+    task_order = {}, sim = first.sim,
   }
   local function task(name)
     local t = run.tasks[name]
