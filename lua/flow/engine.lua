@@ -56,10 +56,16 @@ end }
 local function flow() return require "flow" end
 local function core() return require "flow.core" end
 
+-- The ctx of the workflow task running the caller (nil outside one), so operators can find
+-- the run id and the task themselves (emr tags its clusters with them).
+function M.current_ctx()
+  local h = core().current()
+  return h and ctx_by_task[h.id] or nil
+end
+
 -- Logs msg under the workflow task running the caller (flow.poll uses it).
 function M.log_current(msg)
-  local h = core().current()
-  local ctx = h and ctx_by_task[h.id]
+  local ctx = M.current_ctx()
   if ctx then return ctx.log(msg) end
   io.stderr:write(tostring(msg), "\n")
 end
