@@ -4,47 +4,9 @@
 #   tests/servers/moto.sh start DIR   prints: export FLOWRUN_TEST_MOTO=http://127.0.0.1:PORT
 #   tests/servers/moto.sh stop DIR
 set -euo pipefail
-cmd=${1:?start|stop}
-dir=${2:?state directory}
-mkdir -p "$dir"
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-case "$cmd" in
-start)
-  python3 -c 'import moto.server' 2>/dev/null || { echo "moto.sh: python3 has no moto server (pip install 'moto[server]')" >&2; exit 1; }
-  port=$(free_port)
-  # setsid: its own process group, so stop can end it and anything it started
-  setsid python3 -m moto.server -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 < /dev/null &
-  echo $! >"$dir/moto.pid"
-  for _ in $(seq 1 150); do
-    if python3 - "$port" <<'PY' 2>/dev/null
-import sys, urllib.request
-urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=1).read()
-PY
-    then
-      echo "export FLOWRUN_TEST_MOTO=http://127.0.0.1:$port"
-      exit 0
-    fi
-    kill -0 "$(cat "$dir/moto.pid")" 2>/dev/null || { cat "$dir/moto.log" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "moto.sh: moto did not answer on port $port" >&2
-  exit 1
-  ;;
-stop)
-  if [ -f "$dir/moto.pid" ]; then
-    pid=$(cat "$dir/moto.pid")
-    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 -- "-$pid" 2>/dev/null || true
-    rm -f "$dir/moto.pid"
-  fi
-  ;;
-*)
-  echo "usage: $0 start|stop DIR" >&2
-  exit 2
-  ;;
-esac
+. "$(dirname "$0")/../lib/http_server.sh"
+if [ "${1:-}" = start ]; then
+  python3 -c 'import moto.server' 2>/dev/null ||
+    { echo "moto.sh: python3 has no moto server (pip install 'moto[server]')" >&2; exit 1; }
+fi
+http_server_main moto FLOWRUN_TEST_MOTO moto-api/ "$@" -- python3 -m moto.server -H 127.0.0.1 -p PORT
