@@ -11,6 +11,7 @@
 -- DmsTaskCompletedSensor, a stopped task whose StopReason is an error, or with errored tables,
 -- is a failure, and the error names the reason, LastFailureMessage and the tables in error.
 local flow = require "flow"
+local operator = require "flow.operator"
 
 local M = {}
 
@@ -39,17 +40,7 @@ local BAD_STATES = {failed = true, ["failed-move"] = true, deleting = true, modi
 -- botocore waiter defaults for DMS: 15 s between polls, 60 attempts.
 M.WAIT_DEFAULTS = {every = 15, timeout = 15 * 60}
 
-local function log(opts, msg)
-  if opts and opts.log then return opts.log(msg) end
-  local ok, engine = pcall(require, "flow.engine")
-  if ok and engine.log_current then return engine.log_current(msg) end
-end
-
-local function fail(code, msg, fields)
-  fields = fields or {}
-  fields.retryable = false
-  return flow.error(code, msg, fields)
-end
+local log, fail = operator.log, operator.fail
 
 -- describe(arn) -> the ReplicationTask table. Raises aws.ResourceNotFoundFault for an
 -- unknown ARN.

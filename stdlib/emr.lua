@@ -15,6 +15,7 @@
 -- wait_step that is cancelled (Ctrl-C, a timeout of its task) cancels the step on the
 -- cluster. A failed step's error carries FailureDetails and the tail of its stderr.
 local flow = require "flow"
+local operator = require "flow.operator"
 
 local M = {}
 
@@ -25,17 +26,7 @@ M.TAG_RUN, M.TAG_TASK, M.TAG_WORKFLOW = "flowrun:run-id", "flowrun:task", "flowr
 -- botocore waiter defaults for EMR: 30 s between polls, 60 attempts.
 M.WAIT_DEFAULTS = {every = 30, timeout = 30 * 60}
 
-local function log(opts, msg)
-  if opts and opts.log then return opts.log(msg) end
-  local ok, engine = pcall(require, "flow.engine")
-  if ok and engine.log_current then return engine.log_current(msg) end
-end
-
-local function fail(code, msg, fields)
-  fields = fields or {}
-  fields.retryable = false
-  return flow.error(code, msg, fields)
-end
+local log, fail = operator.log, operator.fail
 
 local function reason_text(status)
   local r = status and status.StateChangeReason

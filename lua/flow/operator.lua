@@ -1,0 +1,22 @@
+-- flow.operator — what the stdlib's operators and sensors share: logging under the workflow
+-- task that runs them, and the error objects that fail a task for a reason (not retryable).
+local flow = require "flow"
+
+local M = {}
+
+-- log(opts, msg): opts.log when the caller gave one, else the running workflow task's log
+-- (nothing outside a workflow).
+function M.log(opts, msg)
+  if opts and opts.log then return opts.log(msg) end
+  local ok, engine = pcall(require, "flow.engine")
+  if ok and engine.log_current then return engine.log_current(msg) end
+end
+
+-- fail(code, msg, fields) -> an error object that retries will not repeat.
+function M.fail(code, msg, fields)
+  fields = fields or {}
+  fields.retryable = false
+  return flow.error(code, msg, fields)
+end
+
+return M
