@@ -20,15 +20,15 @@
  * in the background: PQcancel (which opens a connection and blocks: PG 15's libpq has no
  * asynchronous cancel) runs on a libuv worker thread, the results that still come are read and
  * discarded, and only then does the next queued statement start, so a late cancel request can
- * never hit the next query. If the cancel request fails the connection is closed (broken); a
- * pool replaces it.
+ * never hit the next query. If the cancel request fails, or the statement has not stopped
+ * after cancel_timeout, the connection is closed (broken); a pool replaces it.
  *
  * Ownership: pgc_t is freed when its owner (the Lua userdata, or the connect op before that),
- * its poll handle (closed through uv_close), a pending resolve, a PQcancel worker and any
- * wait_notify op have all let go (`refs`). PGconn belongs to pgc_t (PQfinish in conn_close);
- * PGresult belongs to the op that collected it (PQclear in op_free). SQL text and parameters
- * are read from the waiting task's stack (which anchors them) or, for a queued op, from a
- * copy the op owns. Passwords are kept only to scrub them from messages.
+ * its poll handle and drain timer (closed through uv_close), a pending resolve, a PQcancel
+ * worker and any wait_notify or COPY-start op have all let go (`refs`). PGconn belongs to pgc_t
+ * (PQfinish in conn_close); PGresult belongs to the op that collected it (PQclear in op_free). SQL
+ * text and parameters are read from the waiting task's stack (which anchors them) or, for a queued
+ * op, from a copy the op owns. Passwords are kept only to scrub them from messages.
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "flowrun.h"
@@ -91,10 +91,12 @@ struct pgc {
     int state;
     int copy;
     bool want_flush;
-    bool copy_ended;   /* COPY TO's data is all read; its result is still to collect */
-    int copy_id;       /* numbers each COPY, so that only its owner can abort it */
-    bool draining;     /* discarding what a cancelled statement still sends */
-    int cancel_flight; /* PQcancel calls running on a worker thread */
+    bool copy_ended;        /* COPY TO's data is all read; its result is still to collect */
+    int copy_id;            /* numbers each COPY, so that only its owner can abort it */
+    bool draining;          /* discarding what a cancelled statement still sends */
+    int cancel_flight;      /* PQcancel calls running on a worker thread */
+    struct pgtimer *dtimer; /* bounds a drain: the connection is closed when it fires */
+    double cancel_timeout;  /* seconds (conn:cancel_timeout) */
     int refs;
     bool owned; /* a userdata owns it */
     pgop_t *cur, *qhead, *qtail;
@@ -222,6 +224,56 @@ static void poll_close(pgc_t *c)
     c->events = 0;
 }
 
+/* A drain that does not end (the server ignores the cancel request, the network is gone) must
+ * not hold the connection forever: after cancel_timeout it is closed as lost. */
+typedef struct pgtimer {
+    uv_timer_t t;
+    pgc_t *c;
+} pgtimer_t;
+
+static void on_timer_close(uv_handle_t *h)
+{
+    pgtimer_t *pt = (pgtimer_t *)h;
+    pgc_t *c = pt->c;
+    free(pt);
+    conn_unref(c);
+}
+
+static void drain_timer_stop(pgc_t *c)
+{
+    if (!c->dtimer)
+        return;
+    uv_timer_stop(&c->dtimer->t);
+    uv_close((uv_handle_t *)&c->dtimer->t, on_timer_close);
+    c->dtimer = NULL;
+}
+
+static void conn_lost(pgc_t *c, const char *why);
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    pgc_t *c = ((pgtimer_t *)t)->c;
+    drain_timer_stop(c);
+    if (c->state == S_READY && c->draining)
+        conn_lost(c, "a cancelled statement did not stop in time (cancel_timeout): connection "
+                     "closed");
+}
+
+static void drain_timer_start(pgc_t *c)
+{
+    if (c->dtimer || c->cancel_timeout <= 0)
+        return;
+    pgtimer_t *pt = calloc(1, sizeof *pt);
+    if (!pt)
+        return;
+    uv_timer_init(fr_loop(), &pt->t);
+    pt->c = c;
+    c->refs++;
+    c->dtimer = pt;
+    uv_timer_start(&pt->t, on_drain_timeout, (uint64_t)(c->cancel_timeout * 1000), 0);
+    uv_unref((uv_handle_t *)&pt->t); /* whoever waits behind the drain keeps the loop alive */
+}
+
 /* Watch fd (which may differ from the last one: libpq moves between addresses while it
  * connects). A fresh start after every stop, because a closed-and-reused descriptor number is
  * no longer registered with epoll even though libuv thinks it is. */
@@ -344,6 +396,7 @@ static void conn_lost(pgc_t *c, const char *why)
     free(c->broken_msg);
     c->broken_msg = scrubbed(m, c->secret);
     c->draining = false;
+    drain_timer_stop(c);
     c->copy = COPY_NONE;
     PGLOG("connection %s lost: %s", c->desc, c->broken_msg ? c->broken_msg : "");
     fail_everything(c, "pg.08006", true, c->broken_msg ? c->broken_msg : "connection lost");
@@ -357,6 +410,7 @@ static void conn_close(pgc_t *c)
     c->state = S_CLOSED;
     fail_everything(c, "pg.08003", false, "connection closed");
     c->draining = false;
+    drain_timer_stop(c);
     poll_close(c);
     if (c->pg) {
         PQfinish(c->pg);
@@ -638,8 +692,10 @@ static void drain_step(pgc_t *c)
             PQclear(r);
             continue;
         }
-        if (c->cancel_flight == 0)
+        if (c->cancel_flight == 0) {
             c->draining = false;
+            drain_timer_stop(c);
+        }
         return;
     }
 }
@@ -1091,6 +1147,7 @@ static void cancel_done(uv_work_t *req, int status)
 static void start_drain(pgc_t *c, bool send_cancel)
 {
     c->draining = true;
+    drain_timer_start(c);
     if (send_cancel && c->cancel) {
         cancel_work_t *w = calloc(1, sizeof *w);
         if (w) {
@@ -2346,6 +2403,21 @@ static int l_numeric(lua_State *L)
     return 1;
 }
 
+/* conn:cancel_timeout([seconds]) -> previous value. How long a cancelled statement may take to
+ * stop (the server answering the cancel request) before the connection is closed instead;
+ * 0: wait for ever. Default 30. */
+static int l_cancel_timeout(lua_State *L)
+{
+    pgc_t *c = check_conn(L, 1);
+    lua_pushnumber(L, c->cancel_timeout);
+    if (!lua_isnoneornil(L, 2)) {
+        double t = luaL_checknumber(L, 2);
+        luaL_argcheck(L, t >= 0, 2, "expected seconds >= 0");
+        c->cancel_timeout = t;
+    }
+    return 1;
+}
+
 /* conn:statement_cache(n): prepare at most n statements on this connection (0: none, for
  * poolers in transaction mode). Returns the previous limit. */
 static int l_statement_cache(lua_State *L)
@@ -2647,6 +2719,7 @@ static int l_connect(lua_State *L)
     c->fd = -1;
     c->refs = 1;
     c->stmt_max = 256;
+    c->cancel_timeout = 30;
     c->state = S_CONNECTING;
     c->next_all = all_conns;
     if (all_conns)
@@ -2828,6 +2901,7 @@ int luaopen_pg_core(lua_State *L)
         {"statement_cache", l_statement_cache},
         {"pipeline", l_pipeline},
         {"numeric", l_numeric},
+        {"cancel_timeout", l_cancel_timeout},
         {"server_version", l_server_version},
         {"parameter", l_parameter},
         {"wait_notify", l_wait_notify},

@@ -14,7 +14,9 @@
 --   conn:close() (also <close> and __gc); conn:status() "ready"|"busy"|"broken"|"closed";
 --   conn:transaction_status(), conn:backend_pid(), conn:parameter(name)
 --   conn:numeric("number") numeric as Lua numbers; conn:statement_cache(0) no prepared
---   statements (PgBouncer in transaction mode); conn:pipeline(true) libpq pipeline mode
+--   statements (PgBouncer in transaction mode); conn:pipeline(true) libpq pipeline mode;
+--   conn:cancel_timeout(s): a cancelled statement that has not stopped after s seconds
+--   (default 30) gets its connection closed instead (pg.08006, retryable)
 --   local pool = pg.pool { conninfo = "...", size = 8, on_connect = fn }
 --   pool:query(sql, ...), pool:exec(sql), pool:transaction(fn), pool:with(fn),
 --   pool:acquire() / pool:release(conn), pool:stats(), pool:close()

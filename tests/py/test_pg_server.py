@@ -120,8 +120,10 @@ io.write(json.encode({ ok = ok, code = not ok and err.code or nil,
 """
 
 
-def reset_proxy(target_port):
-    """A TCP proxy to the server that resets the client's connection (RST) on demand."""
+def reset_proxy(target_port, hold_cancels=0.0):
+    """A TCP proxy to the server that resets the client's connection (RST) on demand. With
+    hold_cancels, cancel requests are swallowed: held open that many seconds, never forwarded
+    (a server that ignores them)."""
     import socket
     import struct
     import threading
@@ -146,6 +148,11 @@ def reset_proxy(target_port):
                 cl, _ = lst.accept()
             except OSError:
                 return
+            if hold_cancels:
+                head = cl.recv(8, socket.MSG_PEEK)
+                if len(head) == 8 and struct.unpack("!ii", head) == (16, 80877102):
+                    threading.Timer(hold_cancels, cl.close).start()
+                    continue
             up = socket.create_connection(("127.0.0.1", target_port))
             state["clients"].append((cl, up))
             threading.Thread(target=pump, args=(cl, up), daemon=True).start()
@@ -194,6 +201,45 @@ def test_connection_reset_mid_query():
     tap.eq(r.get("retryable"), True, "retryable: %s" % r.get("code"))
     tap.eq(r.get("status"), "broken", "the connection says broken")
     tap.ok((r.get("elapsed") or 99) < 2, "at once, not after the 3 s query")
+
+
+IGNORED_CANCEL_SCRIPT = r"""
+local flow = require "flow"
+local pg = require "pg"
+local json = require "json"
+local c = pg.connect(arg[1])
+c:cancel_timeout(0.5)
+local ok1, e1 = pcall(flow.timeout, 0.2, function() return c:query("SELECT pg_sleep(3)") end)
+local t0 = flow.now()
+local ok2, e2 = pcall(c.query, c, "SELECT 1")
+io.write(json.encode({ first = e1.code, ok = ok2, code = not ok2 and e2.code or nil,
+  retryable = not ok2 and e2.retryable or nil, message = not ok2 and e2.message or nil,
+  status = c:status(), elapsed = flow.now() - t0 }), "\n")
+"""
+
+
+@tap.test
+def test_cancel_ignored_closes_connection():
+    port, reset = reset_proxy(int(os.environ["FLOWRUN_TEST_PGPORT"]), hold_cancels=2.5)
+    ci = CI.replace("port=" + os.environ["FLOWRUN_TEST_PGPORT"], "port=%d" % port)
+    path = script(IGNORED_CANCEL_SCRIPT)
+    try:
+        r = subprocess.run([tap.FLOWRUN, path, ci], capture_output=True, text=True, env=ENV,
+                           timeout=30)
+    finally:
+        os.unlink(path)
+        reset()
+    tap.eq(r.returncode, 0, "the script ended")
+    if r.returncode != 0:
+        tap.diag(r.stderr)
+    out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
+    tap.eq(out.get("first"), "flow.timeout", "the query was cancelled by the timeout")
+    tap.eq(out.get("ok"), False, "the next query on that connection fails")
+    tap.eq(out.get("code"), "pg.08006", "as a lost connection")
+    tap.eq(out.get("retryable"), True, "retryable, so a pool or retry policy replaces it")
+    tap.like(out.get("message"), "cancel_timeout", "saying why")
+    tap.eq(out.get("status"), "broken")
+    tap.ok((out.get("elapsed") or 99) < 2, "after the cancel timeout, not the 3 s statement")
 
 
 @tap.test
