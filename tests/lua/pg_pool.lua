@@ -259,5 +259,24 @@ print(s.getsockname()[1], flush=True); time.sleep(3)']])
   p:close()
 end)
 
+t.test("an unreferenced connection is closed by the garbage collector", function()
+  local pid
+  do
+    local c = pg.connect(ci)
+    pid = c:backend_pid()
+  end
+  collectgarbage()
+  collectgarbage()
+  local gone = false
+  for _ = 1, 40 do
+    if #admin:query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid) == 0 then
+      gone = true
+      break
+    end
+    flow.sleep(0.05)
+  end
+  t.ok(gone, "the server no longer has its backend")
+end)
+
 admin:close()
 t.done()
