@@ -42,10 +42,7 @@ end
 -- (a table from get_json, or a secret id). The DMS/RDS secret spells user "username".
 function M.pg_conninfo(secret)
   if type(secret) == "string" then secret = M.get_json(secret) end
-  local port = secret.port and tostring(math.tointeger(tonumber(secret.port)) or secret.port)
-  return {host = secret.host, port = port, dbname = secret.dbname or secret.database,
-          user = secret.username or secret.user, password = secret.password,
-          sslmode = secret.sslmode}
+  return require("pg").conninfo_table(secret)
 end
 
 return M

@@ -104,12 +104,36 @@ end
 
 -- ---- connections ------------------------------------------------------------------------
 
+-- An AWS database secret (Secrets Manager, as RDS and DMS write them) spells some libpq
+-- keywords its own way and carries keys libpq does not know.
+local SECRET_RENAMED = { username = "user", database = "dbname" }
+local SECRET_IGNORED = { engine = true, dbInstanceIdentifier = true, dbClusterIdentifier = true,
+  masterarn = true }
+
+-- pg.conninfo_table(t) -> a table of libpq keywords: t with an AWS database secret's keys
+-- translated (username -> user, database -> dbname; engine and instance ids dropped) and
+-- numbers as strings.
+function M.conninfo_table(t)
+  local out = {}
+  for k, v in pairs(t) do
+    local renamed = SECRET_RENAMED[k]
+    -- libpq's own spelling wins when both are there
+    if not SECRET_IGNORED[k] and not (renamed and t[renamed] ~= nil) then
+      if type(v) == "number" then v = tostring(math.tointeger(v) or v) end
+      out[renamed or k] = v
+    end
+  end
+  return out
+end
+
 -- pg.connect(conninfo) -> conn. Waits. conninfo: "host=... dbname=..." (libpq key/value),
--- "postgresql://user@host/db", or a table of libpq keywords; PG* environment variables,
--- .pgpass and sslmode apply as in psql. Raises pg.08001 (retryable), pg.28P01 (wrong
--- password), pg.3D000 (no such database) ...; never with the password in the message.
+-- "postgresql://user@host/db", or a table of libpq keywords (an AWS database secret's table,
+-- secrets.get_json(id), works as it is); PG* environment variables, .pgpass and sslmode
+-- apply as in psql. Raises pg.08001 (retryable), pg.28P01 (wrong password), pg.3D000 (no such
+-- database) ...; never with the password in the message.
 function M.connect(conninfo)
   if conninfo == nil then conninfo = "" end
+  if type(conninfo) == "table" then conninfo = M.conninfo_table(conninfo) end
   return core.connect(conninfo)
 end
 

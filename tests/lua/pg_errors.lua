@@ -72,6 +72,18 @@ t.test("wrong password: clear error, no password in it", function()
   end
 end)
 
+t.test("an AWS database secret's table connects as it is", function()
+  -- the shape Secrets Manager holds for RDS/DMS: username, a numeric port, engine, ids
+  local secret = { username = user, password = password, host = host, port = tonumber(port),
+    dbname = db, engine = "postgres", dbInstanceIdentifier = "source-db" }
+  local conn = pg.connect(secret)
+  t.eq(conn:query("SELECT current_user AS u")[1].u, user, "username is the user")
+  conn:close()
+  t.eq(pg.conninfo_table({ username = "u", database = "d", port = 5432, engine = "postgres" }),
+    { user = "u", dbname = "d", port = "5432" }, "the translation")
+  t.eq(pg.conninfo_table({ user = "a", username = "b" }), { user = "a" }, "libpq's own key wins")
+end)
+
 t.test("connection failures", function()
   local err = t.raises(function()
     pg.connect { host = host, port = port, user = user, password = password, dbname = "pg_errors_nodb" }
