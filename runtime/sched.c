@@ -560,23 +560,6 @@ typedef struct {
     waiter_t w[];
 } join_op_t;
 
-static void join_unlink(join_op_t *j)
-{
-    for (int i = 0; i < j->n; i++) {
-        waiter_t *w = &j->w[i];
-        if (!w->target)
-            continue;
-        if (w->prev)
-            w->prev->next = w->next;
-        else
-            w->target->waiters = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
-        w->prev = w->next = NULL;
-        w->target = NULL;
-    }
-}
-
 static void unlink_one(waiter_t *w)
 {
     if (w->prev)
@@ -587,6 +570,13 @@ static void unlink_one(waiter_t *w)
         w->next->prev = w->prev;
     w->prev = w->next = NULL;
     w->target = NULL;
+}
+
+static void join_unlink(join_op_t *j)
+{
+    for (int i = 0; i < j->n; i++)
+        if (j->w[i].target)
+            unlink_one(&j->w[i]);
 }
 
 static void join_fire(fr_op_t *op, fr_task_t *target)
