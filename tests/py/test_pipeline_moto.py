@@ -173,6 +173,7 @@ def main():
             d.start()
             rc, out = run_pipeline(port, "ok", task_arn)
             d.stop_flag.set()
+            d.join()
             tap.eq(rc, 0, "the pipeline succeeds against moto over HTTP")
             if rc != 0:
                 tap.diag(out[-4000:])
@@ -198,7 +199,10 @@ def main():
             before = len(clusters())
             rc, out = run_pipeline(port, "fail", task_arn)
             d.stop_flag.set()
+            d.join()
             tap.eq(rc, 1, "a failed step fails the run (exit 1)")
+            if rc != 1:
+                tap.diag(out[-4000:])
             tap.like(out, "emr.step_failed", "with the step's error")
             cs = clusters()
             tap.eq(len(cs), before + 1, "one more cluster")
@@ -226,6 +230,7 @@ def main():
                                 "--virtual-time", "--log-format", "text"], cwd=ROOT, env=pipeline_env(port),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
             d.stop_flag.set()
+            d.join()
             tap.eq(r.returncode, 0, "resume over HTTP finishes the run")
             if r.returncode != 0:
                 tap.diag(r.stdout[-3000:])
