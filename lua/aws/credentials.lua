@@ -100,19 +100,22 @@ end
 
 ---- 5. credential_process --------------------------------------------------------------------
 
--- Runs the command with io.popen: it blocks the loop while it runs (commands are expected to
--- answer at once, as the CLI expects too).
+-- Runs the command with flow.exec (by /bin/sh, as the CLI runs it): other tasks go on while it
+-- runs; it gets a minute to answer.
 function M.from_process(profile)
   local cmd = config.profile(profile).credential_process
   if not cmd or cmd == "" then
     return nil, "credential_process: not set in profile " .. profile
   end
-  local f = io.popen(cmd, "r")
-  if not f then fail("CredentialProcessError", "credential_process could not start: " .. cmd) end
-  local out = f:read("a") or ""
-  local ok, _, status = f:close()
-  if not ok then
-    fail("CredentialProcessError", ("credential_process of profile %s failed (exit %s)"):format(profile, tostring(status)))
+  local okx, r = pcall(require("flow").exec, cmd, { timeout = 60 })
+  if not okx then
+    fail("CredentialProcessError", ("credential_process of profile %s could not run: %s"):format(
+      profile, redact.text(tostring(r))))
+  end
+  local out = r.stdout
+  if r.status ~= 0 then
+    fail("CredentialProcessError", ("credential_process of profile %s failed (%s)"):format(profile,
+      r.status and ("exit " .. r.status) or ("signal " .. tostring(r.signal))))
   end
   local okj, v = pcall(json.decode, out)
   if not okj or type(v) ~= "table" then

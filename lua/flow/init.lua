@@ -110,6 +110,35 @@ function M.timeout(s, fn, ...)
   return h:wait()
 end
 
+-- flow.exec(cmd, opts) -> {status, signal, stdout, stderr, truncated, pid}. Runs a command
+-- without blocking the loop: cmd is a list {"prog", "arg", ...} (run directly, no shell) or a
+-- string (run by /bin/sh -c). opts: stdin (string), env (table over this process's
+-- environment; NAME = false removes NAME), clear_env, cwd, max_output (bytes kept, default
+-- 64 MB), timeout (seconds: the child is terminated and flow.timeout raised), check (raise
+-- "proc.failed" with the end of stderr when the status is not 0). Cancelling the task
+-- terminates the child (SIGTERM, SIGKILL after 3 s). Raises "proc.spawn" when the command
+-- cannot be started.
+function M.exec(cmd, opts)
+  opts = opts or {}
+  local argv = cmd
+  if type(cmd) == "string" then
+    argv = { "/bin/sh", "-c", cmd }
+  elseif type(cmd) ~= "table" then
+    error(("bad argument #1 to 'exec' (string or list expected, got %s)"):format(type(cmd)), 2)
+  end
+  local run = require("flow.proc").run
+  local r
+  if opts.timeout then r = M.timeout(opts.timeout, run, argv, opts) else r = run(argv, opts) end
+  if opts.check and r.status ~= 0 then
+    local tail = r.stderr:sub(-500):gsub("%s+$", "")
+    error(core.error("proc.failed", ("%s %s%s"):format(tostring(argv[1]),
+      r.status and ("exited with status " .. r.status) or ("was killed by signal " .. r.signal),
+      tail ~= "" and (": " .. tail) or ""), { status = r.status, signal = r.signal,
+      stdout = r.stdout, stderr = r.stderr }), 2)
+  end
+  return r
+end
+
 -- Workflow engine entry points (lua/flow/workflow.lua, poll.lua), loaded on first use.
 function M.workflow(spec) return require("flow.workflow").new(spec) end
 function M.poll(...) return require("flow.poll").poll(...) end

@@ -103,6 +103,9 @@ credential_process = printf '{"Version": 1, "AccessKeyId": "AKIDPROCESS", "Secre
 
 [profile proc-fails]
 credential_process = sh -c 'exit 3'
+
+[profile proc-slow]
+credential_process = sh -c 'sleep 0.4; printf "{\"Version\": 1, \"AccessKeyId\": \"AKIDSLOW\", \"SecretAccessKey\": \"SLOWSECRET\"}"'
 ]]))
 local files = { AWS_CONFIG_FILE = config_file, AWS_SHARED_CREDENTIALS_FILE = creds_file }
 local function with_files(extra)
@@ -164,6 +167,13 @@ t.test("5 credential_process", function()
   t.like(e and e.message, "exit 3", "the exit status is named")
   env(with_files { AWS_PROFILE = "proc-expired" })
   t.raises(who, "aws.ExpiredCredentials", "expired credential_process output")
+  -- the command runs on the loop: other tasks go on while it takes its time
+  env(with_files { AWS_PROFILE = "proc-slow" })
+  local ticks = 0
+  local ticker = flow.spawn(function() for _ = 1, 10 do flow.sleep(0.02); ticks = ticks + 1 end end)
+  t.eq(who(), "AKIDSLOW", "a slow credential_process")
+  t.eq(ticks, 10, "other tasks ran while it did (counted as it returns)")
+  ticker:wait()
 end)
 
 t.test("2 assume-role profiles", function()
