@@ -842,6 +842,14 @@ static int l_task_tostring(lua_State *L)
     return 1;
 }
 
+/* local h <close> = flow.spawn(...): leaving the scope cancels the task if it is still running
+ * (it finishes on its own turn; wait for it to know its cleanup ran). */
+static int l_task_close(lua_State *L)
+{
+    fr_task_cancel(check_task(L, 1));
+    return 0;
+}
+
 /* A failed task whose error nobody read is reported when it is collected. */
 static int l_task_gc(lua_State *L)
 {
@@ -1095,6 +1103,8 @@ void fr_sched_init(lua_State *L)
     lua_setfield(L, -2, "__tostring");
     lua_pushcfunction(L, l_task_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_task_close);
+    lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
 }
 

@@ -233,6 +233,23 @@ t.test("<close> variables are closed when a task fails or is cancelled", functio
   t.eq(closed[3], "c:nil", "closed on success")
 end)
 
+t.test("a task handle in a <close> variable is cancelled when its scope ends", function()
+  local h
+  do
+    local bg <close> = flow.spawn(flow.sleep, 10)
+    h = bg
+    flow.sleep(0.01)
+  end
+  t.raises(function() h:wait() end, "flow.cancelled", "cancelled on leaving the scope")
+  local done
+  do
+    local fin <close> = flow.spawn(function() return "done" end)
+    done = fin
+    fin:wait()
+  end
+  t.eq(done:status(), "ok", "a finished task is left as it was")
+end)
+
 t.test("waiting where nothing can wait is a clear error", function()
   t.raises(function() table.sort({ 3, 2, 1 }, function(a, b) flow.sleep(0); return a < b end) end,
     "C boundary", "inside a table.sort comparator")
