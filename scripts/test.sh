@@ -21,6 +21,9 @@ else
   export FLOWRUN=$root/flowrun
 fi
 export FLOWRUN_BUILD=$root/$build
+# The tests talk to loopback only: a credential chain that ran to its end must never reach the
+# EC2 metadata address. Tests of IMDS point AWS_EC2_METADATA_SERVICE_ENDPOINT at a local server.
+export AWS_EC2_METADATA_DISABLED=true
 export FLOWRUN_ROOT=$root
 
 tmp=$(mktemp -d /tmp/flowrun-test.XXXXXX)
