@@ -162,7 +162,8 @@ static pgc_t *all_conns;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-/* Copy of msg with every occurrence of secret replaced by "***"; trailing newline removed. */
+/* Copy of msg with every occurrence of secret replaced by "***", libpq's continuation lines
+ * ("\n\tIs the server running ...") folded into one line, trailing newline removed. */
 static char *scrubbed(const char *msg, const char *secret)
 {
     if (!msg)
@@ -177,6 +178,11 @@ static char *scrubbed(const char *msg, const char *secret)
             memcpy(o, "***", 3);
             o += 3;
             p += sl;
+        } else if (*p == '\n') {
+            while (*p == '\n' || *p == '\t' || *p == ' ')
+                p++;
+            if (*p && o > out && o[-1] != ' ')
+                *o++ = ' ';
         } else {
             *o++ = *p++;
         }

@@ -89,6 +89,9 @@ t.test("connection failures", function()
     pg.connect { host = host, port = port, user = user, password = password, dbname = "pg_errors_nodb" }
   end, "pg.3D000", "a missing database")
   t.like(err.message, "does not exist")
+  err = t.raises(function() pg.connect("host=/nonexistent-socket-dir") end, "pg.08001", "no server")
+  t.like(err and err.message, "No such file or directory Is the server running",
+    "libpq's continuation lines folded into one line (log lines stay whole)")
   -- a port where nothing listens
   local s = io.popen("python3 -c 'import socket;s=socket.socket();"
     .. "s.bind((\"127.0.0.1\",0));print(s.getsockname()[1])'")
