@@ -177,6 +177,12 @@ end
 local function execute(wf, s, params, run_id, path, resume, file, hash)
   local engine = require "flow.engine"
   local F = require "flow"
+  -- one process at a time runs (or resumes) a run
+  local lock, lerr = journal.lock(path)
+  if not lock then
+    io.stderr:write("flowrun: ", lerr, "\n")
+    return 2
+  end
   local rep, fmt = progress.new(s.log_format)
   options.log_format = fmt
   local jr = journal.open(path, { fsync = s.fsync, clock = F.time })
@@ -195,6 +201,7 @@ local function execute(wf, s, params, run_id, path, resume, file, hash)
   local sum = engine.run(wf, { params = params, run_id = run_id, journal = jr, reporter = rep,
     max_active = s.max_active, timeout = s.timeout, resume = resume })
   jr:close()
+  lock:close()
   if sum.state ~= "success" and fmt ~= "json" then
     io.stdout:write(string.format("resume with: flowrun resume %s%s\n", run_id,
       s.state_dir ~= ".flowrun" and (" --state-dir " .. s.state_dir) or ""))

@@ -54,6 +54,22 @@ function M.path(state_dir, run_id)
   return M.runs_dir(state_dir) .. "/" .. run_id .. ".jsonl"
 end
 
+-- lock(path) -> a lock held until it is closed or the process ends, or nil, message when
+-- another flowrun process is running (or resuming) this run. The lock is on path .. ".lock"
+-- (the journal itself may be replaced when a cut last line is repaired).
+function M.lock(path)
+  local dir = path:match("^(.*)/[^/]*$")
+  if dir then mkdir_p(dir) end
+  local f, err = io.open(path .. ".lock", "a")
+  if not f then return nil, "cannot open the run's lock file: " .. tostring(err) end
+  local ok = core().flock(f)
+  if not ok then
+    f:close()
+    return nil, "another flowrun process is running this run (" .. path .. ".lock is held)"
+  end
+  return f
+end
+
 -- open(path, {fsync = bool}) -> writer appending to path (created when missing).
 function M.open(path, o)
   o = o or {}

@@ -185,4 +185,37 @@ t.test("journal.list orders runs and reports damaged ones", function()
 end)
 
 os.execute("rm -rf '" .. dir .. "'")
+t.test("one process at a time holds a run's lock; a dead holder holds nothing", function()
+  local jl = require "flow.journal"
+  local path = os.tmpname() .. ".jsonl"
+  local a = assert(jl.lock(path))
+  local b, err = jl.lock(path)
+  t.eq(b, nil, "a second lock is refused")
+  t.like(err, "another flowrun process", "and says why")
+  a:close()
+  local c = jl.lock(path)
+  t.ok(c, "free again once closed")
+  c:close()
+  -- another process holds it, then ends (cancelling flow.exec terminates it)
+  local flowrun = assert(os.getenv("FLOWRUN"), "FLOWRUN is set by scripts/test.sh")
+  local started = path .. ".started"
+  local holder = flow.spawn(flow.exec, { flowrun, "-e", ([[
+    local l = assert(require("flow.journal").lock(%q))
+    io.open(%q, "w"):close()
+    flow.sleep(30)]]):format(path, started) })
+  for _ = 1, 200 do
+    if io.open(started) then break end
+    flow.sleep(0.02)
+  end
+  local d, derr = jl.lock(path)
+  t.eq(d, nil, "refused while another process holds it")
+  t.like(derr, "is held", "named")
+  holder:cancel()
+  pcall(holder.wait, holder)
+  local e = jl.lock(path)
+  t.ok(e, "free once that process is gone")
+  if e then e:close() end
+  os.remove(path .. ".lock"); os.remove(started)
+end)
+
 t.done()
