@@ -119,9 +119,15 @@ end
 function M.done()
   local okc, core = pcall(require, "flow.core")
   if okc and core.stats then
-    -- let cancelled tasks and closing handles finish
+    -- let cancelled tasks and closing handles finish (a terminated child process, a cancel
+    -- still in flight on the server): up to 2 s; what is still alive then is a leak
     local flow = require "flow"
     for _ = 1, 3 do flow.sleep(0) end
+    for _ = 1, 100 do
+      local st = core.stats()
+      if st.tasks <= 1 and st.ops == 0 then break end
+      flow.sleep(0.02)
+    end
     local s = core.stats()
     line(s.tasks <= 1 and s.ops == 0,
       string.format("nothing left alive (tasks=%d ops=%d)", s.tasks - 1, s.ops))
