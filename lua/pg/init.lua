@@ -159,6 +159,13 @@ function methods:transaction(fn, ...)
   local okb, errb = pcall(self.exec, self, "BEGIN")
   if not okb then
     in_transaction[self] = nil
+    -- a BEGIN cancelled on our side may still have run on the server: a ROLLBACK queued
+    -- behind it ends whatever it opened, so the connection (or the pool's next user) is not
+    -- left inside a transaction
+    flow.shield(function()
+      local s = self:status()
+      if s ~= "broken" and s ~= "closed" then pcall(self.exec, self, "ROLLBACK") end
+    end)
     error(errb, 0)
   end
   local r = table.pack(pcall(fn, self, ...))
