@@ -171,7 +171,7 @@ local function check_operation(sname, svc, op, level)
     #near > 0 and (" — did you mean " .. table.concat(near, ", ") .. "?") or ""), level + 1)
 end
 
----- parameter checks (top level, from the model: aws/params/<service>.lua) ----------------------
+---- parameter checks (top level, from the model: aws/models/params/<service>.lua) ----------------------
 
 local param_specs = {} -- service -> { Op = {members = {Name = kind}, required = {...}} } | false
 
@@ -183,7 +183,7 @@ local kinds = {
 local function check_params(sname, svc, op_name, params, label, level)
   local specs = param_specs[sname]
   if specs == nil then
-    local ok, t = pcall(require, "aws.params." .. sname)
+    local ok, t = pcall(require, "aws.models.params." .. sname)
     specs = ok and type(t) == "table" and t or false
     param_specs[sname] = specs
   end

@@ -1,6 +1,6 @@
 -- aws/services.lua — the services table: one entry per service, keyed by boto3's service name.
--- The bundled entries live in aws/services/<name>.lua (generated from botocore's models by
--- lua/aws/genservices.py) and are loaded on first use, so a script that calls one service does
+-- The bundled entries live in aws/models/services/<name>.lua (generated from botocore's models
+-- by scripts/gen-aws-models.py; aws/models/index.lua lists them) and are loaded on first use, so a script that calls one service does
 -- not parse the others. Adding a service is one assignment:
 --
 --   require("aws").services.kinesis = {protocol = "json", json_version = "1.1",
@@ -13,7 +13,7 @@
 -- target_prefix (json), operations (name -> true, or the HTTP binding for REST and query
 -- protocols), shapes (REST and query), paginators (op -> input_token, output_token,
 -- result_key, limit_key, more_results).
-local bundled = { "athena", "dms", "emr", "glue", "mwaa", "s3", "secretsmanager", "sts" }
+local bundled = require "aws.models.index"
 local is_bundled = {}
 for _, n in ipairs(bundled) do is_bundled[n] = true end
 
@@ -22,7 +22,7 @@ local M = {}
 return setmetatable(M, {
   __index = function(t, k)
     if is_bundled[k] then
-      local e = require("aws.services." .. k)
+      local e = require("aws.models.services." .. k)
       rawset(t, k, e)
       return e
     end
@@ -31,7 +31,7 @@ return setmetatable(M, {
   __pairs = function(t)
     for _, n in ipairs(bundled) do
       if rawget(t, n) == nil and is_bundled[n] then
-        local e = require("aws.services." .. n)
+        local e = require("aws.models.services." .. n)
         rawset(t, n, e)
       end
     end
