@@ -72,10 +72,7 @@ end
 local function ctx_of(opts)
   opts = opts or {}
   local ctx = opts.ctx
-  if not ctx then
-    local ok, engine = pcall(require, "flow.engine")
-    ctx = ok and engine.current_ctx() or {}
-  end
+  if not ctx then ctx = require("flow.context").current() or {} end
   return opts.run_id or ctx.run_id, opts.task or ctx.task, opts.workflow or ctx.workflow
 end
 

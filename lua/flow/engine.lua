@@ -23,9 +23,7 @@ local FINAL = journal.FINAL
 local EMPTY = setmetatable({}, { __newindex = function() error("EMPTY is read-only") end })
 local BAD = { failed = true, upstream_failed = true, cancelled = true }
 
--- Task id -> ctx of the workflow task running in it, so that flow.poll and friends can log
--- under the right task name.
-local ctx_by_task = {}
+local context = require "flow.context"
 
 -- ctx.log(...) and ctx.progress(pct, msg) are made on first use (most tasks never log), bound
 -- to the task's state, found under the private key ST.
@@ -56,19 +54,6 @@ end }
 local function flow() return require "flow" end
 local function core() return require "flow.core" end
 
--- The ctx of the workflow task running the caller (nil outside one), so operators can find
--- the run id and the task themselves (emr tags its clusters with them).
-function M.current_ctx()
-  local h = core().current()
-  return h and ctx_by_task[h.id] or nil
-end
-
--- Logs msg under the workflow task running the caller (flow.poll uses it).
-function M.log_current(msg)
-  local ctx = M.current_ctx()
-  if ctx then return ctx.log(msg) end
-  io.stderr:write(tostring(msg), "\n")
-end
 
 -- Trigger rules. Evaluated once every upstream is final. Returns "run", "skipped" or
 -- "upstream_failed".
@@ -305,9 +290,9 @@ function M.run(wf, o)
   local function attempt(st, ctx)
     -- flow.timeout runs the body in a task of its own: log lines from it find the ctx too
     local id = C.current().id
-    ctx_by_task[id] = ctx
+    context.bind(id, ctx)
     local ok, r = pcall(st.t.fn, ctx)
-    ctx_by_task[id] = nil
+    context.unbind(id)
     if not ok then error(r, 0) end
     return r
   end
@@ -331,10 +316,10 @@ function M.run(wf, o)
       if t.timeout then
         ok, err = pcall(F.timeout, t.timeout, attempt, st, ctx)
       else
-        ctx_by_task[myid] = ctx
+        context.bind(myid, ctx)
         ok, err = pcall(t.fn, ctx)
       end
-      ctx_by_task[myid] = nil
+      context.unbind(myid)
       local result
       if ok then result = err end
       if ok and not t.cleanup and C.cancelling() then

@@ -5,11 +5,10 @@ local flow = require "flow"
 local M = {}
 
 -- log(opts, msg): opts.log when the caller gave one, else the running workflow task's log
--- (nothing outside a workflow).
+-- (stderr outside a workflow).
 function M.log(opts, msg)
   if opts and opts.log then return opts.log(msg) end
-  local ok, engine = pcall(require, "flow.engine")
-  if ok and engine.log_current then return engine.log_current(msg) end
+  return require("flow.context").log(msg)
 end
 
 -- fail(code, msg, fields) -> an error object that retries will not repeat.

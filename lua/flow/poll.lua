@@ -17,11 +17,7 @@ local M = {}
 local POLL_OPTS = { every = true, timeout = true, backoff = true, max_every = true,
   name = true, log = true, heartbeat = true, max_errors = true }
 
-local function default_log(msg)
-  local ok, engine = pcall(require, "flow.engine")
-  if ok and engine.log_current then return engine.log_current(msg) end
-  io.stderr:write(msg, "\n")
-end
+local default_log = require("flow.context").log
 
 local function errmsg(e)
   if type(e) == "table" and e.code then return tostring(e.code) .. ": " .. tostring(e.message) end

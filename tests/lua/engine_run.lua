@@ -382,11 +382,11 @@ t.test("a runner that dies outside the task's body fails that task, the run goes
   t.like(sum.tasks[1].error.message, "reporter broke", "the runner's error is kept")
 end)
 
-t.test("engine.current_ctx() finds the running workflow task's ctx", function()
+t.test("flow.context.current() finds the running workflow task's ctx", function()
   local seen = {}
   local wf = flow.workflow { name = "ctxwf" }
   wf:task("a", function(ctx)
-    local c = engine.current_ctx()
+    local c = require("flow.context").current()
     seen.same = rawequal(c, ctx)
     seen.task, seen.run_id = c and c.task, c and c.run_id
   end)
@@ -394,7 +394,7 @@ t.test("engine.current_ctx() finds the running workflow task's ctx", function()
   t.eq(sum.state, "success", "the run succeeds")
   t.ok(seen.same, "the task's own ctx")
   t.eq({ seen.task, seen.run_id }, { "a", "run-ctx-1" }, "with its task and run id")
-  t.eq(engine.current_ctx(), nil, "nil outside a workflow task")
+  t.eq(require("flow.context").current(), nil, "nil outside a workflow task")
 end)
 
 t.done()
