@@ -21,17 +21,26 @@
 -- croniter (Vixie cron instead looks at whether the field starts with `*`, so `*/2` counts as
 -- unrestricted there and restricted here).
 --
--- Time zones and daylight saving time. Fields match the local wall-clock time in the zone.
+-- Time zones and daylight saving time. Fields match the local wall-clock time in the zone, and
+-- each matching local time fires at the instant PEP 495's fold=0 gives it (Python's zoneinfo,
+-- and croniter with zoneinfo read local times so):
 --   * A local time that does not exist (spring forward: 02:30 on the night clocks go from 02:00
---     to 03:00) fires at the instant it would have had with the offset in force before the
---     change: 02:30 becomes 03:30 of the new time, so a daily job still runs once that day.
---     This is PEP 495's reading (fold=0) that Python's zoneinfo and croniter use. A shifted
---     time that lands on another fire time is one fire, not two.
+--     to 03:00) is read with the offset in force before the change: 02:30 fires at 03:30 of the
+--     new time, so a daily job still runs once that day. Every matching time the change skips
+--     fires so, each shifted by the gap (`*/20 2 * * *` fires at 03:00, 03:20, 03:40); a shifted
+--     time that lands on another fire time is one fire, not two. (croniter fires at most the
+--     first of them, and only when asked from before the change.)
 --   * A local time that occurs twice (fall back) fires once, at its first occurrence, unless
 --     the hour field is `*` (every hour): then the repeated hour fires again, so "*/15 * * * *"
 --     keeps firing every 15 minutes of real time and "0 * * * *" fires 25 times that day. This
 --     is what Airflow does (its _covers_every_hour fix over croniter) and what Vixie cron does
 --     for wildcard jobs; croniter alone skips the repeated hour.
+-- The fire times are thus a set that depends on the expression and the zone only: next and prev
+-- walk the same set from any instant. (croniter 1.3.5 given zone-aware datetimes does not: its
+-- DST correction shifts an answer by the DST difference whenever the start and the answer have
+-- different UTC offsets, e.g. `0 12 * * *` asked on the afternoon before a spring-forward
+-- answers 11:00; Airflow avoids that by giving croniter naive local times.
+-- tests/py/test_schedule_oracle.py measures both.)
 --
 -- Parsing errors name the field and say why (`minute: 61 is out of range 0-59`). A schedule
 -- that can never fire (`0 0 30 2 *`) is refused by parse; next/prev search at most 10 years.

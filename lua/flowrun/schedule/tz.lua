@@ -7,6 +7,8 @@
 --   paris:to_local(epoch)  -> {year, month, day, hour, min, sec, wday, yday, offset, isdst, abbr}
 --   paris:from_local(2026, 3, 29, 2, 30, 0) -> {}                  (spring-forward gap)
 --   paris:from_local(2026, 10, 25, 2, 30, 0) -> {e1, e2}           (fall-back overlap)
+--   paris:instant(2026, 3, 29, 2, 30, 0) -> one epoch (PEP 495 fold=0: the first of an overlap;
+--                                           in a gap, read with the offset before the change)
 --   paris:offset(epoch) -> offset, isdst, abbr
 --
 -- Why Lua reading TZif files rather than glibc (setenv TZ + tzset + localtime_r/mktime): TZ is
@@ -320,6 +322,27 @@ function Zone:resolve(w)
   return out
 end
 
+-- localize(w) -> the one instant PEP 495's fold=0 gives the naive local time w: the only one,
+-- the first of an overlap, or in a gap the instant w has with the offset before the change
+-- (02:30 in a 02:00->03:00 gap is 03:30 of the new time).
+function Zone:localize(w)
+  if self.fixed then return w - self.fixed end
+  local t = w - SPAN
+  while true do
+    local start, stop, off, _, _, prev_off = segment(self, t)
+    local e = w - off
+    if e >= start and e < stop then return e end
+    if prev_off < off and start ~= MININT then
+      e = w - prev_off
+      if e >= start and e < start + (off - prev_off) then return e end
+    end
+    if stop == MAXINT or stop > w + SPAN then break end
+    t = stop
+  end
+  -- unreachable for RFC 8536 zones: some segment always holds w read with one of its offsets
+  return w - self:offset(w)
+end
+
 local function int_arg(v, i, fname)
   if math.type(v) == "integer" then return v end
   if type(v) == "number" and v == floor(v) then return floor(v) end
@@ -337,6 +360,17 @@ function Zone:from_local(y, mo, d, h, mi, s)
   mi = int_arg(mi or 0, 5, "from_local")
   s = int_arg(s or 0, 6, "from_local")
   return self:resolve(naive(y, mo, d, h, mi, s))
+end
+
+-- instant(y, m, d, H, M, S) -> one epoch for a local time: see localize
+function Zone:instant(y, mo, d, h, mi, s)
+  y = int_arg(y, 1, "instant")
+  mo = int_arg(mo, 2, "instant")
+  d = int_arg(d, 3, "instant")
+  h = int_arg(h or 0, 4, "instant")
+  mi = int_arg(mi or 0, 5, "instant")
+  s = int_arg(s or 0, 6, "instant")
+  return self:localize(naive(y, mo, d, h, mi, s))
 end
 
 ------------------------------------------------------------------------------------------------
@@ -368,7 +402,7 @@ local function parse_tzif(data, name)
   local function bad(why)
     return nil, ("time zone %q: %s"):format(name, why)
   end
-  if #data < 44 or data:sub(1, 4) ~= "TZif" then return bad("not a TZif file") end
+  if data:sub(1, 4) ~= "TZif" then return bad("not a TZif file") end
   local version = data:sub(5, 5)
   local function header(pos)
     if #data < pos + 43 then return nil end
@@ -383,6 +417,7 @@ local function parse_tzif(data, name)
   if version >= "2" then
     -- skip the version 1 data block; the 64-bit block follows with its own header
     pos = pos + h.timecnt * 5 + h.typecnt * 6 + h.charcnt + h.leap * 8 + h.isstd + h.isut
+    if #data < pos + 43 then return bad("truncated version 1 data block") end
     if data:sub(pos, pos + 3) ~= "TZif" then return bad("missing version 2 header") end
     h = header(pos)
     if not h then return bad("truncated version 2 header") end
@@ -430,7 +465,8 @@ local function parse_tzif(data, name)
   end
   if tsize == 8 then
     local footer = data:match("^\n([^\n]*)\n", pos)
-    if footer and footer ~= "" then
+    if not footer then return bad("missing POSIX TZ footer (the file is cut short?)") end
+    if footer ~= "" then
       local r = parse_posix(footer)
       if not r then return bad(("unreadable POSIX TZ footer %q"):format(footer)) end
       if r.start then
