@@ -204,6 +204,16 @@ local function parse_cron(expr, source)
   s.dow_full = true
   for v = 0, 6 do if not sets[5][v] then s.dow_full = false end end
   s.dom = sets[3]
+  -- dow_ahead[wd + 1]: days from weekday wd to the next weekday in the set (1..7); behind: back
+  s.dow_ahead, s.dow_behind = {}, {}
+  for wd = 0, 6 do
+    for k = 1, 7 do
+      if sets[5][(wd + k) % 7] then s.dow_ahead[wd + 1] = k; break end
+    end
+    for k = 1, 7 do
+      if sets[5][(wd - k) % 7] then s.dow_behind[wd + 1] = k; break end
+    end
+  end
   -- Days are picked by day-of-month alone when day-of-week is `*`: then some month of the set
   -- must have one of the days, or the schedule never fires.
   if s.dow_full and not s.dom_full then
@@ -279,6 +289,41 @@ local function day_matches(s, y, m, d, days)
   return s.dom[d] == true or s.dow[(days + 4) % 7] == true
 end
 
+-- Days from day d (not matching) to the next day of the month that can match, or nil when no
+-- later day of this month can (dim: the month's length; wd: d's weekday, 0 = Sunday).
+local function skip_forward(s, d, wd, dim)
+  local a, b
+  if not s.dom_full then
+    local nd = s.dom_next[d + 2]
+    if nd and nd <= dim then a = nd - d end
+  end
+  if not s.dow_full then
+    local k = s.dow_ahead[wd + 1]
+    if d + k <= dim then b = k end
+  end
+  if s.dom_full then return b end
+  if s.dow_full then return a end
+  if a and b then return a < b and a or b end
+  return a or b
+end
+
+-- The same backwards: days from d to the previous day of the month that can match, or nil.
+local function skip_back(s, d, wd)
+  local a, b
+  if not s.dom_full then
+    local pd = s.dom_prev[d]
+    if pd then a = d - pd end
+  end
+  if not s.dow_full then
+    local k = s.dow_behind[wd + 1]
+    if d - k >= 1 then b = k end
+  end
+  if s.dom_full then return b end
+  if s.dow_full then return a end
+  if a and b then return a < b and a or b end
+  return a or b
+end
+
 -- next_naive(s, w, limit) -> the smallest matching whole minute >= w, or nil when it is > limit
 local function next_naive(s, w, limit)
   local r = w % 60
@@ -296,8 +341,10 @@ local function next_naive(s, w, limit)
       d, hour, min = 1, 0, 0
       days = days_from_civil(y, m, 1)
     elseif not day_matches(s, y, m, d, days) then
-      days, d, hour, min = days + 1, d + 1, 0, 0
-      if d > days_in_month(y, m) then
+      local dim = days_in_month(y, m)
+      local k = skip_forward(s, d, (days + 4) % 7, dim) or (dim - d + 1)
+      days, d, hour, min = days + k, d + k, 0, 0
+      if d > dim then
         d, m = 1, m + 1
         if m > 12 then m, y = 1, y + 1 end
       end
@@ -345,7 +392,8 @@ local function prev_naive(s, w, limit)
       d, hour, min = days_in_month(y, m), 23, 59
       days = days_from_civil(y, m, d)
     elseif not day_matches(s, y, m, d, days) then
-      days, d, hour, min = days - 1, d - 1, 23, 59
+      local k = skip_back(s, d, (days + 4) % 7) or d
+      days, d, hour, min = days - k, d - k, 23, 59
       if d < 1 then
         m = m - 1
         if m < 1 then m, y = 12, y - 1 end
