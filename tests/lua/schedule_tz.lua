@@ -76,6 +76,7 @@ t.test("to_local around Paris's 2026 changes and past the table (2040, footer ru
   local k = assert(tz.load("Asia/Kolkata"))
   t.eq(hms(k:to_local(T.paris_spring)), "2026-03-29 06:30:00 +19800 IST", "Kolkata, +05:30")
   t.raises(function() p:to_local("now") end, "epoch seconds expected", "misuse raises")
+  t.raises(function() p:to_local(1e300) end, "epoch seconds expected", "so does 1e300")
 end)
 
 t.test("from_local: one instant, none in a gap, two in an overlap", function()

@@ -175,7 +175,7 @@ end
 
 local Schedule = {}
 Schedule.__index = Schedule
-Schedule.__name = "flowrun.schedule"
+Schedule.__name = "flowrun.schedule.cron"
 
 function Schedule:__tostring()
   return "schedule " .. self.expr
@@ -437,13 +437,19 @@ end
 -- its local time read with prev_off.
 
 local function never(s, t)
-  return nil, ("schedule %q has no fire time within 10 years of %d"):format(s.expr, t)
+  local l = tz.utc:to_local(t)
+  return nil, ("schedule %q has no fire time within 10 years of %04d-%02d-%02dT%02d:%02d:%02dZ")
+    :format(s.expr, l.year, l.month, l.day, l.hour, l.min, l.sec)
 end
 
+-- Instants from year 1 to year 9999: integer arithmetic all the way, and no search can be
+-- stuck on a float too large to move by a minute.
+local T_MIN, T_MAX = -62135596800, 253402300799
+
 local function check_args(fname, t, zone)
-  if type(t) ~= "number" or t ~= t or t == math.huge or t == -math.huge then
-    error(("bad argument #1 to '%s' (epoch seconds expected, got %s)"):format(fname,
-      type(t) == "number" and tostring(t) or type(t)), 3)
+  if type(t) ~= "number" or not (t >= T_MIN and t <= T_MAX) then
+    error(("bad argument #1 to '%s' (epoch seconds of years 1-9999 expected, got %s)"):format(
+      fname, type(t) == "number" and tostring(t) or type(t)), 3)
   end
   if zone ~= nil and getmetatable(zone) ~= tz.Zone then
     error(("bad argument #2 to '%s' (a zone from tz.load expected, got %s)"):format(fname,

@@ -289,6 +289,9 @@ function Zone:to_local(t)
     error(("bad argument #1 to 'to_local' (epoch seconds expected, got %s)"):format(type(t)), 2)
   end
   t = floor(t)
+  if math.type(t) ~= "integer" then
+    error(("bad argument #1 to 'to_local' (epoch seconds expected, got %s)"):format(tostring(t)), 2)
+  end
   local off, dst, abbr = self:offset(t)
   local w = t + off
   local days = w // 86400
