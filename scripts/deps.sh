@@ -12,6 +12,7 @@ packages=(
   # tests
   lua5.4 postgresql lua-busted lua-lpeg lua-filesystem perl
   python3 python3-botocore ca-certificates openssl
+  python3-croniter  # oracle of tests/py/test_schedule_oracle.py (runs under /usr/bin/python3)
   # benchmarks
   nginx-light wrk hyperfine python3-psycopg2 time
 )
