@@ -12,6 +12,7 @@
  *   sys.unlink(path)           -> true | nil, err
  *   sys.fsync(file)            -> true | nil, err   a Lua io file: flushed, then fsync'd
  *   sys.fsync_dir(path)        -> true | nil, err   makes new entries in the directory durable
+ *   sys.truncate(file, size)   -> true | nil, err   a Lua io file cut to size bytes
  *   sys.flock(file)            -> true | nil, err   exclusive, without waiting; err.code is
  *                                 "sys.locked" when another process holds it
  *   sys.isatty(fd)             -> boolean
@@ -365,6 +366,22 @@ static int l_fsync(lua_State *L)
     return rc == 0 ? ok(L) : fail(L, rc, "fsync", fd_path(fd, buf, sizeof buf));
 }
 
+/* sys.truncate(file, size) -> true | nil, err: flush the Lua file's buffer, then cut the file to
+ * size bytes (uv_fs_ftruncate). The journal drops a last line cut by a crash in place, so the file
+ * it locks stays the file it writes. */
+static int l_truncate(lua_State *L)
+{
+    FILE *f = check_file(L, 1);
+    lua_Integer size = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, size >= 0, 2, "a size >= 0 expected");
+    int fd = fileno(f);
+    uv_fs_t req;
+    int rc = fflush(f) == 0 ? fs_done(&req, uv_fs_ftruncate(fr_loop(), &req, fd, size, NULL))
+                            : uv_translate_sys_error(errno);
+    char buf[PATH_MAX];
+    return rc == 0 ? ok(L) : fail(L, rc, "truncate", fd_path(fd, buf, sizeof buf));
+}
+
 /* sys.fsync_dir(path) -> true | nil, err: fsync a directory, so that an entry just created in
  * it (a new journal file) survives a crash. */
 static int l_fsync_dir(lua_State *L)
@@ -536,7 +553,7 @@ static int luaopen_sys(lua_State *L)
         {"unlink", l_unlink},
         {"fsync", l_fsync},
         {"fsync_dir", l_fsync_dir},
-        {"flock", l_flock},
+        {"flock", l_flock},       {"truncate", l_truncate},
         {"isatty", l_isatty},
         {"winsize", l_winsize},
         {"getpid", l_getpid},

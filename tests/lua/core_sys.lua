@@ -134,6 +134,22 @@ t.test("fsync and fsync_dir", function()
   fails("sys.ENOTDIR", path, "fsync_dir of a file", sys.fsync_dir(path))
 end)
 
+t.test("truncate: a file cut in place, its buffer flushed first", function()
+  local path = base .. "/t.txt"
+  local f = assert(io.open(path, "a+"))
+  f:write("line one\nline tw")
+  t.eq(sys.truncate(f, 9), true, "cut to 9 bytes")
+  f:seek("end")
+  f:write("next\n")
+  f:close()
+  t.eq(assert(io.open(path)):read("a"), "line one\nnext\n", "the cut line is gone, the file appends after it")
+  local g = assert(io.open(path, "r"))
+  local ok, err = sys.truncate(g, 0)
+  g:close()
+  fails("sys.EINVAL", path, "a file opened for reading only", ok, err)
+  t.raises(function() sys.truncate(io.stdout, -1) end, "size >= 0", "a negative size raises")
+end)
+
 t.test("flock: exclusive, without waiting; released on close", function()
   local path = base .. "/run.lock"
   local a = assert(io.open(path, "a"))
