@@ -3,7 +3,7 @@
  *
  * Start: Lua state, scheduler and loop, package.path/cpath (the Lua trees beside the binary in
  * the build tree, or PREFIX/share/flowrun once installed, then LUA_PATH/LUA_CPATH), the C
- * modules in package.preload. Then one main task runs flow.cli.main(argv) — option parsing,
+ * modules in package.preload. Then one main task runs flowrun.cli.main.main(argv) — option parsing,
  * scripts, -e, the REPL and the workflow commands are all Lua (policy in Lua) — and its
  * integer result is the exit code.
  * Stop: the main task has finished and every task it left was cancelled and has finished;
@@ -122,7 +122,7 @@ int main(int argc, char **argv)
     set_paths(L);
 
     /* the main task, a Lua function so that everything under it can wait */
-    if (luaL_loadstring(L, "return require('flow.cli').main(...)") != LUA_OK) {
+    if (luaL_loadstring(L, "return require('flowrun.cli.main').main(...)") != LUA_OK) {
         fprintf(stderr, "flowrun: %s\n", lua_tostring(L, -1));
         return 1;
     }
@@ -145,7 +145,7 @@ int main(int argc, char **argv)
     } else if (fr_sched_signal()) {
         code = 128 + fr_sched_signal();
     } else {
-        /* flow.cli reports script errors itself; this is an error in flow.cli or its setup */
+        /* flowrun.cli.main reports script errors itself; this is an error in the CLI or its setup */
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         lua_getiuservalue(L, -1, 2);
         fprintf(stderr, "flowrun: %s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
