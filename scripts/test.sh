@@ -29,6 +29,8 @@ export FLOWRUN_ROOT=$root
 tmp=$(mktemp -d /tmp/flowrun-test.XXXXXX)
 chmod 755 "$tmp"
 export FLOWRUN_TEST_TMP=$tmp
+# runs the tests make without --state-dir are kept in the suite's own home, never the user's
+export FLOWRUN_HOME=$tmp/home
 started=()
 stop_servers() {
   for s in "${started[@]}"; do "$s" stop "$tmp/$(basename "$s" .sh)" >/dev/null 2>&1 || true; done

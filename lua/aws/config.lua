@@ -38,23 +38,36 @@ end
 M.expand = expand
 
 -- INI as the AWS CLI writes it: [section], key = value, comments (# ;), and sub-sections:
--- "s3 =" followed by indented "key = value" lines.
+-- "s3 =" followed by indented "key = value" lines. Returns sections, or nil and
+-- "line N: what is wrong" for what the AWS CLI refuses too (a header without its closing ],
+-- a setting before any section, a line that is not `key = value`).
 local function parse_ini(text)
   local sections, cur, sub = {}, nil, nil
+  local n = 0
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
     line = line:gsub("\r$", "")
     local indented = line:match("^%s+%S") ~= nil
     local s = line:match("^%s*(.-)%s*$")
     if s == "" or s:match("^[#;]") then
       -- skip
-    elseif s:match("^%[.*%]$") then
+    elseif s:match("^%[") then
       local name = s:match("^%[%s*(.-)%s*%]$")
+      if not name then
+        return nil, string.format("line %d: a section header without its closing ] (%s)", n, s)
+      end
       cur = sections[name] or {}
       sections[name] = cur
       sub = nil
-    elseif cur then
+    else
       local k, v = s:match("^([^=]-)%s*=%s*(.-)$")
-      if k then
+      if not cur then
+        return nil, string.format("line %d: a setting before any [section]", n)
+      elseif not k or k == "" then
+        if not (indented and sub) then
+          return nil, string.format("line %d: expected key = value", n)
+        end
+      else
         v = v:gsub("%s+[#;].*$", "")
         if indented and sub then
           sub[k] = v
@@ -72,13 +85,43 @@ local function parse_ini(text)
 end
 M.parse_ini = parse_ini
 
+-- A file that exists but cannot be used stops every call that needs configuration, as it stops
+-- the AWS CLI: a silent "no region" or "no keys" would send the user looking elsewhere.
+local function config_error(path, why)
+  local core = require "flow.core"
+  -- "path:N: why" for a line, "path: why" for the whole file
+  local line, rest = why:match("^(%d+):: (.*)$")
+  error(core.error("aws.ConfigError", line and string.format("%s:%s: %s", path, line, rest)
+    or string.format("%s: %s", path, why),
+    { retryable = false }), 0)
+end
+
 local function read_file(path)
-  if files[path] ~= nil then return files[path] end
-  local f = io.open(path, "r")
-  local parsed = false
-  if f then
-    parsed = parse_ini(f:read("a") or "")
-    f:close()
+  if files[path] ~= nil then
+    if type(files[path]) == "string" then config_error(path, files[path]) end
+    return files[path]
+  end
+  local f, err = io.open(path, "r")
+  if not f then
+    files[path] = false
+    -- a missing file is no configuration; any other failure is a problem to report
+    if not tostring(err):match("No such file") then
+      files[path] = tostring(err):gsub("^" .. path:gsub("%p", "%%%0") .. ":%s*", "")
+      config_error(path, files[path])
+    end
+    return false
+  end
+  local text, rerr = f:read("a")
+  f:close()
+  if not text then
+    files[path] = rerr and tostring(rerr):match("Is a directory") and "is a directory, not a file"
+      or ("cannot read: " .. tostring(rerr))
+    config_error(path, files[path])
+  end
+  local parsed, perr = parse_ini(text)
+  if not parsed then
+    files[path] = perr:gsub("^line (%d+): ", "%1:: ")
+    config_error(path, files[path])
   end
   files[path] = parsed
   return parsed
@@ -119,6 +162,12 @@ end
 
 function M.profile_exists(name)
   return M.config_section(name) ~= nil or M.credentials_section(name) ~= nil
+end
+
+-- Was the profile named by the user (AWS_PROFILE or AWS_DEFAULT_PROFILE), rather than defaulted?
+function M.profile_named()
+  local p = M.getenv("AWS_PROFILE") or M.getenv("AWS_DEFAULT_PROFILE")
+  return p ~= nil and p ~= "" and p ~= "default"
 end
 
 -- Region: AWS_REGION, AWS_DEFAULT_REGION, the profile's region.

@@ -117,9 +117,12 @@ function M.from_process(profile)
     fail("CredentialProcessError", ("credential_process of profile %s failed (%s)"):format(profile,
       r.status and ("exit " .. r.status) or ("signal " .. tostring(r.signal))))
   end
+  -- what a credential helper prints is secret as a whole: it is described, never quoted
   local okj, v = pcall(json.decode, out)
   if not okj or type(v) ~= "table" then
-    fail("CredentialProcessError", "credential_process output is not JSON: " .. redact.text(out:sub(1, 80)))
+    fail("CredentialProcessError", ("credential_process of profile %s printed %d bytes that are "
+      .. "not a JSON object (expected {\"Version\": 1, \"AccessKeyId\": ..., ...}; the output "
+      .. "is not shown: it may hold secrets)"):format(profile, #out))
   end
   if v.Version ~= 1 then
     fail("CredentialProcessError", "credential_process output: Version must be 1, got " .. tostring(v.Version))
@@ -147,7 +150,9 @@ end
 local function from_json_endpoint(resp, what)
   local ok, v = pcall(json.decode, resp.body)
   if not ok or type(v) ~= "table" or not v.AccessKeyId or not v.SecretAccessKey then
-    fail("CredentialsError", what .. ": answer without credentials: " .. redact.text(resp.body:sub(1, 80)))
+    -- the answer may hold a secret in a shape we cannot parse: described, never quoted
+    fail("CredentialsError", ("%s: the answer (%d bytes) holds no AccessKeyId and SecretAccessKey"
+      .. " (not shown: it may hold secrets)"):format(what, #(resp.body or "")))
   end
   local exp = v.Expiration and M.parse_time(v.Expiration)
   return make(v.AccessKeyId, v.SecretAccessKey, v.Token or v.SessionToken, exp, what)
@@ -345,7 +350,9 @@ function M.resolve(ctx)
     function() if ctx.sim then return nil, "container: skipped in the simulator" end return M.from_container() end,
     function() if ctx.sim then return nil, "EC2 instance metadata: skipped in the simulator" end return M.from_imds(profile) end,
   }
-  if ctx.explicit_profile and not config.profile_exists(profile) then
+  -- a profile the user named must exist (as the AWS CLI says: "The config profile (ghost) could
+  -- not be found"), whether given to the call or by AWS_PROFILE
+  if (ctx.explicit_profile or config.profile_named()) and not config.profile_exists(profile) then
     fail("ProfileNotFound", ("profile %s not found in %s or %s"):format(profile,
       config.config_file(), config.credentials_file()))
   end

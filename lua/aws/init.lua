@@ -32,7 +32,7 @@
 --            timeout, connect_timeout, ca_file}
 -- The answer is parsed exactly like a network answer (errors, retries and all). By default the
 -- transport is http.request (runtime/http.c). aws.use_transport(fn) installs fn instead (nil
--- restores HTTP); FLOWRUN_SIM=1 or --sim (flow.options.sim) selects require("sim").handle.
+-- restores HTTP); the command line installs require("sim").handle for --sim / FLOWRUN_SIM=1.
 -- With any transport other than HTTP, a chain that finds no credentials falls back to
 -- dummy ones ("AKIDSIM"/"sim"), the region to us-east-1, and the chain skips the providers
 -- that would reach the network (container, EC2 metadata).
@@ -60,21 +60,10 @@ local clients = {}                      -- per service|region|endpoint: retry qu
 local cred_cache, cred_refresh = {}, {} -- per profile (or explicit key)
 local signers = setmetatable({}, { __mode = "k" })
 
-local log_mod
-local function debug_on()
-  if log_mod == nil then
-    local ok, m = pcall(require, "log")
-    log_mod = ok and m or false
-  end
-  if log_mod then return log_mod.debug_enabled("aws") end
-  local e = os.getenv("FLOWRUN_DEBUG")
-  return e ~= nil and (e:find("aws") ~= nil or e:find("all") ~= nil)
-end
+local log_mod = require "log"
+local function debug_on() return log_mod.debug_enabled("aws") end
 
-local function dlog(msg)
-  msg = redact.text(msg)
-  if log_mod then log_mod.debug("aws", msg) else io.stderr:write("aws: ", msg, "\n") end
-end
+local function dlog(msg) log_mod.debug("aws", redact.text(msg)) end
 
 ---- names ----------------------------------------------------------------------------------
 
@@ -215,9 +204,16 @@ local function check_params(sname, svc, op_name, params, label, level)
       error(("aws.%s: parameter %s must be an integer, got %s"):format(label, k, tostring(v)), level + 1)
     end
   end
-  -- required members are left to the service (or the simulator) to refuse, with its own
-  -- error code (aws.ValidationError ...), except where the request cannot be built without
-  -- them (URI members: protocols.lua)
+  -- required members, for every protocol: a call that lacks one is refused before it is sent
+  -- (json services would answer with a confusing not-found or validation error, or none)
+  local missing = {}
+  for _, m in ipairs(spec.required or {}) do
+    if params[m] == nil then missing[#missing + 1] = m end
+  end
+  if #missing > 0 then
+    error(("aws.%s: missing required parameter%s %s"):format(label, #missing > 1 and "s" or "",
+      table.concat(missing, ", ")), level + 1)
+  end
 end
 
 ---- settings, transport ----------------------------------------------------------------------
@@ -251,12 +247,6 @@ function API.use_transport(fn)
   ctx_cache = {}
 end
 
-local function sim_on()
-  if os.getenv("FLOWRUN_SIM") == "1" or config.getenv("FLOWRUN_SIM") == "1" then return true end
-  local ok, options = pcall(require, "flow.options")
-  return ok and type(options) == "table" and options.sim == true
-end
-
 local http_mod
 local function http_transport(req)
   http_mod = http_mod or require "http"
@@ -266,14 +256,9 @@ local function http_transport(req)
   }
 end
 
-local function sim_transport(req)
-  return require("sim").handle(req)
-end
-
 -- The transport in force and whether it is the network.
 local function current_transport()
   if transport_override then return transport_override, false end
-  if sim_on() then return sim_transport, false end
   return http_transport, true
 end
 API.current_transport = current_transport

@@ -38,10 +38,6 @@ function M.retryable(aws_code, status, net)
   return false
 end
 
-function M.is_throttle(aws_code)
-  return aws_code ~= nil and throttling_codes[aws_code] == true
-end
-
 -- Delay before retry n (n = 1 for the first retry).
 function M.delay(n, random)
   random = random or math.random

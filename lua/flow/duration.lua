@@ -6,11 +6,13 @@ local UNIT = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
 
 -- parse(v) -> seconds (number), or nil and a message saying what was expected.
 -- Accepts a non-negative number, a numeric string (seconds) or a sequence of
--- <number><unit> parts with units ms, s, m, h, d, w.
+-- <number><unit> parts with units ms, s, m, h, d, w. NaN and negative durations are refused;
+-- math.huge, and anything longer than the loop can count, means "forever" (a wait that ends only
+-- when it is cancelled), the same rule the C primitives apply.
 function M.parse(v)
   if type(v) == "number" then
-    if v ~= v or v < 0 or v == math.huge then
-      return nil, "expected a non-negative finite number of seconds, got " .. tostring(v)
+    if v ~= v or v < 0 then
+      return nil, "expected a number of seconds >= 0, got " .. tostring(v)
     end
     return v
   end
@@ -45,6 +47,8 @@ end
 -- format(seconds) -> "250ms", "4.2s", "1m02s", "6h00m", "2d03h"
 function M.format(s)
   if s == nil then return "-" end
+  if s ~= s then return "?" end
+  if s >= 2^53 then return "forever" end
   if s < 0 then s = 0 end
   if s < 1 then return string.format("%dms", math.floor(s * 1000 + 0.5)) end
   if s < 10 then return string.format("%.1fs", s) end

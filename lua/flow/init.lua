@@ -90,13 +90,13 @@ function M.any(hs)
   error(last_err, 0)
 end
 
--- flow.timeout(seconds, fn, ...) -> fn's results, or raises { code = "flow.timeout",
+-- flow.timeout(seconds | "30s", fn, ...) -> fn's results, or raises { code = "flow.timeout",
 -- retryable = true } once the time is up; fn's work is cancelled (and its cleanups have run)
 -- before the error is raised. fn runs in a task of its own.
 function M.timeout(s, fn, ...)
-  if type(s) ~= "number" or s < 0 then
-    error(("bad argument #1 to 'timeout' (seconds >= 0 expected, got %s)"):format(tostring(s)), 2)
-  end
+  local d, derr = require("flow.duration").parse(s)
+  if not d then error(("bad argument #1 to 'timeout' (%s)"):format(derr), 2) end
+  s = d
   if type(fn) ~= "function" then
     error(("bad argument #2 to 'timeout' (function expected, got %s)"):format(type(fn)), 2)
   end

@@ -9,6 +9,8 @@
 --                    one_failed | none_failed — evaluated once every upstream is final
 --   cleanup = true   runs once its upstreams are done whatever happened, also after Ctrl-C or
 --                    --timeout (shielded); its success never makes a failed run succeed
+--   undoes           (cleanup tasks) the tasks whose effects it reverses (terminate_cluster
+--                    undoes create_cluster): resuming the run runs them again
 --   retries, retry_delay, retry_backoff (multiplier >= 1), max_retry_delay, jitter (true or a
 --                    fraction: the delay is cut by up to that share at random), retry_if(err, ctx)
 --   timeout          per attempt; the attempt is cancelled and counts as a failure
@@ -39,6 +41,7 @@ local TASK_OPTS = {
   after = true, retries = true, retry_delay = true, retry_backoff = true,
   max_retry_delay = true, jitter = true, timeout = true, trigger = true, cleanup = true,
   on_failure = true, on_retry = true, on_success = true, retry_if = true, doc = true,
+  undoes = true,
 }
 local WF_OPTS = {
   name = true, params = true, max_active = true, defaults = true, doc = true,
@@ -203,6 +206,16 @@ local function check_task_opts(wf, name, opts, problem)
     problem("task %q: cleanup must be true or false, got %s", name, type(t.cleanup))
     t.cleanup = nil
   end
+  if t.undoes ~= nil then
+    local u = type(t.undoes) == "string" and { t.undoes } or t.undoes
+    if type(u) ~= "table" then
+      problem("task %q: undoes must be a task name or a list of names, got %s", name, type(u))
+      u = nil
+    elseif not t.cleanup then
+      problem("task %q: only a cleanup task can undo other tasks (undoes needs cleanup = true)", name)
+    end
+    t.undoes = u
+  end
   if t.cleanup and t.trigger and t.trigger ~= "all_done" then
     problem("task %q: a cleanup task always runs once its upstreams are done; "
       .. "trigger %q cannot apply", name, t.trigger)
@@ -300,6 +313,13 @@ function Workflow:validate()
       end
     end
   end
+  for _, t in ipairs(self.tasks) do
+    for _, u in ipairs(t.undoes or {}) do
+      if not self.by_name[u] then
+        problems[#problems + 1] = string.format("task %q: undoes unknown task %q", t.name, tostring(u))
+      end
+    end
+  end
   local cycle = find_cycle(self)
   if cycle then
     problems[#problems + 1] = "dependency cycle: " .. table.concat(cycle, " -> ")
@@ -367,6 +387,101 @@ local function convert(name, p, s)
   return s
 end
 
+-- The Lua type a parameter takes (its declared type, else its default's), or nil for any.
+local function want_type(p)
+  local t = p.type or (p.default ~= nil and type(p.default)) or nil
+  if t == "integer" then return "number", true end
+  return t, p.type == nil and math.type(p.default) == "integer"
+end
+
+local JSON_NAMES = { number = "a number", string = "a string", boolean = "true or false",
+  table = "a list or an object" }
+local TF_TYPES = { string = "string", number = "number", bool = "boolean", list = "table",
+  tuple = "table", set = "table", map = "table", object = "table" }
+
+local function json_kind(v)
+  if v == require("json").null then return "null" end
+  local t = type(v)
+  if t == "table" then return "a list or an object" end
+  if t == "boolean" then return "a boolean" end
+  if t == "string" then return string.format("the string %q", #v > 40 and (v:sub(1, 37) .. "...") or v) end
+  return "the " .. t .. " " .. tostring(v)
+end
+
+-- A value from a vars file for parameter `name`: converted to the parameter's type or refused.
+local function file_value(name, p, v, where)
+  local want, int = want_type(p)
+  if not want or type(v) == want then
+    if int and math.type(v) ~= "integer" and not math.tointeger(v) then
+      return nil, string.format("parameter %s in %s: expected an integer, got %s", name, where, json_kind(v))
+    end
+    return int and math.tointeger(v) or v
+  end
+  if type(v) == "string" then
+    local cv, cerr = convert(name, p, v)
+    if cv == nil then return nil, cerr .. " (in " .. where .. ")" end
+    return cv
+  end
+  if want == "string" and type(v) == "number" then
+    return math.type(v) == "integer" and string.format("%d", v) or tostring(v)
+  end
+  return nil, string.format("parameter %s in %s: expected %s, got %s", name, where,
+    JSON_NAMES[want] or want, json_kind(v))
+end
+
+-- Reads one --vars-file into params: a JSON object of values, or `terraform output -json`'s
+-- {"name": {"value": v, "type": t, "sensitive": b}}. Every problem (a file that is not an object,
+-- a value of the wrong type, null for a required parameter) names the file and the parameter.
+local function read_vars_file(wf, path, params, sources, problems)
+  local json = require "json"
+  local function problem(fmt, ...) problems[#problems + 1] = string.format(fmt, ...) end
+  local f, err = io.open(path, "r")
+  local text = f and f:read("a")
+  if f then f:close() end
+  if not text then
+    local e = err or "is a directory, not a file"
+    if f then e = path .. ": is a directory, not a file" end
+    return problem("--vars-file: cannot read %s", e)
+  end
+  local ok, doc = pcall(json.decode, text)
+  if not ok then
+    return problem("--vars-file %s: expected a JSON object of parameters, but it is not JSON (%s)",
+      path, tostring(doc))
+  end
+  if type(doc) ~= "table" or text:match("^%s*%[") or json.is_array(doc) then
+    return problem("--vars-file %s: expected a JSON object of parameters, got %s", path,
+      type(doc) == "table" and "a list" or json_kind(doc))
+  end
+  for k, v in pairs(doc) do
+    local p = wf.params[k]
+    if p then
+      local where = path
+      -- `terraform output -json` gives {"name": {"value": v, "type": ..., "sensitive": ...}}
+      if type(v) == "table" and v.value ~= nil and (v.type ~= nil or v.sensitive ~= nil
+          or (next(v) == "value" and next(v, "value") == nil)) then
+        local tf = v.type
+        v = v.value
+        local tf_name = type(tf) == "table" and tf[1] or tf
+        local want = want_type(p)
+        if type(tf_name) == "string" and want and TF_TYPES[tf_name] and TF_TYPES[tf_name] ~= want then
+          problem("parameter %s in %s: terraform says its type is %s, the parameter takes %s",
+            k, path, tf_name, JSON_NAMES[want] or want)
+          goto next
+        end
+      end
+      if v == json.null then
+        if p.required then
+          problem("parameter %s in %s: null, but the parameter is required", k, where)
+        end
+      else
+        local cv, cerr = file_value(k, p, v, where)
+        if cv == nil then problem("%s", cerr) else params[k], sources[k] = cv, "vars-file" end
+      end
+    end
+    ::next::
+  end
+end
+
 -- wf:resolve_params{vars = {k = "v"}, vars_files = {path...}, env = function(name)} ->
 -- params, sources (name -> "default" | "vars-file" | "env" | "--var"), or nil, list of
 -- messages. Precedence: defaults < --vars-file < FLOWRUN_VAR_<NAME> < --var.
@@ -378,34 +493,7 @@ function Workflow:resolve_params(o)
     if p.default ~= nil then params[name], sources[name] = p.default, "default" end
   end
   for _, path in ipairs(o.vars_files or {}) do
-    local f, err = io.open(path, "r")
-    if not f then
-      problems[#problems + 1] = "--vars-file: cannot read " .. tostring(err)
-    else
-      local text = f:read("a")
-      f:close()
-      local ok, doc = pcall(require("json").decode, text)
-      if not ok or type(doc) ~= "table" then
-        problems[#problems + 1] = string.format("--vars-file %s: expected a JSON object (%s)",
-          path, ok and ("got " .. type(doc)) or tostring(doc))
-      else
-        for k, v in pairs(doc) do
-          local p = self.params[k]
-          -- `terraform output -json` gives {"name": {"value": v, "type": ..., "sensitive": ...}}
-          if type(v) == "table" and v.value ~= nil and (v.type ~= nil or v.sensitive ~= nil
-              or (next(v) == "value" and next(v, "value") == nil)) then
-            v = v.value
-          end
-          if p then
-            if type(v) == "string" and p.default ~= nil and type(p.default) ~= "string" then
-              local cv, cerr = convert(k, p, v)
-              if cv == nil then problems[#problems + 1] = cerr else v = cv end
-            end
-            params[k], sources[k] = v, "vars-file"
-          end
-        end
-      end
-    end
+    read_vars_file(self, path, params, sources, problems)
   end
   for name, p in pairs(self.params) do
     local s = getenv("FLOWRUN_VAR_" .. name) or getenv("FLOWRUN_VAR_" .. name:upper())

@@ -18,7 +18,8 @@
 -- or FLOWRUN_SIM_DURATIONS='{"emr_step": 60}' (applied to a loaded state file too).
 --
 -- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table",
--- "lost=emr.RunJobFlow" (done, then answered 500 once)}, throttle = 0.2}, or flow.options.sim_fail, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
+-- "lost=emr.RunJobFlow" (done, then answered 500 once)}, throttle = 0.2}, or
+-- FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
 local json = require "json"
 local util = require "sim.util"
 
@@ -66,14 +67,10 @@ local function parse_fail(spec, into)
   end
 end
 
+-- Options from the environment, under what configure{} is given (the CLI passes --sim-fail and
+-- the state file of a workflow run explicitly).
 local function default_options()
   local o = {fail = {}, throttle = 0}
-  local ok, fo = pcall(require, "flow.options")
-  if ok and type(fo) == "table" then
-    if fo.sim_fail then parse_fail(fo.sim_fail, o) end
-    if fo.sim_state then o.state_file = fo.sim_state end
-    if fo.sim_seed then o.seed_file = fo.sim_seed end
-  end
   local env = os.getenv("FLOWRUN_SIM_FAIL")
   if env and env ~= "" then parse_fail(env, o) end
   local d = os.getenv("FLOWRUN_SIM_DURATIONS")
@@ -85,24 +82,18 @@ local function default_options()
     o.durations = v
   end
   o.record_file = os.getenv("FLOWRUN_SIM_RECORD")
-  if o.record_file == "" then o.record_file = nil end
-  o.state_file = o.state_file or os.getenv("FLOWRUN_SIM_STATE")
-  if not o.state_file and ok and type(fo) == "table" and fo.state_dir then
-    -- a workflow run keeps the simulated world beside its journals, so resume finds it
-    o.state_file = fo.state_dir .. "/sim-state.json"
+  o.state_file = os.getenv("FLOWRUN_SIM_STATE")
+  o.seed_file = os.getenv("FLOWRUN_SIM_SEED")
+  for _, k in ipairs {"record_file", "state_file", "seed_file"} do
+    if o[k] == "" then o[k] = nil end
   end
-  o.seed_file = o.seed_file or os.getenv("FLOWRUN_SIM_SEED")
-  if o.state_file == "" then o.state_file = nil end
-  if o.seed_file == "" then o.seed_file = nil end
   return o
 end
 
 -- Time source: wall clock of the flow runtime (follows virtual time); overridable for tests.
 function M.now()
   if cfg.clock then return cfg.clock() end
-  local ok, flow = pcall(require, "flow")
-  if ok and flow.time then return flow.time() end
-  return os.time()
+  return require("flow").time()
 end
 
 function M.failing(what) return cfg.fail and cfg.fail[what] end
@@ -144,15 +135,20 @@ local function load_world()
 end
 
 -- (Re)configure the simulator. opts: fail (list or "a,b,throttle=p"), throttle, state_file,
+-- default_state_file (used when neither state_file nor FLOWRUN_SIM_STATE names one),
 -- seed_file, seed (a table, same shape as a seed file), durations, clock (function), no_default (start
 -- from an empty world instead of the demo world), random_seed.
 function M.configure(opts)
   opts = opts or {}
   cfg = default_options()
   for k, v in pairs(opts) do
-    if k == "fail" then cfg.fail = {}; parse_fail(v, cfg)
-    else cfg[k] = v end
+    if k == "fail" then
+      -- configured failures add to FLOWRUN_SIM_FAIL's
+      parse_fail(v, cfg)
+    elseif v ~= nil then cfg[k] = v end
   end
+  -- a workflow run's world lives beside its journal unless FLOWRUN_SIM_STATE says otherwise
+  cfg.state_file = cfg.state_file or cfg.default_state_file
   if opts.random_seed then math.randomseed(opts.random_seed) end
   configured = true
   world = nil

@@ -95,12 +95,12 @@ t.test("simulator defaults: dummy credentials and region", function()
   capture()
   aws.glue.get_databases {}
   t.eq(seen[1].region, "ap-south-1", "a configured region is kept")
-  aws.use_transport(nil)
-  -- FLOWRUN_SIM=1: the simulator answers (no region, no credentials, no network needed)
-  env { FLOWRUN_SIM = "1" }
-  local ok, r = pcall(aws.sts.get_caller_identity)
-  t.ok(ok and type(r) == "table" and r.Account ~= nil, "FLOWRUN_SIM=1 routes to require('sim').handle: " .. tostring(ok and r.Arn or r))
+  -- the simulator as the transport: no region, no credentials, no network needed
   env {}
+  aws.use_transport(require("sim").handle)
+  local ok, r = pcall(aws.sts.get_caller_identity)
+  t.ok(ok and type(r) == "table" and r.Account ~= nil, "require('sim').handle answers: " .. tostring(ok and r.Arn or r))
+  aws.use_transport(nil)
 end)
 
 t.test("endpoint precedence", function()
@@ -185,6 +185,18 @@ t.test("bad input", function()
     "params not a table")
   t.raises(function() aws.dms.describe_replication_tasks({}, 5) end, "opts must be a table", "opts not a table")
   t.raises(function() aws.s3.get_object { Key = "k" } end, "missing required parameter Bucket", "a missing URI member")
+  -- every protocol checks required members before sending (json services would answer with a
+  -- not-found or a validation error that does not name the parameter)
+  local sent = 0
+  aws.use_transport(function() sent = sent + 1 return { status = 200, headers = {}, body = "{}" } end)
+  t.raises(function() aws.dms.start_replication_task { StartReplicationTaskType = "reload-target" } end,
+    "missing required parameter ReplicationTaskArn", "json: a missing required member")
+  t.raises(function() aws.emr.add_job_flow_steps {} end,
+    "missing required parameters JobFlowId, Steps", "json: several, all named")
+  t.raises(function() aws.sts.assume_role { RoleArn = "arn:aws:iam::1:role/r" } end,
+    "missing required parameter RoleSessionName", "query: a missing required member")
+  t.eq(sent, 0, "nothing was sent")
+  aws.use_transport(nil)
   t.raises(function() aws.s3.get_object { Bucket = "b", Key = "k", Bogus = 1 } end, "unknown parameter Bogus",
     "an unknown REST parameter")
   t.raises(function() aws.sts.assume_role { RoleArn = "r", RoleSessionName = "s", Tags = "notalist" } end,
@@ -219,9 +231,9 @@ t.test("names and completion hooks", function()
   for _, n in ipairs(ops) do if n == "describe_replication_tasks" then found = true end end
   t.ok(found, "aws.dms completes snake_case operation names")
   t.ok(#ops > 100, "all DMS operations (" .. #ops .. ")")
-  -- through the REPL's own completer (flow.repl), as Tab uses it
-  local ok_repl, repl = pcall(require, "flow.repl")
-  if ok_repl and repl.complete then
+  -- through the REPL's own completer (flowrun.cli.repl), as Tab uses it
+  local repl = require "flowrun.cli.repl"
+  do
     local got = repl.complete({ aws = aws }, "aws.dms.describe_replication_t")
     local joined = table.concat(got, " ")
     t.like(joined, "describe_replication_tasks", "REPL completes aws.dms.describe_replication_t<TAB>")

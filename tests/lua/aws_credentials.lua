@@ -95,6 +95,12 @@ credential_process = printf '{"Version": 1, "AccessKeyId": "AKIDPROCESS", "Secre
 [profile proc-bad]
 credential_process = printf 'not json'
 
+[profile proc-pydict]
+credential_process = printf "{'Version': 1, 'AccessKeyId': 'AKIDPY', 'SecretAccessKey': 'PYSECRET0123456789'}"
+
+[profile proc-shell]
+credential_process = printf 'export AWS_ACCESS_KEY_ID=AKIDSH\nexport AWS_SECRET_ACCESS_KEY=SHSECRET0123456789\n'
+
 [profile proc-v2]
 credential_process = printf '{"Version": 2, "AccessKeyId": "A", "SecretAccessKey": "B"}'
 
@@ -154,12 +160,41 @@ t.test("4 shared credentials file, 6 config file, profiles", function()
   t.like(state().requests[1].headers.authorization, "/eu%-central%-1/sts/", "signed for eu-central-1")
 end)
 
+t.test("configuration that cannot be used is reported, with file and line", function()
+  local bad = write("[default]\nregion = eu-west-1\n\n[default\naws_access_key_id = AKIDX\n")
+  env { AWS_REGION = false, AWS_CONFIG_FILE = bad }
+  local e = t.raises(who, "aws.ConfigError", "an unclosed section header")
+  t.like(e and e.message or "", bad:gsub("%p", "%%%0") .. ":4: a section header without its closing %]",
+    "names the file and line")
+  local early = write("region = x\n[default]\n")
+  env { AWS_CONFIG_FILE = early }
+  e = t.raises(who, "aws.ConfigError", "a setting before any section")
+  t.like(e and e.message or "", ":1: a setting before any", "line 1")
+  env { AWS_CONFIG_FILE = "/tmp" }
+  e = t.raises(who, "aws.ConfigError", "a directory as the config file")
+  t.like(e and e.message or "", "is a directory", "says so")
+  env { AWS_PROFILE = "ghost", AWS_ACCESS_KEY_ID = "AKIDTEST", AWS_SECRET_ACCESS_KEY = "x" }
+  e = t.raises(who, "aws.ProfileNotFound", "AWS_PROFILE naming a profile that does not exist")
+  t.like(e and e.message or "", "profile ghost not found", "names it")
+  env { AWS_PROFILE = "default", AWS_ACCESS_KEY_ID = "AKIDTEST", AWS_SECRET_ACCESS_KEY = "x" }
+  t.eq(who(), "AKIDTEST", "AWS_PROFILE=default without files is fine")
+end)
+
 t.test("5 credential_process", function()
   env(with_files { AWS_PROFILE = "proc" })
   t.eq(who(), "AKIDPROCESS", "credential_process output")
   t.eq(state().requests[1].sig, "ok", "signed with it")
   env(with_files { AWS_PROFILE = "proc-bad" })
   t.raises(who, "aws.CredentialProcessError", "output that is not JSON")
+  -- what a helper prints is never quoted, whatever shape the secret takes in it
+  for _, prof in ipairs { "proc-pydict", "proc-shell" } do
+    env(with_files { AWS_PROFILE = prof })
+    local perr = t.raises(who, "aws.CredentialProcessError", prof .. ": not JSON")
+    local text = tostring(perr and perr.message)
+    t.ok(not text:find("SECRET0123456789", 1, true), prof .. ": the secret is not in the error: " .. text)
+    t.ok(not text:find("AKID", 1, true), prof .. ": nor any of the output")
+    t.like(text, "not shown", prof .. ": it says why")
+  end
   env(with_files { AWS_PROFILE = "proc-v2" })
   t.raises(who, "aws.CredentialProcessError", "Version 2")
   env(with_files { AWS_PROFILE = "proc-fails" })

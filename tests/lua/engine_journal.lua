@@ -1,18 +1,21 @@
--- The run journal: JSON lines, group commit with fsync, replay, a last line cut by a crash,
--- damage elsewhere, resume keeping succeeded tasks' results.
+-- The file run store: JSON lines, group commit with fsync, replay, a last line cut by a crash
+-- (repaired in place), damage elsewhere (every record checked as it is read), resume keeping
+-- succeeded tasks' results, the run's lock (no lock files), task logs kept beside the journal.
 local t = require "tap"
 local flow = require "flow"
 local core = require "flow.core"
-local engine = require "flow.engine"
-local journal = require "flow.journal"
-local progress = require "flow.progress"
+local sys = require "flow.sys"
+local engine = require "flowrun.engine"
+local filestore = require "flowrun.engine.store.file"
 local json = require "json"
 
 core.set_virtual_time(true)
 
 local dir = os.tmpname()
 os.remove(dir)
-journal.mkdir_p(dir)
+assert(sys.mkdir_p(dir .. "/runs"))
+local store = filestore.open(dir, { clock = flow.time })
+local function jpath(id) return store:journal_path(id) end
 
 local function slurp(p)
   local f = assert(io.open(p, "rb"))
@@ -28,11 +31,9 @@ local function spit(p, s)
 end
 
 local function start_journal(id, wf)
-  local path = journal.path(dir, id)
-  local jr = journal.open(path, { clock = flow.time })
-  jr:append { ev = "run_started", run = id, workflow = wf.name, params = {}, v = 1 }
-  jr:commit()
-  return jr, path
+  local jr = assert(store:create_run({ ev = "run_started", run = id, workflow = wf.name,
+    params = {}, v = 1 }))
+  return jr, jpath(id)
 end
 
 t.test("a run's journal replays to the run's final states and results", function()
@@ -45,10 +46,10 @@ t.test("a run's journal replays to the run's final states and results", function
   wf:task("c", { after = "a" }, function() error(flow.error("x.bad", "c is broken")) end)
   wf:task("d", { after = "c" }, function() return 1 end)
   wf:task("e", { after = "c", trigger = "all_done", cleanup = true }, function() return "e" end)
-  local jr, path = start_journal("r1", wf)
+  local jr = start_journal("r1", wf)
   local sum = engine.run(wf, { params = {}, journal = jr, run_id = "r1" })
   jr:close()
-  local run = assert(journal.load(path))
+  local run = assert(store:load("r1"))
   for _, x in ipairs(sum.tasks) do
     t.eq(run.tasks[x.name].state, x.state, "state of " .. x.name)
     t.eq(run.tasks[x.name].attempts, x.attempts, "attempts of " .. x.name)
@@ -86,27 +87,33 @@ t.test("group commit: one fsync for changes that happen together", function()
   t.ok(jr.commits - c0 <= 10, "in at most 10 commits (" .. (jr.commits - c0) .. ")")
 end)
 
-t.test("a last line cut by a crash is ignored; other damage is an error", function()
-  local path = journal.path(dir, "cut")
+t.test("a last line cut by a crash is ignored and repaired; other damage is an error", function()
+  local path = jpath("cut")
   local lines = {
     json.encode { ev = "run_started", run = "cut", workflow = "w", t = 1 },
     json.encode { ev = "task_started", task = "a", attempt = 1, t = 2 },
     json.encode { ev = "task_succeeded", task = "a", attempt = 1, result = 5, t = 3 },
   }
   spit(path, table.concat(lines, "\n") .. '\n{"ev":"task_started","ta')
-  local run, err = journal.load(path)
+  local run, err = store:load("cut")
   t.ok(run, "loaded: " .. tostring(err))
   t.ok(run and run.truncated, "marked truncated")
   t.eq(run and run.tasks.a.state, "success", "lines before the cut are read")
-  t.eq(run and run.state, "running", "no run_finished: still 'running' (interrupted)")
+  t.eq(run and run.state, "interrupted", "no run_finished and nobody holds it: interrupted")
+  -- the next writer truncates the cut line away instead of gluing a record to it
+  local jw = assert(store:resume_run(run))
+  jw:append { ev = "run_resumed", t = 4 }
+  jw:close()
+  t.eq(slurp(path), table.concat(lines, "\n") .. "\n" .. '{"ev":"run_resumed","t":4}\n',
+    "the cut line is gone, the new record on a line of its own")
 
   spit(path, lines[1] .. "\n" .. "garbage{\n" .. lines[3] .. "\n")
-  local bad, msg = journal.load(path)
+  local bad, msg = store:load("cut")
   t.ok(bad == nil, "damage in the middle refused")
   t.like(msg, "cut%.jsonl:2: damaged journal line", "message names the file and line")
 
   spit(path, lines[2] .. "\n")
-  local _, msg2 = journal.load(path)
+  local _, msg2 = store:load("cut")
   t.like(msg2 or "", "expected a run_started record", "must start with run_started")
   os.remove(path)
 end)
@@ -126,13 +133,13 @@ t.test("resume: succeeded tasks keep results and do not run again", function()
     return ctx.results.b .. "C"
   end)
   wf:task("z", { after = "c", cleanup = true }, function() runs.z = (runs.z or 0) + 1 end)
-  local jr, path = start_journal("r3", wf)
+  local jr = start_journal("r3", wf)
   local sum1 = engine.run(wf, { params = {}, journal = jr, run_id = "r3" })
   jr:close()
   t.eq(sum1.state, "failed", "first run failed")
   fail_b = false
-  local prev = assert(journal.load(path))
-  local jr2 = journal.open(path, { clock = flow.time })
+  local prev = assert(store:load("r3"))
+  local jr2 = assert(store:resume_run(prev))
   jr2:append { ev = "run_resumed" }
   local sum2 = engine.run(wf, { params = {}, journal = jr2, run_id = "r3", resume = prev })
   jr2:close()
@@ -140,28 +147,71 @@ t.test("resume: succeeded tasks keep results and do not run again", function()
   t.eq(runs, { a = 1, b = 2, c = 1, z = 2 }, "a not run again; b, c and the cleanup ran")
   t.eq(sum2.results.c, "ABC", "the kept result of a reached b")
   t.eq(sum2.tasks[2].attempts, 2, "attempt numbers continue across the resume")
-  local again = assert(journal.load(path))
+  local again = assert(store:load("r3"))
   t.eq(again.state, "success", "journal says success")
   t.eq(again.resumed, 1, "one resume recorded")
   t.eq(again.tasks.c.result, "ABC", "c's result journaled")
 end)
 
+t.test("resume after a cleanup undid a task: that task and what follows run again", function()
+  local made, alive = 0, {}
+  local fail_use = true
+  local wf = flow.workflow { name = "undo" }
+  wf:task("prep", function() return "p" end)
+  wf:task("make", { after = "prep" }, function()
+    made = made + 1
+    alive[made] = true
+    return { id = made }
+  end)
+  wf:task("use", { after = "make" }, function(ctx)
+    if not alive[ctx.results.make.id] then error("resource " .. ctx.results.make.id .. " is gone", 0) end
+    if fail_use then error("use failed", 0) end
+    return "used " .. ctx.results.make.id
+  end)
+  wf:task("teardown", { after = { "make", "use" }, cleanup = true, undoes = "make" }, function(ctx)
+    local m = ctx.results.make
+    if m then alive[m.id] = nil end
+  end)
+  local jr = start_journal("u1", wf)
+  t.eq(engine.run(wf, { params = {}, journal = jr, run_id = "u1" }).state, "failed", "first run failed")
+  jr:close()
+  fail_use = false
+  local prev = assert(store:load("u1"))
+  local jr2 = assert(store:resume_run(prev))
+  local sum = engine.run(wf, { params = {}, journal = jr2, run_id = "u1", resume = prev })
+  jr2:close()
+  t.eq(sum.state, "success", "the resumed run succeeds (it did not hand use a dead resource)")
+  t.eq(made, 2, "make ran again")
+  t.eq(sum.results.use, "used 2", "use got the new resource")
+  local kept = {}
+  for _, st in ipairs(sum.tasks) do if st.resumed then kept[#kept + 1] = st.name end end
+  t.eq(kept, { "prep" }, "prep kept; make undone by the cleanup")
+  local wf2 = flow.workflow { name = "bad" }
+  wf2:task("a", function() end)
+  wf2:task("b", { after = "a", undoes = "a" }, function() end)
+  wf2:task("c", { after = "a", cleanup = true, undoes = "zz" }, function() end)
+  local ok, problems = wf2:validate()
+  t.ok(not ok, "undoes is checked")
+  t.like(table.concat(problems or {}, "\n"), "only a cleanup task can undo", "only on cleanup tasks")
+  t.like(table.concat(problems or {}, "\n"), 'undoes unknown task "zz"', "names must exist")
+end)
+
 t.test("interrupted journal: running tasks replay as running and run again on resume", function()
-  local path = journal.path(dir, "crash")
+  local path = jpath("crash")
   spit(path, table.concat({
     json.encode { ev = "run_started", run = "crash", workflow = "w", t = 1, pid = 999999999 },
     json.encode { ev = "task_started", task = "a", attempt = 1, t = 2 },
     json.encode { ev = "task_succeeded", task = "a", attempt = 1, result = "ra", t = 3 },
     json.encode { ev = "task_started", task = "b", attempt = 1, t = 4 },
   }, "\n") .. "\n")
-  local run = assert(journal.load(path))
+  local run = assert(store:load("crash"))
   t.eq(run.tasks.b.state, "running", "b was running at the crash")
-  t.ok(not journal.pid_alive(run.pid), "its process is gone")
+  t.eq(run.state, "interrupted", "its process is gone (nobody holds the run)")
   local ran = {}
   local wf = flow.workflow { name = "w" }
   wf:task("a", function() ran.a = true end)
   wf:task("b", { after = "a" }, function(ctx) ran.b = ctx.results.a return "rb" end)
-  local jr = journal.open(path, { clock = flow.time })
+  local jr = assert(store:resume_run(run))
   jr:append { ev = "run_resumed" }
   local sum = engine.run(wf, { params = {}, journal = jr, resume = run, run_id = "crash" })
   jr:close()
@@ -170,9 +220,9 @@ t.test("interrupted journal: running tasks replay as running and run again on re
   os.remove(path)
 end)
 
-t.test("journal.list orders runs and reports damaged ones", function()
-  spit(journal.path(dir, "zzz-damaged"), "{{{\n{}\n")
-  local runs = journal.list(dir)
+t.test("store:runs() orders runs and reports damaged ones", function()
+  spit(jpath("zzz-damaged"), "{{{\n{}\n")
+  local runs = store:runs()
   local ids, damaged = {}, nil
   for _, r in ipairs(runs) do
     ids[#ids + 1] = r.id
@@ -180,42 +230,116 @@ t.test("journal.list orders runs and reports damaged ones", function()
   end
   t.ok(#runs >= 3, "runs listed: " .. table.concat(ids, ","))
   t.ok(damaged and damaged.error:find("zzz%-damaged%.jsonl:1"), "damaged journal named")
-  t.eq(journal.hash_text("abc"), journal.hash_text("abc"), "hash stable")
-  t.ok(journal.hash_text("abc") ~= journal.hash_text("abd"), "hash changes with content")
+  t.eq(engine.hash_text("abc"), engine.hash_text("abc"), "hash stable")
+  t.ok(engine.hash_text("abc") ~= engine.hash_text("abd"), "hash changes with content")
+  os.remove(jpath("zzz-damaged"))
 end)
 
-os.execute("rm -rf '" .. dir .. "'")
-t.test("one process at a time holds a run's lock; a dead holder holds nothing", function()
-  local jl = require "flow.journal"
-  local path = os.tmpname() .. ".jsonl"
-  local a = assert(jl.lock(path))
-  local b, err = jl.lock(path)
-  t.eq(b, nil, "a second lock is refused")
-  t.like(err, "another flowrun process", "and says why")
+t.test("damaged records are named by file and line, whatever field is missing", function()
+  local head = '{"ev":"run_started","t":1,"run":"x","workflow":"w"}\n'
+  local cases = {
+    { '{"ev":"run_started"}', '"t" must be a number' },
+    { '{"ev":"run_started","t":1}', '"run" must be a string' },
+    { '{"ev":"run_started","t":1,"run":"x","workflow":"w","tasks":[1]}', '"tasks" must be a list' },
+    { head .. '{"ev":"task_started","t":2,"task":"a","attempt":{}}', '"attempt" must be an attempt number' },
+    { head .. '{"ev":"task_failed","t":2,"task":"a","attempt":1,"error":"x"}', '"error" must be an error' },
+    { head .. '{"ev":"run_finished","t":2,"state":"weird","exit":0}', '"state" must be success, failed or cancelled' },
+    { head .. '{"ev":"task_exploded","t":2}', "unknown record" },
+  }
+  for i, c in ipairs(cases) do
+    spit(jpath("dmg"), c[1] .. "\n")
+    local r, msg = store:load("dmg")
+    t.eq(r, nil, "case " .. i .. " refused")
+    t.like(msg or "", "dmg%.jsonl:%d+: damaged journal line", "case " .. i .. " names file and line")
+    t.like(msg or "", (c[2]:gsub("%p", "%%%0")), "case " .. i .. " says what is wrong")
+  end
+  local found
+  for _, r in ipairs(store:runs()) do if r.id == "dmg" then found = r end end
+  t.eq(found and found.state, "damaged", "listed as damaged, not an internal error")
+  os.remove(jpath("dmg"))
+end)
+
+t.test("task logs are kept per task and attempt, bounded", function()
+  local wf = flow.workflow { name = "logs" }
+  wf:task("a", { retries = 1 }, function(ctx)
+    ctx.log("hello from", ctx.attempt)
+    if ctx.attempt == 1 then error("again", 0) end
+    ctx.log("caf\xe9 bytes")
+  end)
+  local jr = start_journal("lg", wf)
+  local sum = engine.run(wf, { params = {}, journal = jr, run_id = "lg" })
+  jr:close()
+  t.eq(sum.state, "success", "ran")
+  local got = {}
+  for _, l in ipairs(store:logs("lg")) do got[#got + 1] = { l.task, l.attempt, l.msg } end
+  t.eq(got, { { "a", 1, "hello from 1" }, { "a", 2, "hello from 2" }, { "a", 2, "caf\\xE9 bytes" } },
+    "each line with its task and attempt; bytes that are not UTF-8 escaped")
+  local old = filestore.LOG_LIMIT
+  filestore.LOG_LIMIT = 100
+  local wf2 = flow.workflow { name = "many" }
+  wf2:task("chatty", function(ctx) for i = 1, 50 do ctx.log("line " .. i) end end)
+  local jr2 = start_journal("lg2", wf2)
+  engine.run(wf2, { params = {}, journal = jr2, run_id = "lg2" })
+  jr2:close()
+  filestore.LOG_LIMIT = old
+  local l2 = store:logs("lg2")
+  t.ok(#l2 < 20, "bounded per attempt (" .. #l2 .. " lines kept)")
+  t.ok(l2[#l2] and l2[#l2].truncated and l2[#l2].msg:match("truncated"), "with a clear truncated mark")
+end)
+
+t.test("one process at a time holds a run; a dead holder holds nothing; no lock files", function()
+  local a = assert(store:create_run({ ev = "run_started", run = "lk", workflow = "lk" }))
+  local prev = assert(store:load("lk"))
+  t.eq(prev.state, "running", "held by us: running")
+  local b, err = store:resume_run(prev)
+  t.eq(b, nil, "a second writer is refused")
+  t.eq(err and err.code, "store.busy", "store.busy")
+  t.like(err and err.message or "", "another flowrun process", "and says why")
   a:close()
-  local c = jl.lock(path)
-  t.ok(c, "free again once closed")
+  t.eq(store:load("lk").state, "interrupted", "released once closed")
+  local c = assert(store:resume_run(prev), "free again once closed")
   c:close()
   -- another process holds it, then ends (cancelling flow.exec terminates it)
   local flowrun = assert(os.getenv("FLOWRUN"), "FLOWRUN is set by scripts/test.sh")
-  local started = path .. ".started"
+  local started = dir .. "/started"
   local holder = flow.spawn(flow.exec, { flowrun, "-e", ([[
-    local l = assert(require("flow.journal").lock(%q))
+    local st = require("flowrun.engine.store.file").open(%q)
+    local j = assert(st:resume_run(assert(st:load("lk"))))
     io.open(%q, "w"):close()
-    flow.sleep(30)]]):format(path, started) })
+    flow.sleep(30)]]):format(dir, started) })
   for _ = 1, 200 do
     if io.open(started) then break end
     flow.sleep(0.02)
   end
-  local d, derr = jl.lock(path)
+  local d, derr = store:resume_run(prev)
   t.eq(d, nil, "refused while another process holds it")
-  t.like(derr, "is held", "named")
+  t.like(derr and derr.message or "", "is locked", "named")
+  t.eq(store:load("lk").state, "running", "and the run shows as running")
   holder:cancel()
   pcall(holder.wait, holder)
-  local e = jl.lock(path)
+  -- the kernel releases the lock when the process has exited
+  for _ = 1, 300 do
+    if not store:live("lk") then break end
+    flow.sleep(0.01)
+  end
+  local e = store:resume_run(prev)
   t.ok(e, "free once that process is gone")
   if e then e:close() end
-  os.remove(path .. ".lock"); os.remove(started)
+  os.remove(started)
+  local locks = {}
+  for _, n in ipairs(assert(sys.readdir(dir .. "/runs"))) do
+    if n:match("lock") then locks[#locks + 1] = n end
+  end
+  t.eq(locks, {}, "no lock files are left behind")
 end)
+
+local function rm_rf(p)
+  local st = sys.stat(p)
+  if st and st.type == "directory" then
+    for _, n in ipairs(sys.readdir(p) or {}) do rm_rf(p .. "/" .. n) end
+  end
+  os.remove(p)
+end
+rm_rf(dir)
 
 t.done()

@@ -11,9 +11,9 @@
 local t = require "tap"
 local flow = require "flow"
 local core = require "flow.core"
-local engine = require "flow.engine"
-local journal = require "flow.journal"
-local progress = require "flow.progress"
+local engine = require "flowrun.engine"
+local filestore = require "flowrun.engine.store.file"
+local progress = require "flowrun.cli.view"
 
 core.set_virtual_time(true)
 
@@ -57,7 +57,7 @@ end
 
 local dir = os.tmpname()
 os.remove(dir)
-journal.mkdir_p(dir)
+local store = filestore.open(dir, { fsync = false, clock = flow.time })
 
 local failures = 0
 local function check(cond, case, msg)
@@ -112,9 +112,8 @@ for case = 1, CASES do
   end
   local run_timeout = rnd(7) == 0 and (1 + rnd(8)) or nil
   local id = "case" .. case
-  local path = journal.path(dir, id)
-  local jr = journal.open(path, { fsync = false, clock = flow.time })
-  jr:append { ev = "run_started", run = id, workflow = wf.name, params = {} }
+  local path = store:journal_path(id)
+  local jr = assert(store:create_run { ev = "run_started", run = id, workflow = wf.name, params = {} })
   local sum = engine.run(wf, { params = {}, journal = jr, run_id = id, observer = observer,
     timeout = run_timeout, reporter = progress.quiet() })
   jr:close()
@@ -176,7 +175,7 @@ for case = 1, CASES do
   if sum.state ~= "success" then totals.failed_runs = totals.failed_runs + 1 end
 
   -- the journal's order says the same: an upstream's final record comes before the start
-  local recs = journal.read(path)
+  local recs = filestore.read(path)
   local final_rec = {}
   for _, r in ipairs(recs or {}) do
     if r.ev == "task_succeeded" or r.ev == "task_failed" or r.ev == "task_skipped" then
@@ -188,7 +187,7 @@ for case = 1, CASES do
     end
   end
 
-  local replay, err = journal.load(path)
+  local replay, err = store:load(id)
   check(replay, case, "journal: " .. tostring(err))
   if replay then
     check(replay.state == sum.state, case, "journal run state")
@@ -214,7 +213,7 @@ for case = 1, CASES do
       for _, dep in ipairs(sp.deps) do if not kept[dep] then k = false end end
       kept[sp.name] = k
     end
-    local jr2 = journal.open(path, { fsync = false, clock = flow.time })
+    local jr2 = assert(store:resume_run(replay))
     jr2:append { ev = "run_resumed" }
     local sum2 = engine.run(wf, { params = {}, journal = jr2, run_id = id, resume = replay,
       reporter = progress.quiet() })
@@ -233,7 +232,7 @@ for case = 1, CASES do
           sp.name .. " success on resume without running")
       end
     end
-    local again = journal.load(path)
+    local again = store:load(id)
     check(again and again.state == "success" and again.resumed == 1, case, "journal after resume")
   end
   os.remove(path)
@@ -247,5 +246,6 @@ t.diag(string.format("tasks %d: ran %d (cleanup %d), retries %d, timeouts %d, sk
   totals.cancelled, totals.failed_runs, totals.resumed or 0))
 t.ok(totals.skipped > 0 and totals.upstream_failed > 0 and totals.cancelled > 0 and
   totals.timeouts > 0 and totals.cleanup > 0 and totals.retries > 0, "the cases cover every outcome")
-os.execute("rm -rf '" .. dir .. "'")
+for _, n in ipairs(require("flow.sys").readdir(dir .. "/runs") or {}) do os.remove(dir .. "/runs/" .. n) end
+os.remove(dir .. "/runs"); os.remove(dir)
 t.done()

@@ -3,8 +3,8 @@
 local t = require "tap"
 local flow = require "flow"
 local core = require "flow.core"
-local engine = require "flow.engine"
-local progress = require "flow.progress"
+local engine = require "flowrun.engine"
+local progress = require "flowrun.cli.view"
 
 core.set_virtual_time(true)
 
@@ -348,15 +348,15 @@ t.test("flow.poll: interval, backoff, timeout, errors", function()
 end)
 
 t.test("results that cannot be journaled fail the task", function()
-  local journal = require "flow.journal"
-  local path = os.tmpname()
-  local jr = journal.open(path, { fsync = false })
-  jr:append { ev = "run_started", run = "r", workflow = "w" }
+  local dir = os.tmpname()
+  os.remove(dir)
+  local store = require("flowrun.engine.store.file").open(dir, { fsync = false })
+  local jr = assert(store:create_run { ev = "run_started", run = "r", workflow = "w" })
   local wf = flow.workflow { name = "w" }
   wf:task("fn", function() return function() end end)
   local sum = run(wf, { journal = jr })
   jr:close()
-  os.remove(path)
+  os.remove(store:journal_path("r")); os.remove(dir .. "/runs"); os.remove(dir)
   t.eq(sum.tasks[1].state, "failed", "failed")
   t.eq(sum.tasks[1].error.code, "flow.result", "flow.result error")
 end)

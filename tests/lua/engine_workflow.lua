@@ -4,7 +4,7 @@ local t = require "tap"
 local flow = require "flow"
 local workflow = require "flow.workflow"
 local duration = require "flow.duration"
-local graph = require "flow.graph"
+local graph = require "flowrun.engine.graph"
 local json = require "json"
 
 local function noop() end

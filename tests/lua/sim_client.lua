@@ -2,7 +2,7 @@
 -- come back as the client's error objects with AWS's codes, statuses and request ids.
 local t = require "tap"
 local flow = require "flow"
-require("flow.options").sim = true
+require("aws").use_transport(require("sim").handle)
 local sim = require "sim"
 local aws = require "aws"
 
@@ -44,7 +44,7 @@ t.test("errors as the client raises them", function()
   t.raises(function() aws.glue.get_table{DatabaseName = "lake", Name = "x"} end,
     "aws.EntityNotFoundException", "Glue missing")
   t.raises(function() aws.sts.assume_role{RoleArn = "arn:aws:iam::1:role/r"} end,
-    "aws.ValidationError", "STS: missing member refused as AWS does")
+    "missing required parameter RoleSessionName", "a missing required member is refused before sending")
   sim.configure{throttle = 1}
   e = t.raises(function() aws.dms.describe_replication_tasks{} end, "aws.ThrottlingException",
     "throttled after the client's retries")

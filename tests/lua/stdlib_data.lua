@@ -1,7 +1,7 @@
 -- stdlib s3, glue, athena, secrets, gzip against the simulator through the AWS client.
 local t = require "tap"
 local flow = require "flow"
-require("flow.options").sim = true
+require("aws").use_transport(require("sim").handle)
 local sim = require "sim"
 local s3 = require "s3"
 local glue = require "glue"

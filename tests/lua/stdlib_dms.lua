@@ -2,7 +2,7 @@
 -- through the AWS client, under virtual time.
 local t = require "tap"
 local flow = require "flow"
-require("flow.options").sim = true
+require("aws").use_transport(require("sim").handle)
 local sim = require "sim"
 local dms = require "dms"
 

@@ -2,7 +2,7 @@
 -- (idempotent by name), wait_step (failure details, stderr tail, cancellation), terminate.
 local t = require "tap"
 local flow = require "flow"
-require("flow.options").sim = true
+require("aws").use_transport(require("sim").handle)
 local sim = require "sim"
 local emr = require "emr"
 local aws = require "aws"

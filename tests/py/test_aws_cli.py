@@ -59,6 +59,20 @@ def e_prints_json():
 
 
 @tap.test
+def sim_from_the_command_line_or_the_environment():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLOWRUN_SIM"))}
+    env.update(HOME="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
+    code = "return aws.sts.get_caller_identity().UserId"
+    for args, extra, what in ((["--sim", "-e", code], {}, "--sim"),
+                              (["-e", code], {"FLOWRUN_SIM": "1"}, "FLOWRUN_SIM=1")):
+        p = run(args, dict(env, **extra))
+        tap.eq(p.returncode, 0, what + ": no credentials, region or network needed " + p.stderr)
+        tap.like(p.stdout, "AIDASIMULATEDUSER", what + ": the simulator answers")
+    p = run(["-e", code], env)
+    tap.ok(p.returncode != 0, "without either, the real credential chain runs (and finds nothing)")
+
+
+@tap.test
 def failed_call_exit_and_message():
     control("/_fake/reset")
     control("/_fake/script", {"responses": [{"status": 400, "body": json.dumps(

@@ -45,7 +45,7 @@ def help_and_version():
     tap.like(out, "Lua 5.4", "and Lua")
     rc, _, err = run(["--bogus"])
     tap.eq(rc, 2, "an unknown option exits 2")
-    tap.like(err, "unknown option --bogus", "and says which")
+    tap.like(err, "unknown option '--bogus'", "and says which")
 
 
 @tap.test

@@ -1,6 +1,6 @@
 """How a run shows itself and a few process-level options: the live view on a terminal (pty),
 text lines otherwise, secret parameters kept out of the journal, --sim/--sim-fail reaching
-flow.options, --max-active, virtual time in the journal's timestamps, a second SIGINT."""
+the settings (--sim), --max-active, virtual time in the journal's timestamps, a second SIGINT."""
 import json
 import os
 import pty
@@ -131,8 +131,7 @@ for i = 1, 6 do
   end)
 end
 wf:task("report", { after = { "t1", "t2", "t3", "t4", "t5", "t6" } }, function()
-  local o = require "flow.options"
-  return { sim = o.sim, fail = o.sim_fail, peak = peak }
+  return { account = require("aws").sts.get_caller_identity().Account, peak = peak }
 end)
 return wf
 """)
@@ -143,9 +142,11 @@ return wf
     rid = json.loads(out.splitlines()[-1])["run"]
     res = json.loads(flowrun("show", rid, "--state-dir", STATE, "--json")[1])
     rep = [t for t in res["tasks"] if t["name"] == "report"][0]["result"]
-    tap.eq(rep, {"sim": True, "fail": ["emr.RunJobFlow=ThrottlingException", "dms.stop"], "peak": 2},
-           "flow.options carries --sim/--sim-fail; --max-active 2 held")
+    tap.eq(rep, {"account": "123456789012", "peak": 2},
+           "--sim: the simulator answers the run's AWS calls; --max-active 2 held")
     j = journal(rid)
+    tap.eq(j[0].get("sim"), {"fail": ["emr.RunJobFlow=ThrottlingException", "dms.stop"]},
+           "the run records that it talks to the simulator, with its --sim-fail specs")
     span = j[-1]["t"] - j[0]["t"]
     tap.ok(2.9 < span < 3.5, "journal timestamps follow virtual time (3 waves of 1 s: %.2f)" % span)
 

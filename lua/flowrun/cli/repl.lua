@@ -1,11 +1,11 @@
--- flow.repl — the interactive REPL: each input line runs as a task of its own, so waiting
+-- flowrun.cli.repl — the interactive REPL: each input line runs as a task of its own, so waiting
 -- calls (AWS, PostgreSQL, flow.sleep) work as if synchronous; other tasks keep running while
 -- you type. Multi-line input like the lua interpreter; results printed pretty; errors shown
 -- without leaving; Ctrl-C cancels the running line (or drops the line being typed); Ctrl-D
 -- exits. History in ~/.flowrun_history; Tab completes globals and table fields.
 local flow = require "flow"
 local sys = require "flow.sys"
-local pretty = require "flow.pretty"
+local pretty = require "flowrun.cli.pretty"
 
 local M = {}
 
@@ -143,8 +143,7 @@ end
 
 function M.run(opts)
   opts = opts or {}
-  local cli = require "flow.cli"
-  local env = opts.env or cli.lazy_env()
+  local env = opts.env or require("flowrun.cli.script").lazy_env()
   local tty = sys.isatty(0)
   local rl
   local home = os.getenv("HOME")

@@ -1,4 +1,4 @@
--- flow.progress — how a run shows itself: a live view redrawn in place on a terminal ("tty"),
+-- flowrun.cli.view — how a run shows itself: a live view redrawn in place on a terminal ("tty"),
 -- timestamped log lines otherwise ("text"), one JSON object per line for machines ("json"),
 -- or nothing ("quiet", for tests and benchmarks). Every reporter has the same methods, called
 -- by the engine:
@@ -9,21 +9,15 @@
 --   rep:progress(st, pct, msg)       ctx.progress
 --   rep:run_finished(summary)        prints the one-screen summary
 --   rep:close()
+local flow = require "flow"
+local core = require "flow.core"
+local sys = require "flow.sys"
 local duration = require "flow.duration"
+local errors = require "flowrun.engine.errors"
 
 local M = {}
 
-local function now()
-  local ok, flow = pcall(require, "flow")
-  if ok and flow.time then return flow.time() end
-  return os.time()
-end
-
-local function mono()
-  local ok, flow = pcall(require, "flow")
-  if ok and flow.now then return flow.now() end
-  return os.clock()
-end
+local now, mono = flow.time, flow.now
 
 local function iso(t)
   local s = math.floor(t)
@@ -38,15 +32,22 @@ local function one_line(s, max)
 end
 M.one_line = one_line
 
--- "code: message" for error objects, tostring otherwise; one line, secrets are the caller's
--- business (error objects never carry them).
+-- "code: message" of any error value, on one line (the first meaningful one of a multi-line
+-- message); never raises, always valid UTF-8.
 function M.errstr(e)
   if e == nil then return "" end
-  if type(e) == "table" then
-    if e.code ~= nil then return one_line(tostring(e.code) .. ": " .. tostring(e.message or "")) end
-    if e.message ~= nil then return one_line(e.message) end
-  end
-  return one_line(tostring(e))
+  return (errors.headline(e))
+end
+
+-- The lines of an error after its first (a failed EMR step's FailureDetails and stderr tail),
+-- each indented, for the text log and the live view; nil when there are none.
+function M.error_detail(e)
+  local text = errors.render(e)
+  local first_end = text:find("\n", 1, true)
+  if not first_end then return nil end
+  local rest = text:sub(first_end + 1):gsub("%s+$", "")
+  if rest == "" then return nil end
+  return "    " .. rest:gsub("\n", "\n    ")
 end
 
 local function event_text(st, event, extra)
@@ -86,7 +87,7 @@ function M.summary_lines(sum, width)
   local shown = 0
   out[#out + 1] = string.format("  %-" .. nw .. "s  %-15s %8s %9s  %s", "TASK", "STATE",
     "ATTEMPTS", "DURATION", "ERROR")
-  local counts = {}
+  local counts, more = {}, {}
   for _, t in ipairs(rows) do counts[t.state] = (counts[t.state] or 0) + 1 end
   for _, t in ipairs(rows) do
     -- with many tasks, successes are counted rather than listed
@@ -96,11 +97,15 @@ function M.summary_lines(sum, width)
         out[#out + 1] = string.format("  ... %d more not shown", #rows - shown + 1)
         break
       end
-      local err = t.error and M.errstr(t.error) or ""
       local fixed = nw + 38
+      local err, cut = "", false
+      if t.error and t.state ~= "success" then
+        err, cut = errors.headline(t.error, math.max(20, width - fixed))
+        if cut then more[#more + 1] = t.name end
+      end
       out[#out + 1] = string.format("  %-" .. nw .. "s  %-15s %8s %9s  %s", one_line(t.name, nw),
         t.state .. (t.cleanup and "*" or ""), t.attempts > 0 and tostring(t.attempts) or "-",
-        t.duration and duration.format(t.duration) or "-", one_line(err, math.max(20, width - fixed)))
+        t.duration and duration.format(t.duration) or "-", err)
     end
   end
   local keys = {}
@@ -111,6 +116,9 @@ function M.summary_lines(sum, width)
   local has_cleanup = false
   for _, t in ipairs(rows) do if t.cleanup then has_cleanup = true end end
   out[#out + 1] = "  " .. table.concat(parts, ", ") .. (has_cleanup and "   (* cleanup task)" or "")
+  for _, name in ipairs(more) do
+    out[#out + 1] = string.format("  the whole error of %s: flowrun show %s %s", name, sum.run_id, name)
+  end
   return out
 end
 
@@ -135,6 +143,12 @@ end
 
 function Text:task(st, event, extra)
   self:line(st.name, event_text(st, event, extra))
+  local detail = (event == "failed" and M.error_detail(st.error))
+    or (event == "retry" and M.error_detail(extra and extra.error))
+  if detail then
+    self.out:write(detail, "\n")
+    self.out:flush()
+  end
 end
 
 function Text:log(st, msg)
@@ -179,8 +193,8 @@ function Json:task(st, event, extra)
   extra = extra or {}
   local rec = { event = "task_" .. event, run = self.run_id, task = st.name,
     attempt = st.attempts, state = st.state }
-  if event == "failed" then rec.error = M.errstr(st.error) end
-  if event == "retry" then rec.error, rec.delay = M.errstr(extra.error), extra.delay end
+  if event == "failed" then rec.error = errors.render(st.error) end
+  if event == "retry" then rec.error, rec.delay = errors.render(extra.error), extra.delay end
   if event == "succeeded" and st.finished and st.started then
     rec.elapsed = st.finished - st.started
   end
@@ -201,7 +215,7 @@ function Json:run_finished(sum)
   local tasks = {}
   for _, t in ipairs(sum.tasks) do
     tasks[#tasks + 1] = { name = t.name, state = t.state, attempts = t.attempts,
-      duration = t.duration, error = t.error and M.errstr(t.error) or nil, cleanup = t.cleanup }
+      duration = t.duration, error = t.error and errors.render(t.error) or nil, cleanup = t.cleanup }
   end
   self:emit { event = "run_finished", run = sum.run_id, workflow = sum.workflow,
     state = sum.state, duration = sum.duration, exit = sum.exit, reason = sum.reason,
@@ -247,12 +261,9 @@ function M.tty(out, o)
   local rows = tonumber(os.getenv("LINES") or "")
   local cols = tonumber(os.getenv("COLUMNS") or "")
   if not rows or not cols then
-    -- shells do not export LINES/COLUMNS: ask the terminal once, before the run starts
-    local p = io.popen("stty size 2>/dev/null < /dev/tty")
-    local out = p and p:read("a") or ""
-    if p then p:close() end
-    local r, c = out:match("^(%d+)%s+(%d+)")
-    rows, cols = rows or tonumber(r), cols or tonumber(c)
+    -- shells do not export LINES/COLUMNS: ask the terminal
+    local c, r = sys.winsize(1)
+    rows, cols = rows or r, cols or c
   end
   if not rows or rows < 5 then rows = 24 end   -- a pty may say 0 x 0
   if not cols or cols < 40 then cols = 100 end
@@ -265,11 +276,9 @@ function Tty:run_started(info)
   self.info = info
   self.started = mono()
   self:draw(true)
-  local ok, flow = pcall(require, "flow")
-  local core_ok, core = pcall(require, "flow.core")
-  -- refresh elapsed times once a second (not under virtual time, where it would only make
+  -- refresh elapsed times twice a second (not under virtual time, where it would only make
   -- the clock jump for nothing)
-  if ok and not (core_ok and core.virtual_time and core.virtual_time()) then
+  if not core.virtual_time() then
     self.ticker = flow.spawn(function()
       while true do
         flow.sleep(0.5)
@@ -348,16 +357,18 @@ end
 function Tty:task(st, event, extra)
   if event == "started" then st.last_msg, st.pct = nil, nil end
   if event == "failed" or event == "retry" then
-    self:log(st, event_text(st, event, extra))
+    local detail = M.error_detail(event == "failed" and st.error or (extra and extra.error))
+    self:log(st, event_text(st, event, extra), detail)
   else
     self:draw(event == "started" or event == "succeeded")
   end
 end
 
-function Tty:log(st, msg)
+function Tty:log(st, msg, detail)
   self:clear()
   self.out:write(os.date("%H:%M:%S", math.floor(now())), " ", st and (st.name .. ": ") or "",
     one_line(msg), "\n")
+  if detail then self.out:write(detail, "\n") end
   if st then st.last_msg = one_line(msg, 80) end
   self:draw(true)
 end
@@ -379,13 +390,9 @@ function Tty:close()
   if self.ticker then self.ticker:cancel() self.ticker = nil end
 end
 
--- Is stdout a terminal? flow.sys.isatty when present, else the shell's test -t.
+-- Is stdout a terminal one can draw on?
 function M.stdout_is_tty()
-  local ok, sys = pcall(require, "flow.sys")
-  if ok and sys.isatty then return sys.isatty(1) and os.getenv("TERM") ~= "dumb" end
-  if os.getenv("TERM") == "dumb" then return false end
-  local r = os.execute("test -t 1")
-  return r == true or r == 0
+  return sys.isatty(1) and os.getenv("TERM") ~= "dumb"
 end
 
 -- new(format, out) with format "auto" | "tty" | "text" | "json" | "quiet".

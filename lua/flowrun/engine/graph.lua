@@ -1,4 +1,4 @@
--- flow.graph — pictures and plans of a workflow: Graphviz dot and Mermaid text of the DAG
+-- flowrun.engine.graph — pictures and plans of a workflow: Graphviz dot and Mermaid text of the DAG
 -- (coloured by task state when a run is given), and the plan: parameters and tasks in
 -- dependency order, nothing started.
 local duration = require "flow.duration"
@@ -22,7 +22,7 @@ local function label(t)
   return table.concat(parts, "\n")
 end
 
--- dot(wf, run) -> text. run: a replayed run (journal.replay) or nil.
+-- dot(wf, run) -> text. run: a replayed run (flowrun.engine.replay) or nil.
 function M.dot(wf, run)
   local out = { "digraph " .. dot_id(wf.name or "workflow") .. " {", "  rankdir=LR;",
     '  node [shape=box, style="rounded,filled", fillcolor="#ffffff", fontname="Helvetica"];' }

@@ -1,4 +1,4 @@
--- flow.pretty — values as people read them: nested tables indented, keys sorted, cycles
+-- flowrun.cli.pretty — values as people read them: nested tables indented, keys sorted, cycles
 -- marked, short tables on one line. Used by the REPL and `flowrun -e --output lua`.
 local M = {}
 

@@ -1,0 +1,47 @@
+-- flowrun resume RUN_ID [--force] [run options]: continue a crashed, failed or cancelled run.
+-- Tasks that succeeded keep their results (unless a cleanup task undid them since); the rest run.
+local engine = require "flowrun.engine"
+local settings = require "flowrun.cli.settings"
+local common = require "flowrun.cli.common"
+local run_cmd = require "flowrun.cli.cmd.run"
+
+local M = {}
+
+function M.run(opts)
+  local s, serr = settings.resolve(opts)
+  if not s then common.eprint(serr) return 2 end
+  local aok, aerr = settings.apply(s)
+  if not aok then common.eprint(aerr) return 2 end
+  local store = common.store(s)
+  local r, err = store:find(opts.run_id)
+  if not r then common.eprint(err) return 2 end
+  if r.state == "success" then
+    io.stdout:write("run ", r.id, " already succeeded; nothing to resume\n")
+    return 0
+  end
+  if r.state == "running" then
+    common.eprint("run ", r.id, " is still running (another flowrun process holds it)")
+    return 2
+  end
+  if not r.file then common.eprint("run ", r.id, " has no workflow file recorded") return 2 end
+  local hash = engine.hash_file(r.file)
+  if not hash then common.eprint("cannot read the workflow file ", r.file) return 2 end
+  if hash ~= r.hash and not opts.force then
+    common.eprint("the workflow file ", r.file, " changed since run ", r.id,
+      " started; resume with --force to run the changed file")
+    return 2
+  end
+  -- a run that talked to the simulator goes on talking to it: resuming it against a real
+  -- account because --sim was forgotten would create real resources (injected failures are
+  -- not replayed: give --sim-fail again for that)
+  if r.sim and not s.sim then s.sim = { fail = {} } end
+  local wf = common.load_workflow(r.file)
+  if not wf then return 2 end
+  -- recorded parameters win; secret ones come from --var / --vars-file / the environment
+  local params = run_cmd.params(wf, opts, r.params)
+  if not params then return 2 end
+  return run_cmd.execute(wf, s, params, { file = r.file, resume = r,
+    forced = (hash ~= r.hash) or nil })
+end
+
+return M

@@ -1,0 +1,171 @@
+-- flowrun.cli.main — what `flowrun ...` does. Runs inside the main task; returns the process exit
+-- code. The C side (runtime/main.c) only sets up the state and calls main(argv).
+--
+--   flowrun COMMAND [args] [options]     a command (flowrun.cli.cmd.<name>)
+--   flowrun [options] script.lua [args]  a script, as lua runs it; when it returns a workflow,
+--                                        the rest of the line is parsed as `run` options
+--   flowrun [options] -e CODE            run CODE, print its results
+--   flowrun                              the REPL on a terminal, else a script from stdin
+local sys = require "flow.sys"
+local options = require "flowrun.cli.options"
+local settings = require "flowrun.cli.settings"
+local script = require "flowrun.cli.script"
+local common = require "flowrun.cli.common"
+
+local M = {}
+
+local eprint = common.eprint
+
+-- Walks argv up to the first positional (the script or the command): options before it are
+-- returned normalised (`--debug` alone means all; `--debug aws,http` takes the next word when it
+-- looks like categories). Returns head (options), index of the positional or nil.
+local function split(argv, from)
+  local head = {}
+  local i = from or 1
+  while i <= #argv do
+    local a = argv[i]
+    if a == "--" then return head, i + 1, true end
+    if a == "-" or a:sub(1, 1) ~= "-" then return head, i end
+    if a == "--debug" then
+      local nxt = argv[i + 1]
+      if nxt and nxt:match("^[%w_,]+$") and not options.BY_NAME[nxt] then
+        head[#head + 1] = "--debug=" .. nxt
+        i = i + 2
+      else
+        head[#head + 1] = "--debug=all"
+        i = i + 1
+      end
+    else
+      head[#head + 1] = a
+      if not a:find("=", 1, true) and options.TAKES_VALUE[a] and argv[i + 1] ~= nil then
+        i = i + 1
+        head[#head + 1] = argv[i]
+      end
+      i = i + 1
+    end
+  end
+  return head, nil
+end
+
+-- The arguments of a command, normalised the same way wherever they stand.
+local function normalise_all(args)
+  local out, i = {}, 1
+  while i <= #args do
+    local head, pos, dashdash = split(args, i)
+    for _, a in ipairs(head) do out[#out + 1] = a end
+    if not pos then break end
+    if dashdash then
+      out[#out + 1] = "--"
+      for j = pos, #args do out[#out + 1] = args[j] end
+      break
+    end
+    out[#out + 1] = args[pos]
+    i = pos + 1
+  end
+  return out
+end
+M.normalise = normalise_all
+
+local TOP = { name = "[options] [script.lua [args...]]", options = options.TOP }
+
+-- command(name, args) -> exit code: parses args with the command's parser and runs it.
+local function wants_help(args)
+  for _, a in ipairs(args) do
+    if a == "--" then return false end
+    if a == "-h" or a == "--help" then return true end
+  end
+  return false
+end
+
+function M.command(name, args, base)
+  local parser = options.parser(name)
+  if wants_help(args) then
+    io.stdout:write(parser:get_help(), "\n")
+    return 0
+  end
+  local ok, opts = parser:pparse(normalise_all(args))
+  if not ok then
+    eprint(opts, " (see flowrun ", name, " --help)")
+    return 2
+  end
+  if base then common.merge(opts, base) end
+  return require("flowrun.cli.cmd." .. name).run(opts)
+end
+
+-- A script that returned a workflow: the rest of its command line is `run` options.
+local function run_returned_workflow(wf, path, args, head_opts)
+  local run = options.BY_NAME.run
+  local parser = options.parser_of { name = path, options = run.options,
+    description = run.description }
+  if wants_help(args) then
+    io.stdout:write(require("flowrun.cli.cmd.run").help(wf, path, parser))
+    return 0
+  end
+  local ok, opts = parser:pparse(normalise_all(args))
+  if not ok then
+    eprint(opts, " (see flowrun ", path, " --help)")
+    return 2
+  end
+  common.merge(opts, head_opts)
+  opts.workflow = path
+  return require("flowrun.cli.cmd.run").run(opts, wf)
+end
+
+function M.main(argv)
+  local head, pos, dashdash = split(argv, 1)
+  local first = pos and argv[pos]
+  if first and not dashdash and options.BY_NAME[first] then
+    local args = {}
+    for _, a in ipairs(head) do args[#args + 1] = a end
+    for j = pos + 1, #argv do args[#args + 1] = argv[j] end
+    return M.command(first, args)
+  end
+  local ok, opts = options.parser_of(TOP):pparse(head)
+  if not ok then
+    eprint(opts, " (see flowrun --help)")
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(options.help())
+    return 0
+  end
+  if opts.version then
+    print(("flowrun %s (%s, libuv %s)"):format(sys.version, sys.lua_version, sys.uv_version))
+    return 0
+  end
+  local s, serr = settings.resolve(opts)
+  if not s then eprint(serr) return 2 end
+  local aok, aerr = settings.apply(s)
+  if not aok then eprint(aerr) return 2 end
+
+  for _, m in ipairs(opts.lib or {}) do
+    local rc = script.require_lib(m)
+    if rc ~= 0 then return rc end
+  end
+  local env = script.lazy_env()
+  local execs = opts.exec or {}
+  for _, code in ipairs(execs) do
+    local rc = script.exec(code, env, opts.output or "json")
+    if rc ~= 0 then return rc end
+  end
+  if first then
+    local rest = {}
+    for j = pos + 1, #argv do rest[#rest + 1] = argv[j] end
+    local rc, value = script.run(first, rest, argv[0])
+    if rc ~= 0 then return rc end
+    if require("flow.workflow").is_workflow(value) then
+      return run_returned_workflow(value, first, rest, opts)
+    end
+    if not opts.interactive then return 0 end
+  end
+  if opts.interactive or (not first and #execs == 0) then
+    if not opts.interactive and not sys.isatty(0) then
+      local rc = script.run("-", {}, argv[0])
+      return rc
+    end
+    return require("flowrun.cli.repl").run({ output = opts.output or "json", env = env })
+  end
+  return 0
+end
+
+return M

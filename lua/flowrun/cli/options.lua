@@ -1,0 +1,217 @@
+-- flowrun.cli.options — every command and option of the command line, in one table, and the
+-- parsers and help texts made from it (lua-argparse, Debian's lua-argparse package), so that
+-- `flowrun --help`, `flowrun COMMAND --help` and what is accepted can never disagree.
+--
+-- Global options are accepted by every command, before or after its arguments
+-- (`flowrun wf.lua --debug aws` and `flowrun --debug aws wf.lua` are the same).
+local argparse = require "argparse"
+
+local M = {}
+
+-- name -> {flags, arg = metavar (nil: a flag), multi = repeatable, choices, help}
+local OPTIONS = {
+  exec = { "-e", arg = "CODE", multi = true,
+    help = "run CODE and print what it returns (JSON by default, see --output)" },
+  lib = { "-l", arg = "MODULE", multi = true,
+    help = "require MODULE before running (its value becomes the global of that name)" },
+  interactive = { "-i", help = "enter the REPL after running the script or -e" },
+  output = { "--output", arg = "FORMAT", choices = { "json", "lua" },
+    help = "how -e prints its results: json (default) or lua" },
+  debug = { "--debug", arg = "CATS",
+    help = "debug output on stderr: aws, http, pg, sched or all (comma-separated; alone: all; "
+      .. "also FLOWRUN_DEBUG)" },
+  virtual_time = { "--virtual-time",
+    help = "when every task only waits on timers, jump the clock to the next deadline "
+      .. "(simulations, tests)" },
+  sim = { "--sim", help = "answer AWS calls from the in-process simulator (also FLOWRUN_SIM=1)" },
+  sim_fail = { "--sim-fail", arg = "SPEC", multi = true,
+    help = "make the simulator fail: emr.step, emr.cluster, dms.task, dms.table, "
+      .. "throttle=0.2, lost=emr.RunJobFlow (repeatable; implies --sim)" },
+  version = { "-v --version", help = "print versions and exit" },
+  help = { "-h --help", help = "show this help and exit" },
+  -- running a workflow
+  var = { "--var", arg = "NAME=VALUE", multi = true,
+    help = "set a workflow parameter (repeatable; wins over everything else)" },
+  vars_file = { "--vars-file", arg = "FILE", multi = true,
+    help = "parameters from a JSON object; `terraform output -json` works as is "
+      .. "(precedence: defaults < --vars-file < FLOWRUN_VAR_<NAME> < --var)" },
+  state_dir = { "--state-dir", arg = "DIR",
+    help = "where runs are kept (default $FLOWRUN_HOME, else ~/.local/state/flowrun)" },
+  timeout = { "--timeout", arg = "DURATION",
+    help = "bound the whole run (e.g. 90m): running tasks are cancelled, cleanup tasks run, exit 1" },
+  max_active = { "--max-active", arg = "N", help = "run at most N tasks at once" },
+  log_format = { "--log-format", arg = "FORMAT", choices = { "tty", "text", "json" },
+    help = "tty (live view), text (timestamped lines) or json (one object per line); "
+      .. "default tty on a terminal, text otherwise" },
+  no_fsync = { "--no-fsync", help = "journal without fsync (faster, not crash-safe)" },
+  force = { "--force", help = "resume although the workflow file changed since the run started" },
+  -- reading runs
+  json = { "--json", help = "print JSON instead of a table" },
+  format = { "--format", arg = "FORMAT", choices = { "dot", "mermaid" },
+    help = "dot (Graphviz, default) or mermaid" },
+  run = { "--run", arg = "RUN_ID", help = "colour the tasks by the states of this run" },
+  attempt = { "--attempt", arg = "N", help = "only this attempt's lines" },
+  follow = { "-f --follow", help = "keep printing new lines until the run ends" },
+}
+M.OPTIONS = OPTIONS
+
+M.GLOBAL = { "debug", "virtual_time", "sim", "sim_fail", "help" }
+M.TOP = { "exec", "lib", "interactive", "output", "debug", "virtual_time", "sim", "sim_fail",
+  "version", "help" }
+M.RUN = { "var", "vars_file", "state_dir", "timeout", "max_active", "log_format", "no_fsync" }
+
+-- The commands, in the order `flowrun --help` lists them. args: {name, metavar, optional}.
+M.COMMANDS = {
+  { name = "run", args = { { "workflow", "WORKFLOW.lua" } }, options = M.RUN,
+    summary = "run a workflow (the same as flowrun WORKFLOW.lua [options])",
+    description = "Runs a workflow: validates it, resolves its parameters, runs its tasks and "
+      .. "journals every state change, so that a crashed run can be resumed. "
+      .. "`flowrun WORKFLOW.lua --help` lists the workflow's parameters." },
+  { name = "runs", options = { "state_dir", "json" },
+    summary = "list runs: id, workflow, started, duration, state",
+    description = "Lists the runs kept in the state directory, oldest first, and says where it "
+      .. "looked." },
+  { name = "show", args = { { "run_id", "RUN_ID" }, { "task", "TASK", true } },
+    options = { "state_dir", "json" },
+    summary = "a run's tasks: state, attempts, duration, error, result (TASK: the whole error)",
+    description = "Shows a run. With TASK, shows that task's attempts and its whole error, "
+      .. "lines intact. RUN_ID may be a unique prefix of an id, or \"last\"." },
+  { name = "logs", args = { { "run_id", "RUN_ID" }, { "task", "TASK", true } },
+    options = { "state_dir", "attempt", "follow" },
+    summary = "a run's task logs (ctx.log lines, status lines), -f to follow a live run",
+    description = "Prints the log lines kept for a run, for one task with TASK, for one attempt "
+      .. "with --attempt." },
+  { name = "resume", args = { { "run_id", "RUN_ID" } }, options = { "force", table.unpack(M.RUN) },
+    summary = "continue a crashed, failed or cancelled run; succeeded tasks keep their results",
+    description = "Continues a run: tasks that succeeded keep their results and are not run "
+      .. "again (unless a cleanup task undid them); the rest run. Parameters are the run's; "
+      .. "secret ones come again from --var, --vars-file or FLOWRUN_VAR_<NAME>." },
+  { name = "graph", args = { { "workflow", "WORKFLOW.lua" } },
+    options = { "format", "run", "state_dir" },
+    summary = "print the workflow's DAG (coloured by state with --run)" },
+  { name = "plan", args = { { "workflow", "WORKFLOW.lua" } }, options = { "var", "vars_file" },
+    summary = "validate, resolve parameters and list the tasks in order; runs nothing" },
+  { name = "repl", options = { "output" },
+    summary = "the interactive REPL (also: flowrun with no arguments on a terminal)" },
+}
+M.ARG_HELP = {
+  workflow = "the workflow file (a Lua file returning flow.workflow{...})",
+  run_id = "a run's id, a unique prefix of one, or \"last\"",
+  task = "a task of the run",
+}
+
+M.BY_NAME = {}
+for _, c in ipairs(M.COMMANDS) do M.BY_NAME[c.name] = c end
+
+-- Adds option `name` to an argparse parser.
+local function add_option(p, name)
+  local spec = OPTIONS[name]
+  local o
+  if spec.arg then
+    o = p:option(spec[1], spec.help):argname(spec.arg):target(name)
+    if spec.multi then o:count("*") end
+    if spec.choices then o:choices(spec.choices) end
+  else
+    o = p:flag(spec[1], spec.help):target(name)
+  end
+  return o
+end
+
+local function make_parser(name, description, usage)
+  local p = argparse(name, description):add_help(false):help_max_width(100)
+  if usage then p:usage(usage) end
+  return p
+end
+
+-- parser_of(spec) -> an argparse parser for a command spec {name, args, options, summary}: its
+-- arguments, its options and the global ones.
+function M.parser_of(c)
+  local p = make_parser("flowrun " .. c.name, c.description or c.summary)
+  for _, a in ipairs(c.args or {}) do
+    local arg = p:argument(a[2], M.ARG_HELP[a[1]]):target(a[1])
+    if a[3] then arg:args("?") end
+  end
+  local seen = {}
+  for _, n in ipairs(c.options or {}) do add_option(p, n); seen[n] = true end
+  for _, n in ipairs(M.GLOBAL) do if not seen[n] then add_option(p, n) end end
+  return p
+end
+
+-- parser(name) -> the parser of `flowrun NAME ...`.
+function M.parser(name) return M.parser_of(M.BY_NAME[name]) end
+
+-- The text `flowrun --help` prints: usage, commands, options, environment, exit status.
+function M.help()
+  local out = {}
+  local function w(...) out[#out + 1] = table.concat({ ... }) end
+  -- "  left   text" with text wrapped at 96 columns, continuation lines under it
+  local function entry(left, text, lw)
+    local wrapped, line = {}, ""
+    for word in text:gmatch("%S+") do
+      if #line + #word + 1 > 93 - lw then wrapped[#wrapped + 1] = line; line = word
+      else line = line == "" and word or (line .. " " .. word) end
+    end
+    wrapped[#wrapped + 1] = line
+    w(string.format("  %-" .. lw .. "s %s", left, wrapped[1]))
+    for i = 2, #wrapped do w(string.rep(" ", lw + 3), wrapped[i]) end
+  end
+  local function opt_line(name)
+    local spec = OPTIONS[name]
+    entry(spec[1]:gsub(" ", ", ") .. (spec.arg and (" " .. spec.arg) or ""), spec.help, 22)
+  end
+  w("Usage: flowrun [options] [script.lua [args...]]")
+  w("       flowrun [options] -e CODE")
+  w("       flowrun WORKFLOW.lua [run options]")
+  w("       flowrun COMMAND [arguments] [options]        (flowrun COMMAND --help for each)")
+  w("")
+  w("flowrun runs Lua workflow scripts on an event loop: AWS and PostgreSQL calls, timers and")
+  w("tasks wait without blocking each other. A script that returns a workflow")
+  w("(flow.workflow{...}) is run by the workflow engine, with a journal that lets a crashed")
+  w("run resume.")
+  w("")
+  w("Commands:")
+  for _, c in ipairs(M.COMMANDS) do
+    local args = {}
+    for _, a in ipairs(c.args or {}) do args[#args + 1] = a[3] and ("[" .. a[2] .. "]") or a[2] end
+    entry(c.name .. " " .. table.concat(args, " "), c.summary, 22)
+  end
+  w("  (RUN_ID may be a unique prefix of an id, or \"last\")")
+  w("")
+  w("Options (any command):")
+  for _, n in ipairs(M.TOP) do opt_line(n) end
+  w("  --                     stop handling options")
+  w("  -                      read the script from standard input")
+  w("")
+  w("Run options (run, resume, and flowrun WORKFLOW.lua):")
+  for _, n in ipairs(M.RUN) do opt_line(n) end
+  w("")
+  w("Environment:")
+  w("  FLOWRUN_HOME          where runs are kept (default ~/.local/state/flowrun)")
+  w("  FLOWRUN_DEBUG         as --debug")
+  w("  FLOWRUN_SIM=1         as --sim")
+  w("  FLOWRUN_VAR_<NAME>    a workflow parameter")
+  w("  LUA_PATH, LUA_CPATH   extra module search paths (after flowrun's own lua/ and stdlib/)")
+  w("  AWS_*                 credentials, region, endpoints as the AWS CLI reads them")
+  w("")
+  w("Exit status: 0 success, 1 error or failed run, 2 invalid input,")
+  w("             129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM.")
+  w("")
+  w("Examples:")
+  w("  flowrun hello.lua a b            run a script with arg[1]=\"a\", arg[2]=\"b\"")
+  w("  flowrun -e 'return 1 + 1'        prints 2")
+  w("  flowrun -e 'return aws.sts.get_caller_identity()'")
+  w("  flowrun workflows/dms_to_emr.lua --vars-file outputs.json --sim --virtual-time")
+  w("  flowrun show last               the last run's tasks")
+  w("  flowrun                          the REPL")
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- Options that take a value, by every spelling (for finding where the script name is).
+M.TAKES_VALUE = {}
+for _, spec in pairs(OPTIONS) do
+  if spec.arg then
+    for flag in spec[1]:gmatch("%S+") do M.TAKES_VALUE[flag] = true end
+  end
+end
+
+return M

@@ -1,0 +1,120 @@
+-- flowrun.engine — running workflows against a run store: what the command line, workers and
+-- the server share. A workflow file is loaded (load_file), a run is started in a store (start)
+-- or an earlier one continued (resume); flowrun.engine.run does the running.
+local sys = require "flow.sys"
+local run = require "flowrun.engine.run"
+local rules = require "flowrun.engine.rules"
+local replay = require "flowrun.engine.replay"
+local workflow = require "flow.workflow"
+
+local M = {}
+
+M.evaluate = rules.evaluate
+M.retry_delay = run.retry_delay
+M.new_run_id = run.new_run_id
+
+-- run(wf, o) -> summary: a run with no store (see flowrun.engine.run for o).
+function M.run(wf, o)
+  return run.new(wf, o):execute()
+end
+
+local function describe(v)
+  if type(v) == "table" then return "a table that is not a workflow" end
+  if v == nil then return "nothing" end
+  return "a " .. type(v)
+end
+
+-- load(chunk, name) -> workflow, or nil and a message. Runs the chunk (a workflow file's code)
+-- and checks it returned a workflow: every command refuses anything else the same way.
+function M.load(chunk, name)
+  local ok, wf = pcall(chunk)
+  if not ok then
+    return nil, require("flowrun.engine.errors").render(wf)
+  end
+  if not workflow.is_workflow(wf) then
+    return nil, string.format("%s did not return a workflow (flow.workflow{...}); it returned %s",
+      name, describe(wf))
+  end
+  return wf
+end
+
+-- load_file(path) -> workflow, or nil and a message.
+function M.load_file(path)
+  local st = sys.stat(path)
+  if not st then return nil, "cannot open " .. path .. ": no such file" end
+  if st.type == "directory" then return nil, path .. " is a directory, not a workflow file" end
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, err end
+  return M.load(chunk, path)
+end
+
+-- The parameters a store may keep: secret ones are left out (they come back from --var,
+-- --vars-file or the environment on resume), and their names listed.
+function M.public_params(wf, params)
+  local out, secret = {}, {}
+  for k, v in pairs(params) do
+    if wf.params[k] and wf.params[k].secret then secret[#secret + 1] = k
+    else out[k] = v end
+  end
+  table.sort(secret)
+  return out, secret
+end
+
+-- start(wf, o) -> summary, or nil and an error (the store refused the run). o: store, params,
+-- file, hash (of the workflow file), sim (the simulator's settings when it answers AWS),
+-- reporter, max_active, timeout.
+function M.start(wf, o)
+  local ok, problems = wf:validate()
+  if not ok then return nil, "invalid workflow: " .. table.concat(problems, "; ") end
+  local params, secret = M.public_params(wf, o.params)
+  local names = {}
+  for i, t in ipairs(wf.order) do names[i] = t.name end
+  local jr, err = o.store:create_run({ ev = "run_started", v = replay.VERSION,
+    run = o.run_id or run.new_run_id(), workflow = wf.name, file = o.file, hash = o.hash,
+    params = params, secret_params = #secret > 0 and secret or nil, pid = sys.getpid(),
+    tasks = names, sim = o.sim and { fail = o.sim.fail } or nil }, run.new_run_id)
+  if not jr then return nil, err end
+  local sum = run.new(wf, { params = o.params, run_id = jr.run_id, journal = jr,
+    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout }):execute()
+  jr:close()
+  return sum
+end
+
+-- resume(wf, prev, o) -> summary, or nil and an error (another process holds the run). prev: the
+-- replayed run; o as for start, plus forced (the workflow file changed since).
+function M.resume(wf, prev, o)
+  local jr, err = o.store:resume_run(prev)
+  if not jr then return nil, err end
+  jr:append { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced }
+  jr:commit()
+  local sum = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
+    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout, resume = prev })
+    :execute()
+  jr:close()
+  return sum
+end
+
+-- A cheap change detector for the workflow file (FNV-1a, 64 bits, hex). Not a security hash:
+-- it only tells `resume` whether the file was edited since the run started.
+function M.hash_text(s)
+  local h = -3750763034362895579 -- 0xcbf29ce484222325
+  local prime = 1099511628211
+  for i = 1, #s, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    h = (h ~ a) * prime
+    if b then h = (h ~ b) * prime end
+    if c then h = (h ~ c) * prime end
+    if d then h = (h ~ d) * prime end
+  end
+  return string.format("fnv1a64:%016x", h)
+end
+
+function M.hash_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return M.hash_text(s)
+end
+
+return M
