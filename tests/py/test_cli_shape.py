@@ -222,6 +222,46 @@ return wf
 
 
 @tap.test
+def rerun_a_task_and_what_follows():
+    wf = write("chain.lua", """
+local flow = require "flow"
+local wf = flow.workflow { name = "chain" }
+local function note(name)
+  return function()
+    local f = io.open(os.getenv("LOG"), "a") f:write(name, "\\n") f:close()
+    if name == "c" and os.getenv("FAIL_C") then error("c fails", 0) end
+    return name
+  end
+end
+wf:task("a", note("a"))
+wf:task("b", { after = "a" }, note("b"))
+wf:task("c", { after = "b" }, note("c"))
+wf:task("side", { after = "a" }, note("side"))
+return wf
+""")
+    state = os.path.join(TMP, "s6")
+    log = os.path.join(TMP, "chain.log")
+    rc, out, err = flowrun(wf, "--state-dir", state, extra_env={"LOG": log, "FAIL_C": "1"})
+    tap.eq(rc, 1, "c fails the run")
+    open(log, "w").close()
+    rc, out, err = flowrun("resume", "last", "--state-dir", state, "--rerun", "b",
+                           extra_env={"LOG": log})
+    tap.eq(rc, 0, "resume --rerun b succeeds " + err)
+    tap.eq(sorted(open(log).read().split()), ["b", "c"], "b ran again, and c after it; a and side kept")
+    open(log, "w").close()
+    rc, out, err = flowrun("resume", "last", "--state-dir", state, extra_env={"LOG": log})
+    tap.eq(rc, 0, "a succeeded run: nothing to resume")
+    tap.like(out, "nothing to resume", "says so")
+    rc, out, err = flowrun("resume", "last", "--state-dir", state, "--rerun", "a",
+                           extra_env={"LOG": log})
+    tap.eq(rc, 0, "--rerun on a succeeded run")
+    tap.eq(sorted(open(log).read().split()), ["a", "b", "c", "side"], "a and everything downstream")
+    rc, out, err = flowrun("resume", "last", "--state-dir", state, "--rerun", "zz")
+    tap.eq(rc, 2, "an unknown task: exit 2")
+    tap.like(err, "has no task zz", "named")
+
+
+@tap.test
 def out_of_memory_says_so():
     code = "local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(2e8) .. i end"
     if os.environ.get("ASAN_OPTIONS"):

@@ -45,6 +45,9 @@ local OPTIONS = {
       .. "default tty on a terminal, text otherwise" },
   no_fsync = { "--no-fsync", help = "journal without fsync (faster, not crash-safe)" },
   force = { "--force", help = "resume although the workflow file changed since the run started" },
+  rerun = { "--rerun", arg = "TASK", multi = true,
+    help = "run TASK again although it succeeded, with everything downstream of it "
+      .. "(repeatable; also on a run that succeeded)" },
   -- reading runs
   json = { "--json", help = "print JSON instead of a table" },
   format = { "--format", arg = "FORMAT", choices = { "dot", "mermaid" },
@@ -81,7 +84,8 @@ M.COMMANDS = {
     summary = "a run's task logs (ctx.log lines, status lines), -f to follow a live run",
     description = "Prints the log lines kept for a run, for one task with TASK, for one attempt "
       .. "with --attempt." },
-  { name = "resume", args = { { "run_id", "RUN_ID" } }, options = { "force", table.unpack(M.RUN) },
+  { name = "resume", args = { { "run_id", "RUN_ID" } },
+    options = { "force", "rerun", table.unpack(M.RUN) },
     summary = "continue a crashed, failed or cancelled run; succeeded tasks keep their results",
     description = "Continues a run: tasks that succeeded keep their results and are not run "
       .. "again (unless a cleanup task undid them); the rest run. Parameters are the run's; "

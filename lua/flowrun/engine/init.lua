@@ -81,15 +81,24 @@ function M.start(wf, o)
 end
 
 -- resume(wf, prev, o) -> summary, or nil and an error (another process holds the run). prev: the
--- replayed run; o as for start, plus forced (the workflow file changed since).
+-- replayed run; o as for start, plus forced (the workflow file changed since) and rerun (names of
+-- tasks to run again although they succeeded, with everything downstream of them: Airflow's
+-- "clear").
 function M.resume(wf, prev, o)
+  for _, name in ipairs(o.rerun or {}) do
+    if not wf.by_name[name] then
+      return nil, { code = "engine.unknown_task", message = "run " .. prev.id .. " has no task "
+        .. tostring(name) }
+    end
+  end
   local jr, err = o.store:resume_run(prev)
   if not jr then return nil, err end
-  jr:append { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced }
+  jr:append { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced,
+    rerun = o.rerun and #o.rerun > 0 and o.rerun or nil }
   jr:commit()
   local sum = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
-    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout, resume = prev })
-    :execute()
+    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout, resume = prev,
+    rerun = o.rerun }):execute()
   jr:close()
   return sum
 end

@@ -6,7 +6,7 @@
 -- Record shapes ("ev" field); every record has "t" (wall-clock seconds, following virtual time):
 --   run_started  {run, workflow, file, hash, params, secret_params, pid, v, tasks = {names},
 --                 sim = {fail = {specs}} when the run answers AWS from the simulator}
---   run_resumed  {hash, pid, forced}
+--   run_resumed  {hash, pid, forced, rerun = {names} when tasks were asked to run again}
 --   task_started {task, attempt}
 --   task_succeeded {task, attempt, result}
 --   task_failed  {task, attempt, error = {code, message, ...}, state = "failed" | "cancelled"}
@@ -42,7 +42,8 @@ local SHAPES = {
     { "params", opt(tbl), "an object" }, { "secret_params", opt(strings), "a list of names" },
     { "tasks", opt(strings), "a list of task names" }, { "pid", opt(num), "a number" },
     { "v", opt(num), "a number" }, { "sim", opt(tbl), "an object" } },
-  run_resumed = { { "hash", opt(str), "a string" }, { "pid", opt(num), "a number" } },
+  run_resumed = { { "hash", opt(str), "a string" }, { "pid", opt(num), "a number" },
+    { "rerun", opt(strings), "a list of task names" } },
   task_started = { { "task", str, "a task name" }, { "attempt", attempt, "an attempt number" } },
   task_succeeded = { { "task", str, "a task name" }, { "attempt", attempt, "an attempt number" } },
   task_failed = { { "task", str, "a task name" }, { "attempt", attempt, "an attempt number" },

@@ -79,6 +79,8 @@ Run.__index = Run
 --   max_active   cap on running tasks (default wf.max_active or unlimited)
 --   timeout      seconds bounding the whole run
 --   resume       a replayed run (flowrun.engine.replay): its succeeded tasks keep their results
+--   rerun        with resume: task names that run again although they succeeded (and, through
+--                the keep rule, everything downstream of them)
 --   random       function() -> [0,1) for jitter (default math.random)
 --   observer     function(event, name, st) called on each state change (tests)
 function M.new(wf, o)
@@ -92,7 +94,7 @@ function M.new(wf, o)
     reporter = o.reporter or QUIET,
     max_active = o.max_active or wf.max_active or math.huge,
     random = o.random or math.random, observer = o.observer, timeout = o.timeout,
-    resume = o.resume,
+    resume = o.resume, rerun = o.rerun,
     states = {}, order = {}, results = {}, queue = {}, qn = 0,
     running = {}, n_running = 0, cancelling = false, reason = nil,
     -- the ready FIFO holds pending tasks whose upstreams are all final; runq holds tasks
@@ -128,9 +130,11 @@ end
 
 -- A recorded success is kept when every upstream is kept too: a task that ran although an
 -- upstream failed (cleanup, all_done, one_failed) runs again after that upstream. A success
--- that a cleanup task has undone since (rules.undone_by_cleanup) runs again as well.
+-- that a cleanup task has undone since (rules.undone_by_cleanup), or that the resume asked to
+-- run again (rerun), runs again as well.
 function Run:keep_resumed(prev)
   local undone = rules.undone_by_cleanup(self.wf, prev)
+  for _, name in ipairs(self.rerun or {}) do undone[name] = true end
   for _, st in ipairs(self.order) do
     local rec = prev.tasks[st.name]
     if rec then

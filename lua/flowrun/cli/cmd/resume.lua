@@ -15,8 +15,10 @@ function M.run(opts)
   local store = common.store(s)
   local r, err = store:find(opts.run_id)
   if not r then common.eprint(err) return 2 end
-  if r.state == "success" then
-    io.stdout:write("run ", r.id, " already succeeded; nothing to resume\n")
+  local rerun = opts.rerun or {}
+  if r.state == "success" and #rerun == 0 then
+    io.stdout:write("run ", r.id, " already succeeded; nothing to resume (--rerun TASK runs a ",
+      "task and what follows it again)\n")
     return 0
   end
   if r.state == "running" then
@@ -40,7 +42,7 @@ function M.run(opts)
   -- recorded parameters win; secret ones come from --var / --vars-file / the environment
   local params = run_cmd.params(wf, opts, r.params)
   if not params then return 2 end
-  return run_cmd.execute(wf, s, params, { file = r.file, resume = r,
+  return run_cmd.execute(wf, s, params, { file = r.file, resume = r, rerun = rerun,
     forced = (hash ~= r.hash) or nil })
 end
 

@@ -69,7 +69,7 @@ function M.run(opts, wf)
   return M.execute(wf, s, params, { file = common.abspath(path) })
 end
 
--- execute(wf, settings, params, {file, resume = run, forced}) -> exit code: starts (or resumes)
+-- execute(wf, settings, params, {file, resume = run, forced, rerun}) -> exit code: starts (or resumes)
 -- the run in the store and prints the summary.
 function M.execute(wf, s, params, o)
   local store = common.store(s)
@@ -80,7 +80,8 @@ function M.execute(wf, s, params, o)
   end
   local rep, fmt = view.new(s.log_format)
   local args = { store = store, params = params, file = o.file, hash = hash, sim = s.sim,
-    reporter = rep, max_active = s.max_active, timeout = s.timeout, forced = o.forced }
+    reporter = rep, max_active = s.max_active, timeout = s.timeout, forced = o.forced,
+    rerun = o.rerun }
   local sum, err
   if o.resume then sum, err = engine.resume(wf, o.resume, args)
   else sum, err = engine.start(wf, args) end
