@@ -2,7 +2,7 @@
 --
 --   local dms = require "dms"
 --   dms.start_task(arn, {type = "reload-target"})   -- no-op when already starting/running
---   local task = dms.wait_task(arn, {timeout = "6h", progress = ctx.progress})
+--   local task = dms.wait_task(arn, {timeout = "6h", progress = ctx.progress, stop_on_cancel = true})
 --   local stats = dms.table_statistics(arn)          -- every table, all pages
 --   dms.stop_task(arn)
 --
@@ -98,13 +98,11 @@ end
 
 -- table_statistics(arn, filters) -> list of TableStatistics (every page).
 function M.table_statistics(arn, filters)
-  local out, marker = {}, nil
-  repeat
-    local r = aws().dms.describe_table_statistics{ReplicationTaskArn = arn, Marker = marker,
-                                                  Filters = filters, MaxRecords = 500}
-    for _, s in ipairs(r.TableStatistics or {}) do out[#out + 1] = s end
-    marker = r.Marker
-  until not marker or marker == ""
+  local out = {}
+  for page in aws().paginate("dms", "DescribeTableStatistics", {ReplicationTaskArn = arn,
+                                                               Filters = filters, MaxRecords = 500}) do
+    for _, s in ipairs(page.TableStatistics or {}) do out[#out + 1] = s end
+  end
   return out
 end
 
@@ -143,7 +141,8 @@ end
 -- wait_task(arn, opts) -> the task once its load finished. opts: every, timeout (botocore's
 -- 15 s x 60 by default; a real load wants e.g. "6h"), cdc (succeed when a full-load-and-cdc
 -- task's full load is complete and it is running), progress (fn(pct, msg), e.g. ctx.progress),
--- log (fn(msg)), grace (seconds during which "ready" is taken as not started yet; 60).
+-- log (fn(msg)), grace (seconds during which "ready" is taken as not started yet; 60),
+-- stop_on_cancel (the caller started the task: cancelling the wait stops it, shielded).
 -- Raises dms.task_failed with the reason, or flow.timeout naming the last status seen.
 function M.wait_task(arn, opts)
   opts = opts or {}
@@ -172,10 +171,23 @@ function M.wait_task(arn, opts)
     end
     return nil, describe_progress(task)
   end
-  return flow.poll(check, {every = opts.every or M.WAIT_DEFAULTS.every,
-                           timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
-                           name = "DMS task " .. (arn:match("[^:]+$") or arn),
-                           log = opts.log})
+  local ok, r = pcall(flow.poll, check, {every = opts.every or M.WAIT_DEFAULTS.every,
+                                         timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
+                                         name = "DMS task " .. (arn:match("[^:]+$") or arn),
+                                         log = opts.log})
+  if ok then return r end
+  if opts.stop_on_cancel and flow.cancelled(r) then
+    -- the caller started this load: a cancelled run must not leave it running (and paying)
+    flow.shield(function()
+      local sok, serr = pcall(M.stop_task, arn, opts)
+      if sok then
+        log(opts, "DMS task " .. (arn:match("[^:]+$") or arn) .. ": stop requested (the run was cancelled)")
+      else
+        log(opts, "DMS task " .. (arn:match("[^:]+$") or arn) .. ": stop failed: " .. tostring(serr))
+      end
+    end)
+  end
+  error(r, 0)
 end
 
 -- stop_task(arn) -> the task as DMS answered; nothing to do when it is not running.

@@ -52,10 +52,8 @@ end
 -- newest cluster in one of states (default: not terminating) tagged with run_id (and task).
 function M.find_cluster(q)
   assert(q.run_id, "emr.find_cluster: run_id is required")
-  local marker
-  repeat
-    local r = aws().emr.list_clusters{ClusterStates = q.states or M.ACTIVE, Marker = marker}
-    for _, c in ipairs(r.Clusters or {}) do
+  for page in aws().paginate("emr", "ListClusters", {ClusterStates = q.states or M.ACTIVE}) do
+    for _, c in ipairs(page.Clusters or {}) do
       if not q.name or c.Name == q.name then
         local full = M.describe(c.Id)
         local tags = tags_of(full)
@@ -64,8 +62,7 @@ function M.find_cluster(q)
         end
       end
     end
-    marker = r.Marker
-  until not marker or marker == ""
+  end
   return nil
 end
 
@@ -171,12 +168,10 @@ end
 local REUSABLE = {PENDING = true, RUNNING = true, COMPLETED = true, CANCEL_PENDING = true}
 
 local function list_steps(id)
-  local out, marker = {}, nil
-  repeat
-    local r = aws().emr.list_steps{ClusterId = id, Marker = marker}
-    for _, s in ipairs(r.Steps or {}) do out[#out + 1] = s end
-    marker = r.Marker
-  until not marker or marker == ""
+  local out = {}
+  for page in aws().paginate("emr", "ListSteps", {ClusterId = id}) do
+    for _, s in ipairs(page.Steps or {}) do out[#out + 1] = s end
+  end
   return out
 end
 
