@@ -16,7 +16,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-if [ -z "${FLOWRUN_TEST_PG:-}" ]; then
+if [ -z "${FLOWRUN_TEST_PGPORT:-}" ]; then
   eval "$(tests/servers/pg.sh start "$tmp/pg")"
   started=1
 fi
@@ -25,12 +25,19 @@ psql "$FLOWRUN_TEST_PG" -q -c "CREATE DATABASE $db"
 trap 'psql "$FLOWRUN_TEST_PG" -q -c "DROP DATABASE IF EXISTS '$db'" >/dev/null 2>&1; cleanup' EXIT
 psql "$FLOWRUN_TEST_PG dbname=$db" -q -c "SET client_min_messages = warning" \
   -f scripts/demo-source.sql >/dev/null
+# the simulated account's secret of the source: the pre-flight and the simulated DMS read it
+( umask 077
+  printf '{"secrets": [{"Name": "flowrun/demo/source-db", "SecretJSON": {"engine": "postgres",
+    "host": "%s", "port": %s, "username": "%s", "password": "%s", "dbname": "%s"}}]}\n' \
+    "$FLOWRUN_TEST_PGHOST" "$FLOWRUN_TEST_PGPORT" "$FLOWRUN_TEST_PGUSER" "$FLOWRUN_TEST_PGPASSWORD" \
+    "$db" >"$tmp/seed.json" )
+export FLOWRUN_SIM_SEED=$tmp/seed.json
 
 total=0
 for i in $(seq 1 "$runs"); do
   t0=$(date +%s.%N)
   FLOWRUN_SIM_STATE="$tmp/sim-$i.json" ./flowrun workflows/dms_to_emr.lua \
-    --vars-file workflows/config/example.json --var "source_conninfo=$FLOWRUN_TEST_PG dbname=$db" \
+    --vars-file workflows/config/example.json \
     --state-dir "$tmp/state" --sim --virtual-time --log-format text >"$tmp/out-$i" 2>&1 \
     || { echo "run $i failed:"; tail -20 "$tmp/out-$i"; exit 1; }
   t1=$(date +%s.%N)

@@ -2,9 +2,10 @@
 # make demo: the DMS -> EMR pipeline on this machine, no AWS account needed.
 #   Installs what is missing, builds, starts a throwaway PostgreSQL with a small shop database
 #   (scripts/demo-source.sql), and runs workflows/dms_to_emr.lua with the example parameters
-#   against the in-process AWS simulator (--sim). The simulated DMS copies as many rows as the
-#   real local tables hold; the simulated EMR step registers the Iceberg tables in Glue; Athena
-#   counts them. The ~15 simulated minutes play as a 60x time-lapse (about 20 s, with the live
+#   against the in-process AWS simulator (--sim). The simulated Secrets Manager holds the source
+#   database's secret (given to the simulator as a seed); the pipeline's pre-flight and the
+#   simulated DMS both read the local tables through it, as they would on AWS. The simulated
+#   EMR step applies the batch to the Iceberg tables in Glue; Athena counts them. The ~15 simulated minutes play as a 60x time-lapse (about 20 s, with the live
 #   progress view on a terminal); DEMO_SPEED=virtual jumps through them under virtual time (well
 #   under a second), DEMO_SPEED=real takes the full 15 minutes. DEMO_FAIL=emr.step (or dms.task,
 #   emr.cluster, dms.table, throttle=0.2) shows a failure path.
@@ -34,8 +35,16 @@ psql "$conninfo" -At -F ' ' -c "SELECT 'public.customers', count(*) FROM public.
   UNION ALL SELECT 'public.orders', count(*) FROM public.orders
   UNION ALL SELECT 'public.order_items', count(*) FROM public.order_items" | sed 's/^/   /'
 
+# the simulated account's secret of the source database: this throwaway server
+( umask 077
+  printf '{"secrets": [{"Name": "flowrun/demo/source-db", "SecretJSON": {"engine": "postgres",
+    "host": "%s", "port": %s, "username": "%s", "password": "%s", "dbname": "%s"}}]}\n' \
+    "$FLOWRUN_TEST_PGHOST" "$FLOWRUN_TEST_PGPORT" "$FLOWRUN_TEST_PGUSER" "$FLOWRUN_TEST_PGPASSWORD" \
+    "$FLOWRUN_TEST_PGDATABASE" >"$tmp/seed.json" )
+export FLOWRUN_SIM_SEED=$tmp/seed.json
+
 args=(workflows/dms_to_emr.lua --vars-file workflows/config/example.json
-      --var "source_conninfo=$conninfo" --state-dir "$tmp/state" --sim)
+      --state-dir "$tmp/state" --sim)
 case "${DEMO_SPEED:-lapse}" in
   virtual) args+=(--virtual-time) ;;
   real) ;;
@@ -47,7 +56,7 @@ case "${DEMO_SPEED:-lapse}" in
 esac
 if [ -n "${DEMO_FAIL:-}" ]; then args+=(--sim-fail "$DEMO_FAIL"); fi
 
-echo "== flowrun ${args[*]}" | sed "s/password=[^ ]*/password=***/"
+echo "== flowrun ${args[*]}"
 rc=0
 FLOWRUN_SIM_STATE="$tmp/sim-state.json" ./flowrun "${args[@]}" || rc=$?
 

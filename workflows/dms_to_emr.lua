@@ -2,7 +2,7 @@
 -- step on a transient EMR cluster).
 --
 --   flowrun workflows/dms_to_emr.lua --vars-file workflows/config/example.json
---   flowrun workflows/dms_to_emr.lua --vars-file outputs.json --sim --virtual-time
+--   flowrun workflows/dms_to_emr.lua --vars-file outputs.json
 --
 -- Every setting is a parameter (a vars file; `terraform output -json` works as it is).
 -- The EMR cluster is terminated by a cleanup task on every path once it exists: success,
@@ -68,11 +68,6 @@ local wf = flow.workflow {
     athena_output_uri = {default = ""},
   },
 }
-
-local function sim_on()
-  local ok, o = pcall(require, "flow.options")
-  return (ok and o.sim) or os.getenv("FLOWRUN_SIM") == "1"
-end
 
 local function split_name(full)
   local schema, name = full:match("^([^.]+)%.(.+)$")
@@ -146,10 +141,6 @@ wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, functio
       error(flow.error("pipeline.preflight", full .. " has no primary key: the job keeps the " ..
         "latest row per key, so every table needs one", {retryable = false}))
     end
-  end
-  if sim_on() then
-    -- the simulated DMS copies as many rows as the real source holds
-    require("sim").set_table_rows(p.dms_task_arn, counts)
   end
   return {counts = counts, keys = keys, columns = columns}
 end)

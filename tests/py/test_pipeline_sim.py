@@ -2,7 +2,11 @@
 source PostgreSQL (FLOWRUN_TEST_PG): success; a failing step (cluster terminated, exit 1, the
 failure details printed); a failing DMS task (no cluster created); SIGINT while waiting for the
 step (step cancelled, cluster terminated, exit 130); SIGKILL during the step wait then resume
-(exactly one cluster ever created). The simulated world is read from its state file."""
+(exactly one cluster ever created). The simulated world is read from its state file.
+
+The source database's secret is given to the simulator in a seed (FLOWRUN_SIM_SEED): the
+pipeline's pre-flight reads it from the simulated Secrets Manager, and the simulated DMS reads
+the source through it, as both do on AWS; nothing tells the simulator what the source holds."""
 import json
 import os
 import shutil
@@ -34,20 +38,32 @@ def source_conninfo():
     return PG + " dbname=" + DB
 
 
+def seed_file():
+    """The demo world's source secret, pointing at the test's database."""
+    path = os.path.join(TMP, "seed.json")
+    secret = {"engine": "postgres", "host": os.environ["FLOWRUN_TEST_PGHOST"],
+              "port": int(os.environ["FLOWRUN_TEST_PGPORT"]), "username": os.environ["FLOWRUN_TEST_PGUSER"],
+              "password": os.environ["FLOWRUN_TEST_PGPASSWORD"], "dbname": DB}
+    with open(path, "w") as f:
+        json.dump({"secrets": [{"Name": "flowrun/demo/source-db", "SecretJSON": secret}]}, f)
+    return path
+
+
 def env(case, **extra):
     e = dict(os.environ)
     for k in list(e):
         if k.startswith("FLOWRUN_VAR_") or k.startswith("FLOWRUN_SIM"):
             del e[k]
     e["FLOWRUN_SIM_STATE"] = os.path.join(TMP, case, "sim.json")
+    e["FLOWRUN_SIM_SEED"] = seed_file()
     e.update(extra)
     return e
 
 
 def args(case, *more):
-    return [tap.FLOWRUN, WORKFLOW, "--vars-file", EXAMPLE, "--var", "source_conninfo=" + source_conninfo(),
-            "--var", "step_log_wait=0", "--state-dir", os.path.join(TMP, case, "state"), "--sim",
-            "--virtual-time", "--log-format", "text"] + list(more)
+    return [tap.FLOWRUN, WORKFLOW, "--vars-file", EXAMPLE, "--var", "step_log_wait=0",
+            "--state-dir", os.path.join(TMP, case, "state"), "--sim", "--virtual-time",
+            "--log-format", "text"] + list(more)
 
 
 def run(case, *more, extra_env=None, timeout=120):

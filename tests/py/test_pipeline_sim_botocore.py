@@ -37,6 +37,7 @@ local function j(svc, op, params, want_error)
   return b
 end
 local TASK = "arn:aws:dms:us-east-1:123456789012:task:FLOWRUNDEMOTASK00000000000"
+sim.set_table_rows(TASK, {["public.customers"] = 5000, ["public.orders"] = 48000})
 j("dms", "StartReplicationTask", {ReplicationTaskArn = TASK, StartReplicationTaskType = "start-replication"})
 flow.sleep(90)
 j("dms", "DescribeReplicationTasks", {Filters = {{Name = "replication-task-arn", Values = {TASK}}}})
