@@ -1,9 +1,9 @@
 -- sim/cloudwatch.lua — CloudWatch in the simulator, for what the pipeline asks it: DMS's CDC
 -- latency (GetMetricStatistics on AWS/DMS CDCLatencySource and CDCLatencyTarget, dimensions
 -- ReplicationInstanceIdentifier and ReplicationTaskIdentifier, the task being named by the last
--- part of its ARN as DMS publishes it). A task streaming changes reports dms_cdc_latency
--- seconds (fail "dms.latency=900" reports 900) for every period it was running after its load;
--- any other metric has no datapoints.
+-- part of its ARN as DMS publishes it). A task streaming changes when asked (running, its load
+-- done) reports dms_cdc_latency seconds (fail "dms.latency=900" reports 900) for every period
+-- of the window; any other task or metric has no datapoints.
 local util = require "sim.util"
 local sim = require "sim"
 
@@ -46,13 +46,10 @@ function M.ops.GetMetricStatistics(w, p)
   if task then
     require("sim.dms").catch_up(w)
     local r = task.sim_run
-    local from = r and r.done and (r.finish or r.start)
-    local to = r and (r.stopped_at or sim.now())
     local value = tonumber(sim.failing("dms.latency")) or w.durations.dms_cdc_latency
-    if from and task.MigrationType ~= "full-load" then
-      local t = math.max(p.StartTime, from)
-      t = t - (t % period)
-      while t < math.min(p.EndTime, to) and #out < 1440 do
+    if r and r.done and task.Status == "running" and task.MigrationType ~= "full-load" then
+      local t = p.StartTime - (p.StartTime % period)
+      while t < p.EndTime and #out < 1440 do
         local dp = {Timestamp = t, Unit = "Seconds"}
         for _, s in ipairs(stats) do
           if s == "SampleCount" then dp.SampleCount = 1.0

@@ -254,7 +254,10 @@ local function capture(w, task, now)
     or not c or task.sim_sized then
     return
   end
-  if now - (c.last or 0) < w.durations.dms_cdc_interval then return end
+  -- (under virtual time each process starts its clock at the wall clock: a later process can
+  -- be behind the world's last capture; it captures then, and names its files after the last)
+  local since = now - (c.last or 0)
+  if since >= 0 and since < w.durations.dms_cdc_interval then return end
   c.last = now
   if sim.failing("dms.cdc") then
     task.Status = "failed"
@@ -273,10 +276,12 @@ local function capture(w, task, now)
     r.stopped_at = now
     return
   end
+  local t = math.max(now, (c.written or 0) + 0.001)
   for _, name in ipairs(util.sorted_keys(snap)) do
     local changes = source.diff(c.image[name] or "", snap[name].lines)
     if #changes > 0 then
-      write_cdc_file(w, task, name, changes, now)
+      write_cdc_file(w, task, name, changes, t)
+      c.written = t
       local n = c.counts[name] or {I = 0, U = 0, D = 0}
       for _, ch in ipairs(changes) do n[ch[1]] = n[ch[1]] + 1 end
       c.counts[name] = n
