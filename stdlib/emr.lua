@@ -238,8 +238,6 @@ end
 -- The tail of a step's stderr from S3 (FailureDetails.LogFile, or LogUri/<id>/steps/<sid>/),
 -- or nil. Logs reach S3 minutes after the step ends: opts.log_wait polls for that long.
 function M.step_stderr_tail(cluster, step, opts)
-  opts = opts or {}
-  local s3 = require "s3"
   local candidates = {}
   local fd = step.Status and step.Status.FailureDetails
   local lf = fd and fd.LogFile
@@ -253,6 +251,15 @@ function M.step_stderr_tail(cluster, step, opts)
     local base = cluster.LogUri:gsub("^s3n://", "s3://"):gsub("/?$", "/")
     candidates[#candidates + 1] = string.format("%s%s/steps/%s/stderr.gz", base, cluster.Id, step.Id)
   end
+  return M.log_tail(candidates, opts)
+end
+
+-- log_tail(uris, opts) -> the last lines of the first of uris that exists in S3 (gunzipped when
+-- gzip), and its uri; or nil. opts.log_wait: seconds to poll for it (logs reach S3 minutes
+-- after the end), every 15 s; tail_lines (20); log. Cancellation propagates.
+function M.log_tail(candidates, opts)
+  opts = opts or {}
+  local s3 = require "s3"
   if #candidates == 0 then return nil end
   local function try()
     for _, uri in ipairs(candidates) do

@@ -14,13 +14,17 @@
 -- kept in each Iceberg table's snapshot summary, committed with the data it describes: a run
 -- that fails leaves it where it was, and re-running a succeeded interval changes nothing.
 --
--- The EMR cluster is created right after the pre-flight and boots while DMS loads
--- (start_cluster = "early"; "after_dms" waits for the raw zone first). It is terminated by a
--- cleanup task on every path once it exists: success, failure of any later task (DMS
--- included), Ctrl-C/SIGTERM. A DMS load this run started is stopped when the run is cancelled
+-- The Spark job runs on a transient EMR cluster (compute = "cluster") or on EMR Serverless
+-- (compute = "serverless": an application given or found by name or created, a job run started
+-- with a client token derived from the run and the task). The cluster is created, or the
+-- application started, right after the pre-flight, while DMS loads (start_cluster = "early";
+-- "after_dms" waits for the raw zone first). Cleanup tasks terminate the cluster, or stop the
+-- application flowrun started (after cancelling a job run of this run still going), on every
+-- path once they exist: success, failure of any later task (DMS included), Ctrl-C/SIGTERM. A DMS load this run started is stopped when the run is cancelled
 -- during it. Operators find their earlier resources again, so `flowrun resume RUN_ID` after a
--- crash never creates a second cluster or step. Every setting is a parameter (a vars file;
--- `terraform output -json` works as it is).
+-- crash never creates a second cluster or step. A failed task is told to notify_topic_arn (SNS)
+-- and/or notify_webhook (Slack-compatible; a secret parameter). Every setting is a parameter (a
+-- vars file; `terraform output -json` works as it is).
 local flow = require "flow"
 local json = require "json"
 local dms = require "dms"
@@ -30,6 +34,8 @@ local glue = require "glue"
 local athena = require "athena"
 local secrets = require "secrets"
 local iceberg = require "iceberg"
+local emr_serverless = require "emr_serverless"
+local notify = require "notify"
 
 local REQUIRED = require("flow.workflow").REQUIRED
 local here = (debug.getinfo(1, "S").source:match("^@(.*)$") or ""):match("^(.*)/[^/]*$") or "."
@@ -41,6 +47,12 @@ local function transient(err) return type(err) == "table" and err.retryable == t
 local wf = flow.workflow {
   name = "dms_to_emr",
   defaults = {retry_if = transient},
+  -- a failed task sends the run id, the task and its error (FailureDetails and the stderr tail
+  -- for a Spark failure) to the topic and/or the webhook, when they are set
+  on_failure = notify.on_failure{
+    topic_arn = function(ctx) return ctx.params.notify_topic_arn end,
+    webhook = function(ctx) return ctx.params.notify_webhook end,
+  },
   params = {
     -- source
     source_secret_id = {default = "",
@@ -66,9 +78,16 @@ local wf = flow.workflow {
     artifacts_uri = {required = true, doc = "s3://bucket/prefix for the Spark job script"},
     glue_database = {default = "lake"},
     warehouse_uri = {required = true, doc = "s3://bucket/prefix of the Iceberg warehouse"},
-    -- EMR
+    -- compute
+    compute = {default = "cluster", doc = "cluster (EMR on EC2) | serverless (EMR Serverless)"},
     start_cluster = {default = "early",
-                     doc = "early (the cluster boots while DMS loads) | after_dms"},
+                     doc = "early (the cluster or application starts while DMS loads) | after_dms"},
+    -- EMR Serverless (compute = serverless)
+    serverless_application_id = {default = "", doc = "an existing application (else found by name or created)"},
+    serverless_application_name = {default = "flowrun-dms-to-emr"},
+    serverless_execution_role = {default = "", doc = "the job runs' IAM role (required for serverless)"},
+    serverless_idle_minutes = {default = 15, doc = "auto-stop of an application flowrun creates"},
+    -- EMR
     cluster_name = {default = "flowrun-dms-to-emr"},
     release_label = {default = "emr-7.1.0"},
     instance_type = {default = "m5.xlarge"},
@@ -85,6 +104,10 @@ local wf = flow.workflow {
     -- verification
     athena_workgroup = {default = "", doc = "when set, Iceberg row counts are checked with Athena"},
     athena_output_uri = {default = ""},
+    -- failure notifications
+    notify_topic_arn = {default = "", doc = "an SNS topic told about every failed task"},
+    notify_webhook = {default = "", secret = true,
+                      doc = "a Slack-compatible webhook URL told about every failed task"},
   },
 }
 
@@ -104,7 +127,8 @@ local function nonempty(s) return s ~= nil and s ~= "" and s or nil end
 local BOOKMARK = "flowrun.raw-bookmark"
 
 local CHOICES = {mode = {full = true, incremental = true},
-                 start_cluster = {early = true, after_dms = true}}
+                 start_cluster = {early = true, after_dms = true},
+                 compute = {cluster = true, serverless = true}}
 
 -- epoch seconds of a DMS date: a number (the JSON protocol), or ISO 8601 text (some emulators)
 local function epoch(v)
@@ -157,6 +181,10 @@ wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, functio
       error(flow.error("pipeline.config", string.format("%s must be one of %s, got %q", name,
         table.concat(names, ", "), tostring(p[name])), {retryable = false}))
     end
+  end
+  if p.compute == "serverless" and not nonempty(p.serverless_execution_role) then
+    error(flow.error("pipeline.config", "compute = serverless needs serverless_execution_role",
+      {retryable = false}))
   end
   local pg = require "pg"
   local conninfo = nonempty(p.source_conninfo)
@@ -406,6 +434,7 @@ local function create_cluster(ctx)
 end
 
 wf:task("create_cluster", {after = "preflight", retries = 3, retry_delay = "20s"}, function(ctx)
+  if ctx.params.compute ~= "cluster" then return {skipped = true} end
   if ctx.params.start_cluster == "after_dms" then
     ctx.log("start_cluster = after_dms: the cluster is created once the raw zone is good")
     return {deferred = true}
@@ -420,6 +449,7 @@ local function cluster_id(ctx)
 end
 
 wf:task("wait_cluster", {after = {"create_cluster", "check_raw"}}, function(ctx)
+  if ctx.results.create_cluster.skipped then return {skipped = true} end
   local id = cluster_id(ctx)
   if not id then id = create_cluster(ctx).cluster_id end
   local c = emr.wait_cluster(id, {timeout = ctx.params.cluster_timeout,
@@ -452,6 +482,7 @@ end
 
 wf:task("add_step", {after = {"wait_cluster", "plan", "upload_job"}, retries = 2,
                      retry_delay = "30s"}, function(ctx)
+  if ctx.results.wait_cluster.skipped then return {skipped = true} end
   local step = emr.spark_step{
     name = "raw_to_iceberg " .. ctx.run_id, script = ctx.results.upload_job.script,
     args = job_args(ctx), conf = SPARK_CONF(ctx.params),
@@ -461,6 +492,7 @@ wf:task("add_step", {after = {"wait_cluster", "plan", "upload_job"}, retries = 2
 end)
 
 wf:task("wait_step", {after = "add_step"}, function(ctx)
+  if ctx.results.add_step.skipped then return {skipped = true} end
   local step = emr.wait_step(cluster_id(ctx), ctx.results.add_step.step_id, {
     timeout = ctx.params.step_timeout, every = ctx.params.emr_poll_every, log = ctx.log,
     log_wait = ctx.params.step_log_wait})
@@ -474,6 +506,7 @@ end)
 -- tags.
 wf:task("terminate_cluster", {after = {"create_cluster", "wait_cluster", "wait_step"},
                               cleanup = true, retries = 5, retry_delay = "20s"}, function(ctx)
+  if ctx.params.compute ~= "cluster" then return {terminated = false} end
   local id = cluster_id(ctx)
   if not id then
     local found = emr.find_cluster{run_id = ctx.run_id, task = "create_cluster"}
@@ -487,9 +520,88 @@ wf:task("terminate_cluster", {after = {"create_cluster", "wait_cluster", "wait_s
   return {cluster_id = id, state = st, terminated = true}
 end)
 
+-- 8-9'. EMR Serverless: the application (given, found by name, or created) is started while DMS
+-- loads (start_cluster = early) or once the raw zone is good; the job run is started once per
+-- run and task (client token), waited for, cancelled when the run is.
+local function serverless_conf(p)
+  local c = SPARK_CONF(p)
+  c["spark.jars"] = "/usr/share/aws/iceberg/lib/iceberg-spark3-runtime.jar"
+  c["spark.hadoop.hive.metastore.client.factory.class"] =
+    "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
+  return c
+end
+
+wf:task("serverless_app", {after = "preflight", retries = 3, retry_delay = "20s"}, function(ctx)
+  local p = ctx.params
+  if p.compute ~= "serverless" then return {skipped = true} end
+  local app = emr_serverless.ensure_application({id = nonempty(p.serverless_application_id),
+    name = p.serverless_application_name, release_label = p.release_label,
+    idle_minutes = p.serverless_idle_minutes,
+    tags = {[emr_serverless.TAG_RUN] = ctx.run_id}}, {log = ctx.log})
+  local started = false
+  if p.start_cluster == "early" then
+    started = emr_serverless.start_application(app.id, {log = ctx.log})
+  end
+  return {application_id = app.id, created = app.created, started = started}
+end)
+
+wf:task("start_job", {after = {"serverless_app", "plan", "upload_job"}, retries = 2,
+                      retry_delay = "30s"}, function(ctx)
+  local p = ctx.params
+  local app = ctx.results.serverless_app
+  if app.skipped then return {skipped = true} end
+  local started_app = false
+  if not app.started then
+    started_app = emr_serverless.start_application(app.application_id, {log = ctx.log})
+  end
+  local r = emr_serverless.start_job_run(app.application_id, {
+    name = "raw_to_iceberg " .. ctx.run_id, execution_role = p.serverless_execution_role,
+    entry_point = ctx.results.upload_job.script, args = job_args(ctx), conf = serverless_conf(p),
+    log_uri = p.log_uri,
+    timeout_minutes = math.max(5, math.ceil(require("flow.duration").parse(p.step_timeout) / 60)),
+  }, {token = emr_serverless.client_token(ctx.run_id, ctx.task), log = ctx.log})
+  r.started_app = started_app
+  return r
+end)
+
+wf:task("wait_job", {after = "start_job"}, function(ctx)
+  local s = ctx.results.start_job
+  if s.skipped then return {skipped = true} end
+  local run = emr_serverless.wait_job_run(s.application_id, s.job_run_id, {
+    timeout = ctx.params.step_timeout, every = ctx.params.emr_poll_every, log = ctx.log,
+    log_wait = ctx.params.step_log_wait})
+  return {state = run.state, seconds = run.totalExecutionDurationSeconds}
+end)
+
+-- Cleanup: an application this run started is stopped (after a job run of this run that is
+-- still going is cancelled: nothing waits for it any more); one it found running is left so.
+wf:task("stop_app", {after = {"serverless_app", "start_job", "wait_job"}, cleanup = true,
+                     retries = 5, retry_delay = "20s"}, function(ctx)
+  local app, job = ctx.results.serverless_app, ctx.results.start_job
+  if not app or app.skipped then return {stopped = false} end
+  local runs = {}
+  if job and job.job_run_id then runs[1] = job.job_run_id
+  else
+    local found = emr_serverless.find_job_run(app.application_id, "raw_to_iceberg " .. ctx.run_id)
+    if found then runs[1] = found.id end
+  end
+  if not (app.started or (job and job.started_app)) then
+    for _, id in ipairs(runs) do
+      emr_serverless.wait_job_run_done(app.application_id, id, {cancel = true, log = ctx.log,
+                                                                every = ctx.params.emr_poll_every})
+    end
+    ctx.log("EMR Serverless application " .. app.application_id ..
+      " was not started by this run: left as it is")
+    return {stopped = false}
+  end
+  local st = emr_serverless.stop_application(app.application_id, {job_runs = runs, cancel = true,
+    every = ctx.params.emr_poll_every, log = ctx.log})
+  return {stopped = true, state = st}
+end)
+
 -- 11. The Iceberg tables are in Glue; with Athena, their row counts equal the source's (in the
 -- incremental mode only with cdc_count_check: a live source moves on while the run runs).
-wf:task("verify", {after = "wait_step", retries = 2, retry_delay = "30s"}, function(ctx)
+wf:task("verify", {after = {"wait_step", "wait_job"}, retries = 2, retry_delay = "30s"}, function(ctx)
   local p = ctx.params
   local strict = p.mode == "full" or p.cdc_count_check
   local out, bad = {}, {}

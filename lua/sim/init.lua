@@ -1,4 +1,4 @@
--- sim — an in-process AWS for `--sim`: answers DMS, EMR, S3, Glue, Secrets
+-- sim — an in-process AWS for `--sim`: answers DMS, EMR, EMR Serverless, S3, Glue, Secrets
 -- Manager, STS, Athena, SNS and CloudWatch (DMS's CDC latency) requests at the HTTP level, after
 -- the client has serialized them, so the client's whole path except the socket is exercised.
 -- The simulated DMS reads its source through its source endpoint (the real PostgreSQL of the
@@ -20,7 +20,8 @@
 -- or FLOWRUN_SIM_DURATIONS='{"emr_step": 60}' (applied to a loaded state file too).
 --
 -- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table",
--- "lost=emr.RunJobFlow" (done, then answered 500 once)}, throttle = 0.2}, or flow.options.sim_fail, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
+-- "dms.cdc", "dms.latency=900", "serverless.job", "lost=emr.RunJobFlow" (done, then answered 500
+-- once)}, throttle = 0.2}, or flow.options.sim_fail, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
 local json = require "json"
 local util = require "sim.util"
 
@@ -35,6 +36,7 @@ local services = {
   athena = {module = "sim.athena", namespace = "com.amazonaws.athena", prefix = "AmazonAthena"},
   cloudwatch = {module = "sim.cloudwatch", namespace = "com.amazonaws.cloudwatch",
                 prefix = "GraniteServiceVersion20100801"},
+  ["emr-serverless"] = {module = "sim.emr_serverless"},
   s3 = {module = "sim.s3"},
   sts = {module = "sim.sts"},
   sns = {module = "sim.sns"},

@@ -16,6 +16,7 @@
 --                          "Tables": {"schema.table": rows}} ] },
 --       (a task's source is read through its source endpoint, as DMS reads it: its secret or
 --        its server; "Tables" gives sizes instead, for a world without a database)
+--     "emr_serverless": { "applications": [ {name, releaseLabel, type, state} ] },
 --     "sns": { "topics": ["name", ...] },
 --     "s3": { "buckets": ["name", ...] or {"name": {"objects": {"key": "text body"}}} },
 --     "glue": { "databases": ["name", ...] },
@@ -130,6 +131,7 @@ function M.empty()
     durations = util.copy(M.default_durations),
     dms = {tasks = {}, endpoints = {}, instances = {}},
     emr = {clusters = {}},
+    emr_serverless = {applications = {}},
     sns = {topics = {}, messages = {}},
     s3 = {buckets = {}},
     glue = {databases = {}},
@@ -211,6 +213,9 @@ function M.merge(w, seed)
     local name = type(db) == "table" and db.Name or db
     w.glue.databases[name] = w.glue.databases[name]
       or {Name = name, CreateTime = 1700000000, tables = {}}
+  end
+  for _, a in ipairs((seed.emr_serverless or {}).applications or {}) do
+    require("sim.emr_serverless").seed_application(w, a)
   end
   for _, name in ipairs((seed.sns or {}).topics or {}) do
     local arn = string.format("arn:aws:sns:%s:%s:%s", w.region, w.account, name)

@@ -45,6 +45,23 @@ def _start(self):
 
 FakeReplicationTask.start = _start
 
+# AWS: a job run is SUBMITTED, then runs; moto's succeed at once. An application is CREATED, not
+# started, until asked to start or a job run starts it.
+import moto.emrserverless.models as _es_models  # noqa: E402
+_es_models.JOB_STATUS = "SUBMITTED"
+_es_models.APPLICATION_STATUS = "CREATED"
+_list_job_runs = _es_models.EMRServerlessBackend.list_job_runs
+
+
+def _list_job_runs_of_any_application(self, application_id, *args, **kwargs):
+    # AWS lists no job runs for an application without any; moto says it does not exist
+    self.get_application(application_id)
+    self.job_runs.setdefault(application_id, [])
+    return _list_job_runs(self, application_id, *args, **kwargs)
+
+
+_es_models.EMRServerlessBackend.list_job_runs = _list_job_runs_of_any_application
+
 
 def client(name, port):
     return boto3.client(name, region_name=REGION, endpoint_url="http://127.0.0.1:%d" % port,
@@ -288,8 +305,10 @@ class Driver(threading.Thread):
     def tick_job(self, es, app_id, jr):
         if jr.id in self.jobs_done or jr.state == "CANCELLED":
             return
-        if jr.state == "SUCCESS" and not getattr(jr, "_flowrun_seen", False):
-            jr._flowrun_seen = True   # moto's job runs succeed at once: run it instead
+        app = es.applications[app_id]
+        if jr.state == "SUBMITTED":
+            if app.state in ("CREATED", "STOPPED"):
+                app.state = "STARTED"   # auto-start
             jr.state = "RUNNING"
             return
         if jr.state != "RUNNING" or self.hold_jobs:

@@ -464,14 +464,146 @@ def sigkill_then_resume():
     tap.eq(step_states(cs[0]), ["COMPLETED"], "exactly one step, completed")
 
 
+SERVERLESS = ["--var", "compute=serverless", "--var",
+              "serverless_execution_role=arn:aws:iam::123456789012:role/flowrun-serverless"]
+
+
+def apps(w):
+    a = (w.get("emr_serverless") or {}).get("applications") or {}
+    return list(a.values()) if isinstance(a, dict) else []
+
+
+def job_runs(app):
+    r = app.get("runs") or {}
+    return list(r.values()) if isinstance(r, dict) else []
+
+
+def serverless_run():
+    rc, out, _ = run("serverless", *SERVERLESS)
+    tap.eq(rc, 0, "compute=serverless: exit 0")
+    if rc != 0:
+        tap.diag(out[-3000:])
+    w = world("serverless")
+    tap.eq(len(clusters(w)), 0, "no EMR cluster")
+    a = apps(w)
+    tap.eq(len(a), 1, "one EMR Serverless application, created")
+    tap.eq(a and a[0]["state"], "STOPPED", "stopped at the end (this run started it)")
+    runs = job_runs(a[0]) if a else []
+    tap.eq([r["state"] for r in runs], ["SUCCESS"], "one job run, SUCCESS")
+    tap.like(runs and runs[0]["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"] or "",
+             "--conf spark.sql.catalog.glue_catalog=org.apache.iceberg.spark.SparkCatalog",
+             "the Iceberg catalog configured")
+    tap.like(out, "lake.order_items: 36000 rows in Iceberg (Athena), 36000 in the source",
+             "the job's batch applied: verify counts the rows")
+    rc, out, _ = run("serverless", *SERVERLESS)
+    tap.eq(rc, 0, "a second run")
+    a = apps(world("serverless"))
+    tap.eq(len(a), 1, "finds the application by name instead of creating another")
+    tap.eq(len(job_runs(a[0])), 2, "and starts its own job run")
+
+
+def serverless_failure():
+    rc, out, _ = run("serverless-fail", *SERVERLESS, "--sim-fail", "serverless.job")
+    tap.eq(rc, 1, "a failed job run fails the run (exit 1)")
+    tap.like(out, "emr_serverless.job_failed", "with the job's error")
+    tap.like(out, "Job failed, please check complete logs", "its stateDetails")
+    tap.like(out, "driver stderr (last lines)", "and the driver's stderr tail")
+    tap.like(out, "TABLE_OR_VIEW_NOT_FOUND", "read from the job's S3 log location")
+    a = apps(world("serverless-fail"))
+    tap.eq(a and a[0]["state"], "STOPPED", "the application is stopped")
+    tap.eq([r["state"] for r in job_runs(a[0])] if a else None, ["FAILED"], "one job run: not retried")
+
+
+def serverless_sigint():
+    case = "serverless-sigint"
+    os.makedirs(os.path.join(TMP, case), exist_ok=True)
+    e = env(case, FLOWRUN_SIM_DURATIONS=json.dumps({"serverless_job": 1e9}))
+    p = subprocess.Popen(args(case, *SERVERLESS, "--var", "step_timeout=100000h"), cwd=ROOT, env=e,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    running = wait_for(case, lambda w: any(r["state"] == "RUNNING" for a in apps(w) for r in job_runs(a)))
+    tap.ok(running, "the job run is running")
+    p.send_signal(signal.SIGINT)
+    try:
+        out, _ = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    tap.eq(p.returncode, 130, "exit 130")
+    a = apps(world(case))
+    tap.eq([r["state"] for r in job_runs(a[0])] if a else None, ["CANCELLED"],
+           "the job run was cancelled (CancelJobRun), and the cleanup waited for it")
+    tap.eq(a and a[0]["state"], "STOPPED", "then stopped the application")
+    tap.like(out, "cancel requested", "the cancellation is logged")
+
+
+class Webhook:
+    """A local Slack-compatible webhook: records the JSON bodies POSTed to it."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        received = self.received = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                received.append({"path": self.path, "type": self.headers.get("Content-Type"),
+                                 "body": json.loads(self.rfile.read(n) or b"{}")})
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/services/T0FLOWRUN/B0FLOWRUN/hushhushsecret" % self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def notifications():
+    hook = Webhook()
+    try:
+        rc, out, _ = run("notify", "--sim-fail", "emr.step", "--var", "notify_webhook=" + hook.url,
+                         "--var", "notify_topic_arn=arn:aws:sns:us-east-1:123456789012:flowrun-demo-alerts")
+    finally:
+        hook.close()
+    tap.eq(rc, 1, "the step fails the run")
+    tap.eq(len(hook.received), 1, "the webhook got one message (one failed task)")
+    m = hook.received[0] if hook.received else {"body": {}, "path": "", "type": ""}
+    text = m["body"].get("text", "")
+    tap.eq(m["type"], "application/json", "JSON")
+    run_id = [l.split()[1] for l in out.splitlines() if l.startswith("run ") and "(dms_to_emr)" in l]
+    tap.like(text, "run %s failed at wait_step" % (run_id[0] if run_id else "?"), "the run id and the failed task")
+    tap.like(text, "emr.step_failed", "the error")
+    tap.like(text, "reason: Unknown Error", "its FailureDetails")
+    tap.like(text, "PATH_NOT_FOUND", "and the stderr tail")
+    msgs = world("notify")["sns"]["messages"]
+    tap.eq(len(msgs), 1, "one SNS message")
+    tap.like(msgs[0]["Message"] if msgs else "", "PATH_NOT_FOUND", "with the same text")
+    tap.ok("hushhushsecret" not in out, "the webhook URL (a secret parameter) is not in the output")
+    leaked = []
+    for d, _, files in os.walk(os.path.join(TMP, "notify")):
+        for f in files:
+            with open(os.path.join(d, f), "rb") as fh:
+                if b"hushhushsecret" in fh.read():
+                    leaked.append(os.path.relpath(os.path.join(d, f), TMP))
+    tap.eq(leaked, [], "nor in the journal or any file the run wrote")
+
+
 def main():
     try:
         setup()
         for fn in (success, step_failure, dms_failure, dms_failure_early_cluster, row_count_mismatch,
                    throttled, lost_answer, timeout_during_step, sigint_during_step,
                    sigint_during_step_virtual, sigint_during_dms, sigkill_then_resume,
-                   full_reload_after_deletes,
-                   cdc_nightly):
+                   full_reload_after_deletes, cdc_nightly, serverless_run, serverless_failure,
+                   serverless_sigint, notifications):
             tap.test(fn)
     finally:
         if PG:
