@@ -37,8 +37,7 @@ except ImportError as e:  # a missing moto fails the test, never skips it
     tap.ok(False, "moto and boto3 are importable: %s" % e)
     tap.done()
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__))))
-from test_pipeline_sim import Webhook  # noqa: E402  (the same local webhook server)
+from webhook_server import Webhook  # noqa: E402
 
 
 def seed(port):

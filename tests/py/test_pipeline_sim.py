@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import tap  # noqa: E402
 import pipeline_source  # noqa: E402
+from webhook_server import Webhook  # noqa: E402
 
 ROOT = tap.ROOT
 PG = os.environ.get("FLOWRUN_TEST_PG")
@@ -534,36 +535,6 @@ def serverless_sigint():
            "the job run was cancelled (CancelJobRun), and the cleanup waited for it")
     tap.eq(a and a[0]["state"], "STOPPED", "then stopped the application")
     tap.like(out, "cancel requested", "the cancellation is logged")
-
-
-class Webhook:
-    """A local Slack-compatible webhook: records the JSON bodies POSTed to it."""
-
-    def __init__(self):
-        import http.server
-        import threading
-        received = self.received = []
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                received.append({"path": self.path, "type": self.headers.get("Content-Type"),
-                                 "body": json.loads(self.rfile.read(n) or b"{}")})
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = "http://127.0.0.1:%d/services/T0FLOWRUN/B0FLOWRUN/hushhushsecret" % self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def notifications():
