@@ -45,7 +45,7 @@ local function evaluate(w, sql, db)
       return {error = string.format("TABLE_NOT_FOUND: line 1:22: Table 'awsdatacatalog.%s.%s' " ..
         "does not exist", tostring(tdb), tostring(tname)), error_type = 1006}
     end
-    local ice = require("sim.iceberg").load(w, tdb, tname)
+    local ice = require("sim.iceberg").load(w, tdb, tname, true)
     local n = ice and ice.meta and ice.count or source_rows(w, t.sim_source)
     return {columns = {alias}, types = {"bigint"}, rows = {{tostring(n)}}}
   end

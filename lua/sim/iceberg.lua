@@ -10,8 +10,9 @@
 -- file holding the table's rows as "key<TAB>digest" lines (sim.source's keys and digests), or
 -- only a count when the rows came from a load with sizes and no source.
 --
---   iceberg.load(w, db, name) -> table or nil: {glue, meta, location, rows = {key = digest},
---                                anonymous = n, count = n}  (rows are read from the data file)
+--   iceberg.load(w, db, name, count_only) -> table or nil: {glue, meta, location,
+--                                rows = {key = digest}, anonymous = n, count = n} (rows are read
+--                                from the data file unless count_only)
 --   iceberg.property(meta, key) -> value, snapshot: the newest value of a summary property
 --                                  among the current snapshot and its ancestors
 --   iceberg.commit(w, db, name, rows, anonymous, summary, t, location) -> snapshot id
@@ -56,7 +57,7 @@ function M.property(meta, key)
   return nil
 end
 
-function M.load(w, dbname, name)
+function M.load(w, dbname, name, count_only)
   local db = w.glue.databases[dbname]
   local g = db and db.tables[name]
   if not g then return nil end
@@ -66,7 +67,7 @@ function M.load(w, dbname, name)
   local meta = json.decode(obj.body)
   local t = {glue = g, meta = meta, location = meta.location, rows = {}, anonymous = 0, count = 0}
   local snap = M.current(meta)
-  if snap then
+  if snap and not count_only then
     local ml = object(w, snap["manifest-list"])
     for _, f in ipairs(ml and json.decode(ml.body).data_files or {}) do
       local df = object(w, f.path)
@@ -80,8 +81,8 @@ function M.load(w, dbname, name)
         end
       end
     end
-    t.count = tonumber(snap.summary and snap.summary["total-records"]) or 0
   end
+  if snap then t.count = tonumber(snap.summary and snap.summary["total-records"]) or 0 end
   return t
 end
 
@@ -96,16 +97,15 @@ end
 function M.commit(w, dbname, name, rows, anonymous, summary, t, location)
   local db = w.glue.databases[dbname]
   local g = db.tables[name]
-  local old = g and M.load(w, dbname, name)
+  local old = g and M.load(w, dbname, name, true)
   local meta = old and old.meta
   location = (meta and meta.location) or location
-  local keys = util.sorted_keys(rows)
   local lines = {}
-  for i, k in ipairs(keys) do lines[i] = k .. "\t" .. rows[k] .. "\n" end
-  local n = #keys + (anonymous or 0)
+  for k, h in pairs(rows) do lines[#lines + 1] = k .. "\t" .. h .. "\n" end
+  local n = #lines + (anonymous or 0)
   local id = math.tointeger(tonumber(state.next_id(w, "", 18, "123456789")))
   local data_uri = string.format("%s/data/00000-0-%s.parquet", location, uuid(w))
-  put(w, data_uri, "PAR1\n" .. json.encode({sim = "iceberg data", rows = n, lines = #keys > 0 or
+  put(w, data_uri, "PAR1\n" .. json.encode({sim = "iceberg data", rows = n, lines = #lines > 0 or
     (anonymous or 0) == 0}) .. "\n" .. table.concat(lines) .. "PAR1", t, "application/octet-stream")
   local ml_uri = string.format("%s/metadata/snap-%d-1-%s.avro", location, id, uuid(w))
   put(w, ml_uri, json.encode({data_files = {{path = data_uri, records = n}}}), t,

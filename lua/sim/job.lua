@@ -102,7 +102,7 @@ local function run_batch(w, a, cfg, t)
   for _, full in ipairs(util.sorted_keys(cfg.tables)) do
     local b = cfg.tables[full]
     local name = b.target or (full:match("%.(.+)$") or full):lower()
-    local cur = iceberg.load(w, a.database, name)
+    local cur = iceberg.load(w, a.database, name, b.action ~= "merge")
     local bookmark = cur and cur.meta and iceberg.property(cur.meta, prop)
     local since = b.since ~= json.null and b.since or nil
     local action = b.action

@@ -1,6 +1,6 @@
 """The pipeline tests' view of a source table, as the simulator's DMS (lua/sim/source.lua) and the
 moto driver (pipeline_moto.py) see it: {key: digest}, the key the primary key's columns as text
-joined with "|", the digest the first 12 hex digits of md5 of the row's text. Read with psql."""
+joined with "|", the digest PostgreSQL's hashtext of the row's text in hex. Read with psql."""
 import subprocess
 
 
@@ -26,5 +26,4 @@ def read(conninfo, full):
                         "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = "
                         "'%s'::regclass AND i.indisprimary" % rel).strip()
     key = "concat_ws('|', %s)" % ", ".join("t.%s::text" % c for c in pk.split(","))
-    return parse_lines(psql(conninfo, "SELECT %s || E'\\t' || left(md5(t::text), 12) FROM %s AS t "
-                                      "ORDER BY 1" % (key, rel)))
+    return parse_lines(psql(conninfo, "SELECT %s || E'\\t' || to_hex(hashtext(t::text)) FROM %s AS t" % (key, rel)))
