@@ -361,7 +361,7 @@ wf:task("plan", {after = {"check_raw", "glue_database"}, retries = 2, retry_dela
   function(ctx)
   local p = ctx.params
   local pre, dmsr = ctx.results.preflight, ctx.results.wait_dms
-  local batch, summary = {}, {}
+  local batch, summary, empty = {}, {}, true
   for _, full in ipairs(p.tables) do
     local schema, name = split_name(full)
     local target = name:lower()
@@ -391,13 +391,16 @@ wf:task("plan", {after = {"check_raw", "glue_database"}, retries = 2, retry_dela
     batch[full] = b
     summary[full] = {action = b.action, files = #b.files, since = b.since, ["until"] = b["until"]}
     ctx.log(string.format("%s: %s, %d file(s)%s", full, b.action, #b.files,
-      b.action == "merge" and string.format(" after %s, up to %s", bookmark, b["until"]) or ""))
+      b.action == "merge" and string.format(" after %s, up to %s",
+        bookmark == "" and "the load" or bookmark, b["until"]) or ""))
+    if b.action ~= "none" then empty = false end
   end
   local config = prefix_uri(p.artifacts_uri) .. "runs/" .. ctx.run_id .. "/job-config.json"
   s3.put(config, json.encode({version = 2, run_id = ctx.run_id, mode = p.mode,
                               bookmark_property = BOOKMARK, tables = batch, keys = pre.keys,
                               columns = pre.columns}), {content_type = "application/json"})
-  return {config = config, tables = summary}
+  if empty then ctx.log("nothing new since the last run: no Spark job this time") end
+  return {config = config, tables = summary, empty = empty}
 end)
 
 -- 7. The cluster: Spark, Glue Data Catalog as metastore, Iceberg enabled. Created at once
@@ -448,9 +451,13 @@ local function cluster_id(ctx)
   return (c and c.cluster_id) or (w and w.cluster_id)
 end
 
-wf:task("wait_cluster", {after = {"create_cluster", "check_raw"}}, function(ctx)
+wf:task("wait_cluster", {after = {"create_cluster", "check_raw", "plan"}}, function(ctx)
   if ctx.results.create_cluster.skipped then return {skipped = true} end
   local id = cluster_id(ctx)
+  if ctx.results.plan.empty then
+    -- nothing to apply: an early cluster is not waited for (the cleanup terminates it now)
+    return {cluster_id = id, skipped = true}
+  end
   if not id then id = create_cluster(ctx).cluster_id end
   local c = emr.wait_cluster(id, {timeout = ctx.params.cluster_timeout,
                                   every = ctx.params.emr_poll_every, log = ctx.log})
@@ -482,7 +489,7 @@ end
 
 wf:task("add_step", {after = {"wait_cluster", "plan", "upload_job"}, retries = 2,
                      retry_delay = "30s"}, function(ctx)
-  if ctx.results.wait_cluster.skipped then return {skipped = true} end
+  if ctx.results.wait_cluster.skipped or ctx.results.plan.empty then return {skipped = true} end
   local step = emr.spark_step{
     name = "raw_to_iceberg " .. ctx.run_id, script = ctx.results.upload_job.script,
     args = job_args(ctx), conf = SPARK_CONF(ctx.params),
@@ -549,7 +556,7 @@ wf:task("start_job", {after = {"serverless_app", "plan", "upload_job"}, retries 
                       retry_delay = "30s"}, function(ctx)
   local p = ctx.params
   local app = ctx.results.serverless_app
-  if app.skipped then return {skipped = true} end
+  if app.skipped or ctx.results.plan.empty then return {skipped = true} end
   local started_app = false
   if not app.started then
     started_app = emr_serverless.start_application(app.application_id, {log = ctx.log})

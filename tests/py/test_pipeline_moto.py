@@ -269,6 +269,9 @@ def main():
                 rc, out = run_pipeline(port, "cdc-3b", cdc_arn, **common)
                 tap.eq(rc, 0, "night 3 run again")
                 tap.like(out, "public.customers: none, 0 file(s)", "nothing left to apply")
+                last = clusters()[-1]
+                tap.eq(([x.state for x in last.steps], last.state), ([], "TERMINATED"),
+                       "no Spark step: the early cluster is terminated unused")
                 tap.eq(len(d.iceberg[("lake_cdc", "customers")]["meta"]["snapshots"]), snaps,
                        "no new snapshot: re-running a succeeded night changes nothing")
                 same_as_source("after the re-run")

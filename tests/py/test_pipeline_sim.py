@@ -329,6 +329,10 @@ def cdc_nightly():
     rc, out, _ = run(case, *more, extra_env=fast)
     tap.eq(rc, 0, "night 3 run again")
     tap.like(out, "public.customers: none, 0 file(s)", "nothing left to apply")
+    tap.like(out, "nothing new since the last run: no Spark job this time", "so no Spark job")
+    newest = max(clusters(world(case)), key=lambda c: c["Status"]["Timeline"]["CreationDateTime"])
+    tap.eq((step_states(newest), newest["Status"]["State"]), ([], "TERMINATED"),
+           "the cluster started early was terminated without a step")
     tap.eq(len(iceberg(case, "lake_cdc", "customers")[0]["snapshots"]), len(meta["snapshots"]),
            "no new snapshot: re-running a succeeded night changes nothing")
     same_as_source("after the re-run")
