@@ -3,8 +3,8 @@
 -- failed with the driver's stderr tail, cancelled when their wait is; the application stopped.
 local t = require "tap"
 local flow = require "flow"
-require("flow.options").sim = true
 local sim = require "sim"
+require("aws").use_transport(sim.handle)   -- the client's one seam: the simulator answers
 local es = require "emr_serverless"
 local aws = require "aws"
 

@@ -3,8 +3,8 @@
 -- Webhooks that answer are tested end to end in tests/py/test_pipeline_sim.py (a local server).
 local t = require "tap"
 local flow = require "flow"
-require("flow.options").sim = true
 local sim = require "sim"
+require("aws").use_transport(sim.handle)   -- the client's one seam: the simulator answers
 local notify = require "notify"
 
 flow.core.set_virtual_time(true)
