@@ -18,13 +18,28 @@ REST_OPS, the HTTP bindings and the shapes reachable from them (to place members
 query, headers or body and to read XML answers with their types)."""
 import glob, gzip, json, os, sys
 
-SERVICES = ["dms", "emr", "glue", "secretsmanager", "athena", "mwaa", "s3", "sts"]
+SERVICES = ["dms", "emr", "glue", "secretsmanager", "athena", "mwaa", "s3", "sts", "emr-serverless",
+            "sns", "cloudwatch"]
 REST_OPS = {
     "s3": ["GetObject", "PutObject", "HeadObject", "ListObjectsV2", "DeleteObject", "CreateBucket",
            "DeleteBucket", "HeadBucket", "ListBuckets"],
     "sts": ["GetCallerIdentity", "AssumeRole", "AssumeRoleWithWebIdentity", "GetSessionToken"],
     "mwaa": None,  # all
+    "emr-serverless": ["CreateApplication", "GetApplication", "ListApplications", "StartApplication",
+                       "StopApplication", "StartJobRun", "GetJobRun", "ListJobRuns", "CancelJobRun"],
+    "sns": ["Publish", "CreateTopic", "Subscribe"],
 }
+# The protocols lua/aws/protocols.lua speaks. A model that lists several (CloudWatch: CBOR first,
+# then json and query) gets the first of these.
+SPOKEN = ["json", "rest-json", "rest-xml", "query"]
+
+
+def protocol_of(md):
+    for p in md.get("protocols") or [md["protocol"]]:
+        if p in SPOKEN:
+            return p
+    raise SystemExit("no protocol the client speaks in %s: %s" % (md.get("serviceId"),
+                                                                  md.get("protocols")))
 
 
 def data_dir():
@@ -163,7 +178,7 @@ def main():
         pag = load(d, svc, "paginators-1").get("pagination", {})
         md = model["metadata"]
         e = {
-            "protocol": md["protocol"],
+            "protocol": protocol_of(md),
             "api_version": md["apiVersion"],
             "endpoint_prefix": md["endpointPrefix"],
             "signing_name": md.get("signingName", md["endpointPrefix"]),

@@ -50,9 +50,8 @@ function M.query(sql, opts)
     end
     error(err, 0)
   end
-  local rows, columns, token, first = {}, nil, nil, true
-  repeat
-    local r = aws().athena.get_query_results{QueryExecutionId = id, NextToken = token}
+  local rows, columns, first = {}, nil, true
+  for r in aws().paginate("athena", "GetQueryResults", {QueryExecutionId = id}) do
     local rs = r.ResultSet or {}
     if not columns then
       columns = {}
@@ -75,8 +74,7 @@ function M.query(sql, opts)
       end
     end
     first = false
-    token = r.NextToken
-  until not token or token == ""
+  end
   rows.columns, rows.query_id = columns, id
   return rows
 end

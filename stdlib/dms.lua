@@ -2,9 +2,11 @@
 --
 --   local dms = require "dms"
 --   dms.start_task(arn, {type = "reload-target"})   -- no-op when already starting/running
---   local task = dms.wait_task(arn, {timeout = "6h", progress = ctx.progress})
+--   local task = dms.wait_task(arn, {timeout = "6h", progress = ctx.progress, stop_on_cancel = true})
 --   local stats = dms.table_statistics(arn)          -- every table, all pages
 --   dms.stop_task(arn)
+--   local task = dms.check_cdc(arn, {max_latency = 600})  -- a streaming task is healthy, or raises
+--   local seconds = dms.cdc_latency(arn)             -- CloudWatch CDCLatencySource/Target, or nil
 --
 -- wait_task succeeds when the full load finished (a stopped task whose StopReason says so,
 -- or, with cdc = true, a running task whose full load is at 100%). Unlike Airflow's
@@ -98,13 +100,11 @@ end
 
 -- table_statistics(arn, filters) -> list of TableStatistics (every page).
 function M.table_statistics(arn, filters)
-  local out, marker = {}, nil
-  repeat
-    local r = aws().dms.describe_table_statistics{ReplicationTaskArn = arn, Marker = marker,
-                                                  Filters = filters, MaxRecords = 500}
-    for _, s in ipairs(r.TableStatistics or {}) do out[#out + 1] = s end
-    marker = r.Marker
-  until not marker or marker == ""
+  local out = {}
+  for page in aws().paginate("dms", "DescribeTableStatistics", {ReplicationTaskArn = arn,
+                                                               Filters = filters, MaxRecords = 500}) do
+    for _, s in ipairs(page.TableStatistics or {}) do out[#out + 1] = s end
+  end
   return out
 end
 
@@ -143,7 +143,8 @@ end
 -- wait_task(arn, opts) -> the task once its load finished. opts: every, timeout (botocore's
 -- 15 s x 60 by default; a real load wants e.g. "6h"), cdc (succeed when a full-load-and-cdc
 -- task's full load is complete and it is running), progress (fn(pct, msg), e.g. ctx.progress),
--- log (fn(msg)), grace (seconds during which "ready" is taken as not started yet; 60).
+-- log (fn(msg)), grace (seconds during which "ready" is taken as not started yet; 60),
+-- stop_on_cancel (the caller started the task: cancelling the wait stops it, shielded).
 -- Raises dms.task_failed with the reason, or flow.timeout naming the last status seen.
 function M.wait_task(arn, opts)
   opts = opts or {}
@@ -172,10 +173,91 @@ function M.wait_task(arn, opts)
     end
     return nil, describe_progress(task)
   end
-  return flow.poll(check, {every = opts.every or M.WAIT_DEFAULTS.every,
-                           timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
-                           name = "DMS task " .. (arn:match("[^:]+$") or arn),
-                           log = opts.log})
+  local ok, r = pcall(flow.poll, check, {every = opts.every or M.WAIT_DEFAULTS.every,
+                                         timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
+                                         name = "DMS task " .. (arn:match("[^:]+$") or arn),
+                                         log = opts.log})
+  if ok then return r end
+  if opts.stop_on_cancel and flow.cancelled(r) then
+    -- the caller started this load: a cancelled run must not leave it running (and paying).
+    -- Said under the running task whatever opts.log is (a quiet poll must not hide this).
+    flow.shield(function()
+      local sok, serr = pcall(M.stop_task, arn, {log = function() end})
+      local id = arn:match("[^:]+$") or arn
+      if sok then
+        log(nil, "DMS task " .. id .. ": stop requested (the run was cancelled)")
+      else
+        log(nil, "DMS task " .. id .. ": stop failed: " .. tostring(serr))
+      end
+    end)
+  end
+  error(r, 0)
+end
+
+-- cdc_latency(arn, opts) -> seconds, or nil when CloudWatch has no datapoint: the highest
+-- CDCLatencySource and CDCLatencyTarget (the Maximum statistic) over the last opts.window
+-- seconds (900). DMS publishes them per task with the dimensions ReplicationInstanceIdentifier
+-- and ReplicationTaskIdentifier (the task's resource id: the last part of its ARN).
+function M.cdc_latency(arn, opts)
+  opts = opts or {}
+  local task = opts.task or M.describe(arn)
+  local r = aws().dms.describe_replication_instances{Filters = {
+    {Name = "replication-instance-arn", Values = {task.ReplicationInstanceArn}}}}
+  local inst = r.ReplicationInstances and r.ReplicationInstances[1]
+  if not inst then
+    error(fail("dms.not_found", "DMS replication instance " .. tostring(task.ReplicationInstanceArn) ..
+      " not found"), 2)
+  end
+  local now = flow.time()
+  local window = opts.window or 900
+  local worst
+  for _, metric in ipairs({"CDCLatencySource", "CDCLatencyTarget"}) do
+    local m = aws().cloudwatch.get_metric_statistics{
+      Namespace = "AWS/DMS", MetricName = metric, StartTime = math.floor(now - window),
+      EndTime = math.ceil(now), Period = 60, Statistics = {"Maximum"},
+      Dimensions = {{Name = "ReplicationInstanceIdentifier", Value = inst.ReplicationInstanceIdentifier},
+                    {Name = "ReplicationTaskIdentifier", Value = arn:match("([^:]+)$")}}}
+    for _, dp in ipairs(m.Datapoints or {}) do
+      if dp.Maximum and (not worst or dp.Maximum > worst) then worst = dp.Maximum end
+    end
+  end
+  return worst
+end
+
+-- check_cdc(arn, opts) -> task, latency (seconds or nil) when a full-load-and-cdc task streams
+-- healthily: running, no table in error, CDC latency at most opts.max_latency seconds (when
+-- CloudWatch has datapoints; none is logged, not failed). Raises dms.cdc_unhealthy saying
+-- which of these does not hold, with StopReason, LastFailureMessage and the tables in error.
+-- opts: max_latency, window (see cdc_latency), log.
+function M.check_cdc(arn, opts)
+  opts = opts or {}
+  local task = M.describe(arn)
+  local s = task.ReplicationTaskStats or {}
+  if task.Status ~= "running" then
+    local why = "is " .. task.Status .. ", not streaming changes"
+    local err = task_failed(arn, task, why)
+    err.code = "dms.cdc_unhealthy"
+    error(err, 2)
+  end
+  if (s.TablesErrored or 0) > 0 then
+    local err = task_failed(arn, task, "has " .. s.TablesErrored .. " table(s) in error")
+    err.code = "dms.cdc_unhealthy"
+    error(err, 2)
+  end
+  local latency = M.cdc_latency(arn, {task = task, window = opts.window})
+  if latency == nil then
+    log(opts, "DMS task " .. task.ReplicationTaskIdentifier .. ": no CDC latency datapoints in " ..
+      "CloudWatch (the check is skipped)")
+  elseif opts.max_latency and latency > opts.max_latency then
+    error(fail("dms.cdc_unhealthy", string.format("DMS task %s: CDC latency %.0f s is above the " ..
+      "limit of %.0f s (CDCLatencySource/CDCLatencyTarget, last %d min)",
+      task.ReplicationTaskIdentifier, latency, opts.max_latency, math.floor((opts.window or 900) / 60)),
+      {latency = latency}), 2)
+  else
+    log(opts, string.format("DMS task %s streams changes: CDC latency %.0f s", task.ReplicationTaskIdentifier,
+      latency))
+  end
+  return task, latency
 end
 
 -- stop_task(arn) -> the task as DMS answered; nothing to do when it is not running.

@@ -52,10 +52,8 @@ end
 -- newest cluster in one of states (default: not terminating) tagged with run_id (and task).
 function M.find_cluster(q)
   assert(q.run_id, "emr.find_cluster: run_id is required")
-  local marker
-  repeat
-    local r = aws().emr.list_clusters{ClusterStates = q.states or M.ACTIVE, Marker = marker}
-    for _, c in ipairs(r.Clusters or {}) do
+  for page in aws().paginate("emr", "ListClusters", {ClusterStates = q.states or M.ACTIVE}) do
+    for _, c in ipairs(page.Clusters or {}) do
       if not q.name or c.Name == q.name then
         local full = M.describe(c.Id)
         local tags = tags_of(full)
@@ -64,8 +62,7 @@ function M.find_cluster(q)
         end
       end
     end
-    marker = r.Marker
-  until not marker or marker == ""
+  end
   return nil
 end
 
@@ -171,12 +168,10 @@ end
 local REUSABLE = {PENDING = true, RUNNING = true, COMPLETED = true, CANCEL_PENDING = true}
 
 local function list_steps(id)
-  local out, marker = {}, nil
-  repeat
-    local r = aws().emr.list_steps{ClusterId = id, Marker = marker}
-    for _, s in ipairs(r.Steps or {}) do out[#out + 1] = s end
-    marker = r.Marker
-  until not marker or marker == ""
+  local out = {}
+  for page in aws().paginate("emr", "ListSteps", {ClusterId = id}) do
+    for _, s in ipairs(page.Steps or {}) do out[#out + 1] = s end
+  end
   return out
 end
 
@@ -243,8 +238,6 @@ end
 -- The tail of a step's stderr from S3 (FailureDetails.LogFile, or LogUri/<id>/steps/<sid>/),
 -- or nil. Logs reach S3 minutes after the step ends: opts.log_wait polls for that long.
 function M.step_stderr_tail(cluster, step, opts)
-  opts = opts or {}
-  local s3 = require "s3"
   local candidates = {}
   local fd = step.Status and step.Status.FailureDetails
   local lf = fd and fd.LogFile
@@ -258,6 +251,15 @@ function M.step_stderr_tail(cluster, step, opts)
     local base = cluster.LogUri:gsub("^s3n://", "s3://"):gsub("/?$", "/")
     candidates[#candidates + 1] = string.format("%s%s/steps/%s/stderr.gz", base, cluster.Id, step.Id)
   end
+  return M.log_tail(candidates, opts)
+end
+
+-- log_tail(uris, opts) -> the last lines of the first of uris that exists in S3 (gunzipped when
+-- gzip), and its uri; or nil. opts.log_wait: seconds to poll for it (logs reach S3 minutes
+-- after the end), every 15 s; tail_lines (20); log. Cancellation propagates.
+function M.log_tail(candidates, opts)
+  opts = opts or {}
+  local s3 = require "s3"
   if #candidates == 0 then return nil end
   local function try()
     for _, uri in ipairs(candidates) do

@@ -9,8 +9,7 @@ local M = {}
 local function aws() return require "aws" end
 
 local function not_found(err)
-  return type(err) == "table" and (err.code == "aws.EntityNotFoundException"
-    or err.code == "EntityNotFoundException")
+  return type(err) == "table" and err.code == "aws.EntityNotFoundException"
 end
 
 -- get_table(database, name) -> Table or nil when the table (or database) does not exist.
@@ -40,7 +39,7 @@ function M.ensure_database(name, opts)
   end)
   if not ok then
     -- created meanwhile by someone else: that is what we wanted
-    if type(err) == "table" and (err.code == "aws.AlreadyExistsException") then
+    if type(err) == "table" and err.code == "aws.AlreadyExistsException" then
       return {name = name, created = false}
     end
     error(err, 0)

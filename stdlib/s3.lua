@@ -23,9 +23,9 @@ end
 
 function M.uri(bucket, key) return "s3://" .. bucket .. "/" .. (key or "") end
 
+-- GetObject answers NoSuchKey; HeadObject's 404 has no body, so the client calls it NotFound.
 local function not_found(err)
-  return type(err) == "table" and (err.status == 404 or err.code == "aws.NoSuchKey"
-    or err.code == "aws.NotFound" or err.code == "aws.404" or err.code == "NoSuchKey")
+  return type(err) == "table" and (err.code == "aws.NoSuchKey" or err.code == "aws.NotFound")
 end
 
 -- put(uri, body, opts) -> {etag}. opts.content_type.
@@ -75,17 +75,14 @@ end
 function M.list(uri, opts)
   opts = opts or {}
   local b, prefix = M.parse(uri)
-  local out, token = {}, nil
-  repeat
-    local r = aws().s3.list_objects_v2{Bucket = b, Prefix = prefix, ContinuationToken = token}
-    for _, o in ipairs(r.Contents or {}) do
+  local out = {}
+  for page in aws().paginate("s3", "ListObjectsV2", {Bucket = b, Prefix = prefix}) do
+    for _, o in ipairs(page.Contents or {}) do
       out[#out + 1] = {key = o.Key, size = tonumber(o.Size), etag = o.ETag,
                        last_modified = o.LastModified, uri = M.uri(b, o.Key)}
       if opts.max and #out >= opts.max then return out end
     end
-    local truncated = r.IsTruncated == true or r.IsTruncated == "true"
-    token = truncated and r.NextContinuationToken or nil
-  until not token
+  end
   return out
 end
 

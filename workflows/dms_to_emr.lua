@@ -1,13 +1,30 @@
--- dms_to_emr — PostgreSQL -> S3 (AWS DMS full load) -> Iceberg in the Glue catalog (Spark
--- step on a transient EMR cluster).
+-- dms_to_emr — PostgreSQL -> S3 (AWS DMS) -> Iceberg in the Glue catalog (Spark on a transient
+-- EMR cluster).
 --
 --   flowrun workflows/dms_to_emr.lua --vars-file workflows/config/example.json
---   flowrun workflows/dms_to_emr.lua --vars-file outputs.json --sim --virtual-time
+--   flowrun workflows/dms_to_emr.lua --vars-file outputs.json --var mode=incremental
 --
--- Every setting is a parameter (a vars file; `terraform output -json` works as it is).
--- The EMR cluster is terminated by a cleanup task on every path once it exists: success,
--- failure of any later task, Ctrl-C/SIGTERM. Operators find their earlier resources again, so
--- `flowrun resume RUN_ID` after a crash never creates a second cluster or step.
+-- Two modes. mode = "full" (a full-load task, or a full reload): DMS loads every table, and
+-- the Spark job replaces each Iceberg table's contents in one snapshot, so rows deleted at the
+-- source go too. mode = "incremental" (a full-load-and-cdc task, run nightly): the first run
+-- starts the task and loads as above; later runs leave the streaming task alone, check it is
+-- healthy (running, no table in error, CDC latency under cdc_max_latency), and MERGE only the
+-- CDC files DMS wrote since the last successful run, inserts, updates and deletes in commit
+-- order. Where the last run stopped (the bookmark: the name of the last CDC file applied) is
+-- kept in each Iceberg table's snapshot summary, committed with the data it describes: a run
+-- that fails leaves it where it was, and re-running a succeeded interval changes nothing.
+--
+-- The Spark job runs on a transient EMR cluster (compute = "cluster") or on EMR Serverless
+-- (compute = "serverless": an application given or found by name or created, a job run started
+-- with a client token derived from the run and the task). The cluster is created, or the
+-- application started, right after the pre-flight, while DMS loads (start_cluster = "early";
+-- "after_dms" waits for the raw zone first). Cleanup tasks terminate the cluster, or stop the
+-- application flowrun started (after cancelling a job run of this run still going), on every
+-- path once they exist: success, failure of any later task (DMS included), Ctrl-C/SIGTERM. A DMS load this run started is stopped when the run is cancelled
+-- during it. Operators find their earlier resources again, so `flowrun resume RUN_ID` after a
+-- crash never creates a second cluster or step. A failed task is told to notify_topic_arn (SNS)
+-- and/or notify_webhook (Slack-compatible; a secret parameter). Every setting is a parameter (a
+-- vars file; `terraform output -json` works as it is).
 local flow = require "flow"
 local json = require "json"
 local dms = require "dms"
@@ -16,6 +33,9 @@ local s3 = require "s3"
 local glue = require "glue"
 local athena = require "athena"
 local secrets = require "secrets"
+local iceberg = require "iceberg"
+local emr_serverless = require "emr_serverless"
+local notify = require "notify"
 
 local REQUIRED = require("flow.workflow").REQUIRED
 local here = (debug.getinfo(1, "S").source:match("^@(.*)$") or ""):match("^(.*)/[^/]*$") or "."
@@ -27,6 +47,12 @@ local function transient(err) return type(err) == "table" and err.retryable == t
 local wf = flow.workflow {
   name = "dms_to_emr",
   defaults = {retry_if = transient},
+  -- a failed task sends the run id, the task and its error (FailureDetails and the stderr tail
+  -- for a Spark failure) to the topic and/or the webhook, when they are set
+  on_failure = notify.on_failure{
+    topic_arn = function(ctx) return ctx.params.notify_topic_arn end,
+    webhook = function(ctx) return ctx.params.notify_webhook end,
+  },
   params = {
     -- source
     source_secret_id = {default = "",
@@ -35,13 +61,16 @@ local wf = flow.workflow {
                        doc = "libpq conninfo of the source (instead of the secret)"},
     tables = {type = "table", required = true, doc = 'replicated tables, e.g. ["public.orders"]'},
     -- DMS
-    dms_task_arn = {required = true, doc = "the DMS replication task (full load to S3, Parquet)"},
+    mode = {default = "full", doc = "full (load and replace every table) | incremental (CDC)"},
+    dms_task_arn = {required = true, doc = "the DMS replication task (to S3, Parquet)"},
     dms_load_type = {default = "reload-target",
-                     doc = "start-replication | resume-processing | reload-target"},
+                     doc = "full mode: start-replication | resume-processing | reload-target; " ..
+                           "incremental mode: resume-processing restarts a stopped stream"},
     dms_timeout = {default = "6h"},
     dms_poll_every = {default = 15.0, doc = "seconds between DMS polls (botocore's waiter: 15)"},
-    dms_cdc = {default = false,
-               doc = "a full-load-and-cdc task: go on once its full load is complete"},
+    cdc_max_latency = {default = 600, doc = "incremental: highest CDC latency (seconds) accepted"},
+    cdc_count_check = {default = false,
+                       doc = "incremental: Athena counts must equal the source's (a quiet source)"},
     raw_uri = {required = true,
                doc = "s3://bucket/folder where the DMS target writes (BucketFolder)"},
     check_row_counts = {default = true, doc = "DMS FullLoadRows must equal the source counts"},
@@ -49,6 +78,15 @@ local wf = flow.workflow {
     artifacts_uri = {required = true, doc = "s3://bucket/prefix for the Spark job script"},
     glue_database = {default = "lake"},
     warehouse_uri = {required = true, doc = "s3://bucket/prefix of the Iceberg warehouse"},
+    -- compute
+    compute = {default = "cluster", doc = "cluster (EMR on EC2) | serverless (EMR Serverless)"},
+    start_cluster = {default = "early",
+                     doc = "early (the cluster or application starts while DMS loads) | after_dms"},
+    -- EMR Serverless (compute = serverless)
+    serverless_application_id = {default = "", doc = "an existing application (else found by name or created)"},
+    serverless_application_name = {default = "flowrun-dms-to-emr"},
+    serverless_execution_role = {default = "", doc = "the job runs' IAM role (required for serverless)"},
+    serverless_idle_minutes = {default = 15, doc = "auto-stop of an application flowrun creates"},
     -- EMR
     cluster_name = {default = "flowrun-dms-to-emr"},
     release_label = {default = "emr-7.1.0"},
@@ -66,15 +104,12 @@ local wf = flow.workflow {
     -- verification
     athena_workgroup = {default = "", doc = "when set, Iceberg row counts are checked with Athena"},
     athena_output_uri = {default = ""},
+    -- failure notifications
+    notify_topic_arn = {default = "", doc = "an SNS topic told about every failed task"},
+    notify_webhook = {default = "", secret = true,
+                      doc = "a Slack-compatible webhook URL told about every failed task"},
   },
 }
-
--- (interim, until the simulator reads the source tables itself: the AWS transport in force is
--- the simulator's)
-local function sim_on()
-  local sim = package.loaded.sim
-  return sim ~= nil and require("aws").current_transport() == sim.handle
-end
 
 local function split_name(full)
   local schema, name = full:match("^([^.]+)%.(.+)$")
@@ -88,10 +123,69 @@ local function prefix_uri(uri) return (uri:gsub("/*$", "/")) end
 
 local function nonempty(s) return s ~= nil and s ~= "" and s or nil end
 
+-- The snapshot summary property that holds a table's bookmark (the job writes it).
+local BOOKMARK = "flowrun.raw-bookmark"
+
+local CHOICES = {mode = {full = true, incremental = true},
+                 start_cluster = {early = true, after_dms = true},
+                 compute = {cluster = true, serverless = true}}
+
+-- epoch seconds of a DMS date: a number (the JSON protocol), or ISO 8601 text (some emulators)
+local function epoch(v)
+  if type(v) == "number" then return v end
+  if type(v) ~= "string" then return nil end
+  local y, mo, d, h, mi, sec = v:match("^(%d+)-(%d+)-(%d+)[T ](%d+):(%d+):(%d+%.?%d*)")
+  if not y then return nil end
+  y, mo = tonumber(y), tonumber(mo)
+  if mo <= 2 then y, mo = y - 1, mo + 12 end   -- days from civil (Howard Hinnant's algorithm)
+  local era = y // 400
+  local yoe = y - era * 400
+  local doy = (153 * (mo - 3) + 2) // 5 + tonumber(d) - 1
+  local days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+end
+
+-- DMS names a CDC file by the time it writes it: yyyymmdd-hhmmssSSS.parquet
+local function cdc_stamp(t)
+  return os.date("!%Y%m%d-%H%M%S", math.floor(t)) .. string.format("%03d",
+    math.floor((t - math.floor(t)) * 1000))
+end
+
+-- The raw files under a table's folder: load files (LOAD*.parquet) in key order, CDC files
+-- in name order (= time order). rel is the key below the folder (date folders included).
+local function raw_files(prefix)
+  local loads, cdc = {}, {}
+  local _, pkey = s3.parse(prefix)
+  for _, o in ipairs(s3.list(prefix)) do
+    local rel = o.key:sub(#pkey + 1)
+    local name = rel:match("[^/]*$")
+    if name:match("%.parquet$") then
+      local f = {uri = o.uri, rel = rel, name = name}
+      if name:match("^LOAD%x+%.parquet$") then loads[#loads + 1] = f else cdc[#cdc + 1] = f end
+    end
+  end
+  table.sort(loads, function(a, b) return a.rel < b.rel end)
+  table.sort(cdc, function(a, b) return a.rel < b.rel end)
+  return loads, cdc
+end
+
 -- 1. Pre-flight: the source answers, every table exists; row counts, primary keys and column
 -- types are recorded for the later checks and the Spark job.
 wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, function(ctx)
   local p = ctx.params
+  for name, ok in pairs(CHOICES) do
+    if not ok[p[name]] then
+      local names = {}
+      for k in pairs(ok) do names[#names + 1] = k end
+      table.sort(names)
+      error(flow.error("pipeline.config", string.format("%s must be one of %s, got %q", name,
+        table.concat(names, ", "), tostring(p[name])), {retryable = false}))
+    end
+  end
+  if p.compute == "serverless" and not nonempty(p.serverless_execution_role) then
+    error(flow.error("pipeline.config", "compute = serverless needs serverless_execution_role",
+      {retryable = false}))
+  end
   local pg = require "pg"
   local conninfo = nonempty(p.source_conninfo)
   if not conninfo then
@@ -149,30 +243,68 @@ wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, functio
         "latest row per key, so every table needs one", {retryable = false}))
     end
   end
-  if sim_on() then
-    -- the simulated DMS copies as many rows as the real source holds
-    require("sim").set_table_rows(p.dms_task_arn, counts)
-  end
   return {counts = counts, keys = keys, columns = columns}
 end)
 
--- 2-3. The DMS full load.
+-- 2-3. DMS. A full load (mode full, or the first incremental run) is started and waited for;
+-- a task that already streams changes (incremental) is left alone and checked instead.
 wf:task("start_dms", {after = "preflight", retries = 2, retry_delay = "30s"}, function(ctx)
-  return dms.start_task(ctx.params.dms_task_arn, {type = ctx.params.dms_load_type, log = ctx.log})
+  local p = ctx.params
+  local arn = p.dms_task_arn
+  if p.mode == "incremental" then
+    local task = dms.describe(arn)
+    local st = task.Status
+    if st == "running" or st == "starting" then
+      ctx.log(string.format("DMS task %s is %s: its change stream is left alone",
+        task.ReplicationTaskIdentifier, st))
+      return {arn = arn, started = false, status = st, migration_type = task.MigrationType}
+    end
+    local kind
+    if st == "ready" then
+      kind = "start-replication"   -- the first run: the full load, then the stream
+    elseif p.dms_load_type == "resume-processing" then
+      kind = "resume-processing"
+    else
+      error(flow.error("pipeline.cdc_not_running", string.format("DMS task %s is %s%s%s: the " ..
+        "change stream is not running. Resume it with --var dms_load_type=resume-processing, or " ..
+        "reload every table with --var mode=full", task.ReplicationTaskIdentifier, st,
+        task.StopReason and ("; StopReason: " .. task.StopReason) or "",
+        nonempty(task.LastFailureMessage) and ("; LastFailureMessage: " .. task.LastFailureMessage)
+          or ""), {retryable = false}))
+    end
+    local r = dms.start_task(arn, {type = kind, log = ctx.log})
+    r.migration_type = task.MigrationType
+    return r
+  end
+  local r = dms.start_task(arn, {type = p.dms_load_type, log = ctx.log})
+  r.migration_type = dms.describe(arn).MigrationType
+  return r
 end)
 
 wf:task("wait_dms", {after = "start_dms"}, function(ctx)
-  -- progress carries the status lines; the poller's own log would repeat them
-  local task = dms.wait_task(ctx.params.dms_task_arn, {
-    timeout = ctx.params.dms_timeout, every = ctx.params.dms_poll_every, cdc = ctx.params.dms_cdc,
-    progress = ctx.progress,
-    log = function() end})
+  local p = ctx.params
+  local started = ctx.results.start_dms
+  local cdc_task = started.migration_type ~= "full-load"
+  local task, latency, loaded
+  if p.mode == "incremental" and not started.started then
+    task, latency = dms.check_cdc(p.dms_task_arn, {max_latency = p.cdc_max_latency, log = ctx.log})
+    loaded = false
+  else
+    -- progress carries the status lines; the poller's own log would repeat them. A load this
+    -- run started is stopped if the run is cancelled while it waits.
+    task = dms.wait_task(p.dms_task_arn, {
+      timeout = p.dms_timeout, every = p.dms_poll_every, cdc = cdc_task,
+      progress = ctx.progress, stop_on_cancel = started.started == true, log = function() end})
+    loaded = p.mode == "full" or started.type ~= "resume-processing"
+  end
   local s = task.ReplicationTaskStats or {}
   return {status = task.Status, stop_reason = task.StopReason, tables_loaded = s.TablesLoaded,
-          elapsed_ms = s.ElapsedTimeMillis}
+          elapsed_ms = s.ElapsedTimeMillis, loaded = loaded, cdc_latency = latency,
+          full_load_start = epoch(s.FullLoadStartDate)}
 end)
 
--- 4. The raw zone: Parquet under each table's prefix; DMS's row counts equal the source's.
+-- 4. The raw zone: Parquet under each table's prefix; after a load, DMS's row counts equal the
+-- source's.
 wf:task("check_raw", {after = "wait_dms", retries = 2, retry_delay = "30s"}, function(ctx)
   local p = ctx.params
   local pre = ctx.results.preflight
@@ -190,7 +322,7 @@ wf:task("check_raw", {after = "wait_dms", retries = 2, retry_delay = "30s"}, fun
       table.concat(empty, ", ") .. " (under " .. p.raw_uri .. ")", {retryable = false}))
   end
   local loaded = {}
-  if p.check_row_counts then
+  if p.check_row_counts and ctx.results.wait_dms.loaded then
     for _, st in ipairs(dms.table_statistics(p.dms_task_arn)) do
       loaded[st.SchemaName .. "." .. st.TableName] = st.FullLoadRows
     end
@@ -209,16 +341,11 @@ wf:task("check_raw", {after = "wait_dms", retries = 2, retry_delay = "30s"}, fun
   return {files = files, rows = loaded}
 end)
 
--- 5. The Spark job and its per-run configuration go to S3.
+-- 5. The Spark job goes to S3 (editing the job is editing the file: it is sent on every run).
 wf:task("upload_job", {after = "preflight", retries = 2, retry_delay = "10s"}, function(ctx)
-  local p = ctx.params
-  local base = prefix_uri(p.artifacts_uri)
+  local base = prefix_uri(ctx.params.artifacts_uri)
   local script = s3.put_file(base .. "jobs/raw_to_iceberg.py", here .. "/jobs/raw_to_iceberg.py")
-  local config = base .. "runs/" .. ctx.run_id .. "/job-config.json"
-  s3.put(config, json.encode({tables = p.tables, keys = ctx.results.preflight.keys,
-                              columns = ctx.results.preflight.columns}),
-    {content_type = "application/json"})
-  return {script = script.uri, config = config}
+  return {script = script.uri}
 end)
 
 wf:task("glue_database", {after = "preflight", retries = 2, retry_delay = "10s"}, function(ctx)
@@ -226,10 +353,60 @@ wf:task("glue_database", {after = "preflight", retries = 2, retry_delay = "10s"}
     {description = "Iceberg tables loaded by flowrun dms_to_emr"})
 end)
 
--- 6. The cluster: Spark, Glue Data Catalog as metastore, Iceberg enabled. Created only once
--- the raw zone is good (a DMS failure costs no cluster).
-wf:task("create_cluster", {after = {"check_raw", "upload_job", "glue_database"}, retries = 3,
-                           retry_delay = "20s"}, function(ctx)
+-- 6. The batch: for each table, its bookmark read from its Iceberg metadata, and the raw files
+-- the job is to apply. A load takes the load files and the changes DMS wrote since that load
+-- started; a merge takes the CDC files after the bookmark. Written with the table types and
+-- keys as this run's job configuration.
+wf:task("plan", {after = {"check_raw", "glue_database"}, retries = 2, retry_delay = "30s"},
+  function(ctx)
+  local p = ctx.params
+  local pre, dmsr = ctx.results.preflight, ctx.results.wait_dms
+  local batch, summary, empty = {}, {}, true
+  for _, full in ipairs(p.tables) do
+    local schema, name = split_name(full)
+    local target = name:lower()
+    local loads, cdc = raw_files(prefix_uri(p.raw_uri) .. schema .. "/" .. name .. "/")
+    local meta = iceberg.metadata(p.glue_database, target)
+    local bookmark = meta and iceberg.snapshot_property(meta, BOOKMARK)
+    local b
+    if p.mode == "incremental" and bookmark ~= nil and not dmsr.loaded then
+      local files, last = {}, bookmark
+      for _, f in ipairs(cdc) do
+        if f.rel > bookmark then files[#files + 1] = f.uri; last = f.rel end
+      end
+      b = {action = #files > 0 and "merge" or "none", files = files, since = bookmark,
+           ["until"] = last}
+    else
+      local files, last = {}, ""
+      for _, f in ipairs(loads) do files[#files + 1] = f.uri end
+      -- changes captured from the start of the load on (an older CDC file is covered by it)
+      local from = dmsr.full_load_start and cdc_stamp(dmsr.full_load_start)
+      for _, f in ipairs(cdc) do
+        if not from or f.name >= from then files[#files + 1] = f.uri end
+        if f.rel > last then last = f.rel end
+      end
+      b = {action = "load", files = files, since = bookmark or json.null, ["until"] = last}
+    end
+    b.target = target
+    batch[full] = b
+    summary[full] = {action = b.action, files = #b.files, since = b.since, ["until"] = b["until"]}
+    ctx.log(string.format("%s: %s, %d file(s)%s", full, b.action, #b.files,
+      b.action == "merge" and string.format(" after %s, up to %s",
+        bookmark == "" and "the load" or bookmark, b["until"]) or ""))
+    if b.action ~= "none" then empty = false end
+  end
+  local config = prefix_uri(p.artifacts_uri) .. "runs/" .. ctx.run_id .. "/job-config.json"
+  s3.put(config, json.encode({version = 2, run_id = ctx.run_id, mode = p.mode,
+                              bookmark_property = BOOKMARK, tables = batch, keys = pre.keys,
+                              columns = pre.columns}), {content_type = "application/json"})
+  if empty then ctx.log("nothing new since the last run: no Spark job this time") end
+  return {config = config, tables = summary, empty = empty}
+end)
+
+-- 7. The cluster: Spark, Glue Data Catalog as metastore, Iceberg enabled. Created at once
+-- (start_cluster = early: it boots while DMS loads), or by wait_cluster once the raw zone is
+-- good (after_dms: a DMS failure costs no cluster).
+local function create_cluster(ctx)
   local p = ctx.params
   local instances = {
     KeepJobFlowAliveWhenNoSteps = true, TerminationProtected = false,
@@ -254,41 +431,76 @@ wf:task("create_cluster", {after = {"check_raw", "upload_job", "glue_database"},
           "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"}},
     },
   }
-  return emr.create_cluster(spec, {ctx = ctx, log = ctx.log})
+  -- tagged as create_cluster's whichever task makes it: the cleanup finds it by that tag
+  return emr.create_cluster(spec, {run_id = ctx.run_id, task = "create_cluster",
+                                   workflow = ctx.workflow, log = ctx.log})
+end
+
+wf:task("create_cluster", {after = "preflight", retries = 3, retry_delay = "20s"}, function(ctx)
+  if ctx.params.compute ~= "cluster" then return {skipped = true} end
+  if ctx.params.start_cluster == "after_dms" then
+    ctx.log("start_cluster = after_dms: the cluster is created once the raw zone is good")
+    return {deferred = true}
+  end
+  return create_cluster(ctx)
 end)
 
-wf:task("wait_cluster", {after = "create_cluster"}, function(ctx)
-  local c = emr.wait_cluster(ctx.results.create_cluster.cluster_id,
-    {timeout = ctx.params.cluster_timeout, every = ctx.params.emr_poll_every, log = ctx.log})
-  return {state = c.Status.State}
+local function cluster_id(ctx)
+  local c = ctx.results.create_cluster
+  local w = ctx.results.wait_cluster
+  return (c and c.cluster_id) or (w and w.cluster_id)
+end
+
+wf:task("wait_cluster", {after = {"create_cluster", "check_raw", "plan"}}, function(ctx)
+  if ctx.results.create_cluster.skipped then return {skipped = true} end
+  local id = cluster_id(ctx)
+  if ctx.results.plan.empty then
+    -- nothing to apply: an early cluster is not waited for (the cleanup terminates it now)
+    return {cluster_id = id, skipped = true}
+  end
+  if not id then id = create_cluster(ctx).cluster_id end
+  local c = emr.wait_cluster(id, {timeout = ctx.params.cluster_timeout,
+                                  every = ctx.params.emr_poll_every, log = ctx.log})
+  return {cluster_id = id, state = c.Status.State}
 end)
 
--- 7-8. The Spark step.
-wf:task("add_step", {after = "wait_cluster", retries = 2, retry_delay = "30s"}, function(ctx)
+-- 8-9. The Spark step.
+local SPARK_CONF = function(p)
+  return {
+    ["spark.sql.extensions"] = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+    ["spark.sql.catalog.glue_catalog"] = "org.apache.iceberg.spark.SparkCatalog",
+    ["spark.sql.catalog.glue_catalog.catalog-impl"] = "org.apache.iceberg.aws.glue.GlueCatalog",
+    ["spark.sql.catalog.glue_catalog.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO",
+    ["spark.sql.catalog.glue_catalog.warehouse"] = p.warehouse_uri,
+  }
+end
+
+local function job_args(ctx)
   local p = ctx.params
   local args = {"--raw-uri", p.raw_uri, "--database", p.glue_database,
-                "--warehouse", p.warehouse_uri, "--config", ctx.results.upload_job.config,
+                "--warehouse", p.warehouse_uri, "--config", ctx.results.plan.config,
                 "--run-id", ctx.run_id}
   for _, full in ipairs(p.tables) do
     args[#args + 1] = "--table"
     args[#args + 1] = full .. ":" .. table.concat(ctx.results.preflight.keys[full], "+")
   end
+  return args
+end
+
+wf:task("add_step", {after = {"wait_cluster", "plan", "upload_job"}, retries = 2,
+                     retry_delay = "30s"}, function(ctx)
+  if ctx.results.wait_cluster.skipped or ctx.results.plan.empty then return {skipped = true} end
   local step = emr.spark_step{
-    name = "raw_to_iceberg " .. ctx.run_id, script = ctx.results.upload_job.script, args = args,
-    conf = {
-      ["spark.sql.extensions"] = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
-      ["spark.sql.catalog.glue_catalog"] = "org.apache.iceberg.spark.SparkCatalog",
-      ["spark.sql.catalog.glue_catalog.catalog-impl"] = "org.apache.iceberg.aws.glue.GlueCatalog",
-      ["spark.sql.catalog.glue_catalog.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO",
-      ["spark.sql.catalog.glue_catalog.warehouse"] = p.warehouse_uri,
-    },
+    name = "raw_to_iceberg " .. ctx.run_id, script = ctx.results.upload_job.script,
+    args = job_args(ctx), conf = SPARK_CONF(ctx.params),
   }
-  local ids = emr.add_steps(ctx.results.create_cluster.cluster_id, {step}, {log = ctx.log})
+  local ids = emr.add_steps(cluster_id(ctx), {step}, {log = ctx.log})
   return {step_id = ids[1]}
 end)
 
 wf:task("wait_step", {after = "add_step"}, function(ctx)
-  local step = emr.wait_step(ctx.results.create_cluster.cluster_id, ctx.results.add_step.step_id, {
+  if ctx.results.add_step.skipped then return {skipped = true} end
+  local step = emr.wait_step(cluster_id(ctx), ctx.results.add_step.step_id, {
     timeout = ctx.params.step_timeout, every = ctx.params.emr_poll_every, log = ctx.log,
     log_wait = ctx.params.step_log_wait})
   local tl = step.Status.Timeline or {}
@@ -296,14 +508,14 @@ wf:task("wait_step", {after = "add_step"}, function(ctx)
           seconds = tl.EndDateTime and tl.StartDateTime and (tl.EndDateTime - tl.StartDateTime)}
 end)
 
--- 9. Cleanup: terminate the cluster whatever happened after its creation (and on Ctrl-C).
--- When create_cluster never recorded its result (killed in the middle), the cluster is found
--- by its tags.
-wf:task("terminate_cluster", {after = {"create_cluster", "wait_step"}, cleanup = true,
-                              undoes = "create_cluster", retries = 5,
+-- 10. Cleanup: terminate the cluster whatever happened after its creation (a DMS failure, a
+-- failed step, Ctrl-C). When no task recorded it (killed in the middle), it is found by its
+-- tags.
+wf:task("terminate_cluster", {after = {"create_cluster", "wait_cluster", "wait_step"},
+                              cleanup = true, undoes = "create_cluster", retries = 5,
                               retry_delay = "20s"}, function(ctx)
-  local created = ctx.results.create_cluster
-  local id = created and created.cluster_id
+  if ctx.params.compute ~= "cluster" then return {terminated = false} end
+  local id = cluster_id(ctx)
   if not id then
     local found = emr.find_cluster{run_id = ctx.run_id, task = "create_cluster"}
     id = found and found.Id
@@ -316,9 +528,90 @@ wf:task("terminate_cluster", {after = {"create_cluster", "wait_step"}, cleanup =
   return {cluster_id = id, state = st, terminated = true}
 end)
 
--- 10. The Iceberg tables are in Glue; with Athena, their row counts equal the source's.
-wf:task("verify", {after = "wait_step", retries = 2, retry_delay = "30s"}, function(ctx)
+-- 8-9'. EMR Serverless: the application (given, found by name, or created) is started while DMS
+-- loads (start_cluster = early) or once the raw zone is good; the job run is started once per
+-- run and task (client token), waited for, cancelled when the run is.
+local function serverless_conf(p)
+  local c = SPARK_CONF(p)
+  c["spark.jars"] = "/usr/share/aws/iceberg/lib/iceberg-spark3-runtime.jar"
+  c["spark.hadoop.hive.metastore.client.factory.class"] =
+    "com.amazonaws.glue.catalog.metastore.AWSGlueDataCatalogHiveClientFactory"
+  return c
+end
+
+wf:task("serverless_app", {after = "preflight", retries = 3, retry_delay = "20s"}, function(ctx)
   local p = ctx.params
+  if p.compute ~= "serverless" then return {skipped = true} end
+  local app = emr_serverless.ensure_application({id = nonempty(p.serverless_application_id),
+    name = p.serverless_application_name, release_label = p.release_label,
+    idle_minutes = p.serverless_idle_minutes,
+    tags = {[emr_serverless.TAG_RUN] = ctx.run_id}}, {log = ctx.log})
+  local started = false
+  if p.start_cluster == "early" then
+    started = emr_serverless.start_application(app.id, {log = ctx.log})
+  end
+  return {application_id = app.id, created = app.created, started = started}
+end)
+
+wf:task("start_job", {after = {"serverless_app", "plan", "upload_job"}, retries = 2,
+                      retry_delay = "30s"}, function(ctx)
+  local p = ctx.params
+  local app = ctx.results.serverless_app
+  if app.skipped or ctx.results.plan.empty then return {skipped = true} end
+  local started_app = false
+  if not app.started then
+    started_app = emr_serverless.start_application(app.application_id, {log = ctx.log})
+  end
+  local r = emr_serverless.start_job_run(app.application_id, {
+    name = "raw_to_iceberg " .. ctx.run_id, execution_role = p.serverless_execution_role,
+    entry_point = ctx.results.upload_job.script, args = job_args(ctx), conf = serverless_conf(p),
+    log_uri = p.log_uri,
+    timeout_minutes = math.max(5, math.ceil(require("flow.duration").parse(p.step_timeout) / 60)),
+  }, {token = emr_serverless.client_token(ctx.run_id, ctx.task), log = ctx.log})
+  r.started_app = started_app
+  return r
+end)
+
+wf:task("wait_job", {after = "start_job"}, function(ctx)
+  local s = ctx.results.start_job
+  if s.skipped then return {skipped = true} end
+  local run = emr_serverless.wait_job_run(s.application_id, s.job_run_id, {
+    timeout = ctx.params.step_timeout, every = ctx.params.emr_poll_every, log = ctx.log,
+    log_wait = ctx.params.step_log_wait})
+  return {state = run.state, seconds = run.totalExecutionDurationSeconds}
+end)
+
+-- Cleanup: an application this run started is stopped (after a job run of this run that is
+-- still going is cancelled: nothing waits for it any more); one it found running is left so.
+wf:task("stop_app", {after = {"serverless_app", "start_job", "wait_job"}, cleanup = true,
+                     retries = 5, retry_delay = "20s"}, function(ctx)
+  local app, job = ctx.results.serverless_app, ctx.results.start_job
+  if not app or app.skipped then return {stopped = false} end
+  local runs = {}
+  if job and job.job_run_id then runs[1] = job.job_run_id
+  else
+    local found = emr_serverless.find_job_run(app.application_id, "raw_to_iceberg " .. ctx.run_id)
+    if found then runs[1] = found.id end
+  end
+  if not (app.started or (job and job.started_app)) then
+    for _, id in ipairs(runs) do
+      emr_serverless.wait_job_run_done(app.application_id, id, {cancel = true, log = ctx.log,
+                                                                every = ctx.params.emr_poll_every})
+    end
+    ctx.log("EMR Serverless application " .. app.application_id ..
+      " was not started by this run: left as it is")
+    return {stopped = false}
+  end
+  local st = emr_serverless.stop_application(app.application_id, {job_runs = runs, cancel = true,
+    every = ctx.params.emr_poll_every, log = ctx.log})
+  return {stopped = true, state = st}
+end)
+
+-- 11. The Iceberg tables are in Glue; with Athena, their row counts equal the source's (in the
+-- incremental mode only with cdc_count_check: a live source moves on while the run runs).
+wf:task("verify", {after = {"wait_step", "wait_job"}, retries = 2, retry_delay = "30s"}, function(ctx)
+  local p = ctx.params
+  local strict = p.mode == "full" or p.cdc_count_check
   local out, bad = {}, {}
   for _, full in ipairs(p.tables) do
     local _, name = split_name(full)
@@ -335,12 +628,18 @@ wf:task("verify", {after = "wait_step", retries = 2, retry_delay = "30s"}, funct
                                         output_location = nonempty(p.athena_output_uri),
                                         log = ctx.log})
         local n = tonumber(rows[1] and rows[1].n)
+        local want = ctx.results.preflight.counts[full]
         out[full].rows = n
         ctx.log(string.format("%s.%s: %s rows in Iceberg (Athena), %s in the source", p.glue_database,
-          tname, tostring(n), tostring(ctx.results.preflight.counts[full])))
-        if n ~= ctx.results.preflight.counts[full] then
-          bad[#bad + 1] = string.format("%s.%s has %s rows, the source %s", p.glue_database, tname,
-            tostring(n), tostring(ctx.results.preflight.counts[full]))
+          tname, tostring(n), tostring(want)))
+        if n ~= want then
+          local msg = string.format("%s.%s has %s rows, the source %s", p.glue_database, tname,
+            tostring(n), tostring(want))
+          if strict then
+            bad[#bad + 1] = msg
+          else
+            ctx.log(msg .. " (changes in flight; cdc_count_check = true makes this a failure)")
+          end
         end
       end
     end

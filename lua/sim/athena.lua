@@ -1,7 +1,9 @@
 -- sim/athena.lua — Athena in the simulator: queries go QUEUED -> RUNNING -> SUCCEEDED in a few
 -- seconds. It understands what a pipeline checks: SELECT count(*) FROM db.table (the count of
--- an Iceberg table that the EMR step registered: the rows DMS loaded for its source table)
--- and SELECT <integer>; other SQL fails the way Athena reports an unsupported statement.
+-- an Iceberg table: its current snapshot's total-records, read from its metadata file as
+-- Athena reads the table; for a table registered without metadata, the rows DMS loaded for its
+-- source table) and SELECT <integer>; other SQL fails the way Athena reports an unsupported
+-- statement.
 local util = require "sim.util"
 local state = require "sim.state"
 local sim = require "sim"
@@ -43,8 +45,9 @@ local function evaluate(w, sql, db)
       return {error = string.format("TABLE_NOT_FOUND: line 1:22: Table 'awsdatacatalog.%s.%s' " ..
         "does not exist", tostring(tdb), tostring(tname)), error_type = 1006}
     end
-    return {columns = {alias}, types = {"bigint"},
-            rows = {{tostring(source_rows(w, t.sim_source))}}}
+    local ice = require("sim.iceberg").load(w, tdb, tname, true)
+    local n = ice and ice.meta and ice.count or source_rows(w, t.sim_source)
+    return {columns = {alias}, types = {"bigint"}, rows = {{tostring(n)}}}
   end
   return {error = "NOT_SUPPORTED: the simulator answers SELECT count(*) FROM db.table and " ..
     "SELECT <integer> only", error_type = 1001}

@@ -1,13 +1,15 @@
 -- sim/emr.lua — EMR clusters and steps in the simulator. Clusters go STARTING ->
 -- BOOTSTRAPPING -> WAITING (RUNNING while a step runs) -> TERMINATING -> TERMINATED; steps run
--- one at a time, PENDING -> RUNNING -> COMPLETED. A completed step that runs the Iceberg job
--- (spark-submit ... --database D --table schema.name[:pk]) registers its tables in Glue, as
--- the real job does. Failures: fail "emr.cluster" (bootstrap failure, TERMINATED_WITH_ERRORS)
--- and "emr.step" (the step fails with FailureDetails; its stderr is written, gzipped, under
--- the cluster's LogUri, where EMR puts it). ActionOnFailure is honoured.
+-- one at a time, PENDING -> RUNNING -> COMPLETED. A step that runs the Iceberg job
+-- (spark-submit ... --database D --config C --table schema.name[:pk]) does, as it completes,
+-- what the job does (sim.job: the batch in its config applied to the Iceberg tables); when the
+-- job fails, the step fails with its stderr. Failures: fail "emr.cluster" (bootstrap failure,
+-- TERMINATED_WITH_ERRORS) and "emr.step" (the step fails with FailureDetails; its stderr is
+-- written, gzipped, under the cluster's LogUri, where EMR puts it). ActionOnFailure is honoured.
 local util = require "sim.util"
 local state = require "sim.state"
 local sim = require "sim"
+local job = require "sim.job"
 
 local M = {ops = {}}
 
@@ -61,31 +63,6 @@ local function job_tables(s)
     elseif args[i] == "--warehouse" then warehouse = args[i + 1] end
   end
   return db, tables, warehouse
-end
-
-local function register_tables(w, c, s, t)
-  local db, tables, warehouse = job_tables(s)
-  if not db or #tables == 0 then return end
-  local gdb = w.glue.databases[db]
-  if not gdb then return end
-  for _, spec in ipairs(tables) do
-    local src, pk = spec:match("^([^:]+):?(.*)$")
-    local name = (src:match("%.(.+)$") or src):lower()
-    local location = (warehouse or "s3://warehouse"):gsub("/$", "") .. "/" .. db .. ".db/" .. name
-    local existing = gdb.tables[name]
-    gdb.tables[name] = {
-      Name = name, DatabaseName = db, TableType = "EXTERNAL_TABLE",
-      CreateTime = existing and existing.CreateTime or t, UpdateTime = t,
-      Parameters = {
-        table_type = "ICEBERG",
-        metadata_location = string.format("%s/metadata/%05d-%s.metadata.json", location,
-          (existing and 1 or 0), state.next_id(w, "", 8, "0123456789abcdef")),
-        ["flowrun.source"] = src, ["flowrun.primary_key"] = pk ~= "" and pk or nil,
-      },
-      StorageDescriptor = {Location = location, Columns = util.array()},
-      sim_source = src, sim_cluster = c.Id,
-    }
-  end
 end
 
 local function write_stderr(w, c, s, t, text)
@@ -170,8 +147,10 @@ local function advance(w, c, now)
       elseif s.Status.State == "RUNNING" then
         local t = s.sim_since + step_duration(w, s)
         if now < t then break end
-        if c.sim_fail_step then
-          local logdir = write_stderr(w, c, s, t, fail_text(s))
+        local job_ok, job_stderr = true, nil
+        if not c.sim_fail_step then job_ok, job_stderr = job.run(w, step_args(s), t) end
+        if c.sim_fail_step or not job_ok then
+          local logdir = write_stderr(w, c, s, t, job_stderr or fail_text(s))
           step_state(s, "FAILED", t, {
             Reason = "Unknown Error.",
             Message = "Exception in thread \"main\" org.apache.spark.SparkException: " ..
@@ -191,7 +170,6 @@ local function advance(w, c, now)
           end
         else
           step_state(s, "COMPLETED", t)
-          register_tables(w, c, s, t)
           set_state(c, "WAITING", t, nil)
         end
       else

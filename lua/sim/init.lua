@@ -1,6 +1,8 @@
--- sim — an in-process AWS for `--sim`: answers DMS, EMR, S3, Glue, Secrets Manager, STS and
--- Athena requests at the HTTP level, after the client has serialized them, so the client's
--- whole path except the socket is exercised.
+-- sim — an in-process AWS for `--sim`: answers DMS, EMR, EMR Serverless, S3, Glue, Secrets
+-- Manager, STS, Athena, SNS and CloudWatch (DMS's CDC latency) requests at the HTTP level, after
+-- the client has serialized them, so the client's whole path except the socket is exercised.
+-- The simulated DMS reads its source through its source endpoint (the real PostgreSQL of the
+-- demo and the tests), so nothing outside the simulator has to tell it what the source holds.
 --
 --   require("sim").handle(req) -> {status, headers, body}
 --     req = {method, url, headers, body, service, region}
@@ -18,8 +20,8 @@
 -- or FLOWRUN_SIM_DURATIONS='{"emr_step": 60}' (applied to a loaded state file too).
 --
 -- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table",
--- "lost=emr.RunJobFlow" (done, then answered 500 once)}, throttle = 0.2}, or
--- FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
+-- "dms.cdc", "dms.latency=900", "serverless.job", "lost=emr.RunJobFlow" (done, then answered 500
+-- once)}, throttle = 0.2}, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
 local json = require "json"
 local util = require "sim.util"
 
@@ -32,8 +34,12 @@ local services = {
   secretsmanager = {module = "sim.secrets", namespace = "com.amazonaws.secretsmanager",
                     prefix = "secretsmanager"},
   athena = {module = "sim.athena", namespace = "com.amazonaws.athena", prefix = "AmazonAthena"},
+  cloudwatch = {module = "sim.cloudwatch", namespace = "com.amazonaws.cloudwatch",
+                prefix = "GraniteServiceVersion20100801"},
+  ["emr-serverless"] = {module = "sim.emr_serverless"},
   s3 = {module = "sim.s3"},
   sts = {module = "sim.sts"},
+  sns = {module = "sim.sns"},
 }
 M.services = services
 
@@ -108,13 +114,48 @@ local function read_file(path)
   return s
 end
 
+-- Long strings of the world (raw files, table data) live in files of their own beside the state
+-- file, named after it and their SHA-256 and written once: the state file stays small, so
+-- rewriting it after every call stays cheap.
+local spilled = {}   -- string -> id, for the strings this process has written or read
+
+-- beside the state file, so no directory has to be made: <state_file>.<sha256>
+local function blob_path(id) return cfg.state_file .. "." .. id end
+
+local function spill(s)
+  local id = spilled[s]
+  if id then return id end
+  id = require("aws.sigv4").sha256_hex(s)
+  local path = blob_path(id)
+  local f = io.open(path, "rb")
+  if f then
+    f:close()
+  else
+    f = assert(io.open(path .. ".tmp", "wb"))
+    f:write(s)
+    f:close()
+    assert(os.rename(path .. ".tmp", path))
+  end
+  spilled[s] = id
+  return id
+end
+
+local function unspill(id)
+  local s, err = read_file(blob_path(id))
+  if not s then
+    error("sim: state file " .. cfg.state_file .. " refers to a missing blob: " .. tostring(err))
+  end
+  spilled[s] = id
+  return s
+end
+
 local function load_world()
   if cfg.state_file then
     local s = read_file(cfg.state_file)
     if s and s ~= "" then
       local ok, w = pcall(json.decode, s)
       if not ok then error("sim: state file " .. cfg.state_file .. " is not JSON: " .. tostring(w)) end
-      world = require("sim.state").thaw(w)
+      world = require("sim.state").thaw(w, unspill)
       for k, v in pairs(cfg.durations or {}) do world.durations[k] = v end
       return
     end
@@ -168,7 +209,7 @@ function M.world() return ensure() end
 -- so a crash never leaves half a file.
 function M.save()
   if not cfg.state_file or not world then return end
-  local s = json.encode(require("sim.state").freeze(world))
+  local s = json.encode(require("sim.state").freeze(world, spill))
   local tmp = cfg.state_file .. ".tmp"
   local f = assert(io.open(tmp, "wb"))
   f:write(s)
@@ -176,14 +217,15 @@ function M.save()
   assert(os.rename(tmp, cfg.state_file))
 end
 
--- Sim-only hook: row counts of the source tables a DMS task copies ({"schema.table" = n}),
--- so the load takes as long as it would and the statistics match the real source.
+-- For tests without a database: the sizes of the tables a DMS task copies ({"schema.table" =
+-- n}), used instead of reading its source (as a seed's "Tables" are).
 function M.set_table_rows(task_arn, rows)
   local w = ensure()
   local t = w.dms.tasks[task_arn]
   if not t then error("sim: no DMS task " .. tostring(task_arn)) end
   t.sim_tables = {}
   for name, n in pairs(rows) do t.sim_tables[name] = math.tointeger(n) or n end
+  t.sim_sized = true
   M.save()
 end
 
@@ -198,8 +240,8 @@ local function throttled(service)
 end
 
 local function error_answer(svc, service, f)
-  if service == "s3" then return require("sim.s3").error_answer(f) end
-  if service == "sts" then return require("sim.sts").error_answer(f) end
+  local mod = require(svc.module)
+  if mod.error_answer then return mod.error_answer(f) end
   return util.json_error(svc.namespace or ("com.amazonaws." .. service), f)
 end
 

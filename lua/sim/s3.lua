@@ -175,6 +175,8 @@ function M.handle(w, req)
     if not bucket then error(no_bucket(name, head)) end
     if head then return answer(200, "", {["x-amz-bucket-region"] = w.region}) end
     if method == "GET" then
+      -- what a streaming DMS task writes is there whenever someone looks
+      require("sim.dms").catch_up(w, name, q.prefix or "")
       if q["list-type"] == "2" then return list_objects(w, bucket, name, q) end
       if q.location then
         return answer(200, xml_doc('<LocationConstraint ' .. NS .. '>' ..

@@ -1,14 +1,23 @@
 -- sim/state.lua — the simulator's world: building it from seeds, and turning it into JSON and
--- back for the state file (object bodies are binary, so they travel as base64).
+-- back for the state file (object bodies are binary, so they travel as base64; strings over
+-- 64 KiB, such as raw files and table data, are spilled to files of their own beside it, written
+-- once, so that rewriting the state after each call stays cheap).
 --
 -- A seed (a file given by FLOWRUN_SIM_SEED, or the default world below) looks like:
 --   { "account": "123456789012", "region": "us-east-1",
 --     "durations": { "dms_start": 45, ... },
---     "dms": { "endpoints": [ {EndpointArn, EndpointIdentifier, EndpointType, EngineName,
---                               S3Settings = {BucketName, BucketFolder}} ],
+--     "dms": { "instances": [ {ReplicationInstanceArn, ReplicationInstanceIdentifier} ],
+--              "endpoints": [ {EndpointArn, EndpointIdentifier, EndpointType, EngineName,
+--                              S3Settings = {BucketName, BucketFolder},
+--                              PostgreSQLSettings = {SecretsManagerSecretId}} ],
 --              "tasks": [ {ReplicationTaskArn, ReplicationTaskIdentifier, SourceEndpointArn,
 --                          TargetEndpointArn, ReplicationInstanceArn, MigrationType,
---                          TableMappings (JSON text or object), "Tables": {"schema.table": rows}} ] },
+--                          TableMappings (JSON text or object),
+--                          "Tables": {"schema.table": rows}} ] },
+--       (a task's source is read through its source endpoint, as DMS reads it: its secret or
+--        its server; "Tables" gives sizes instead, for a world without a database)
+--     "emr_serverless": { "applications": [ {name, releaseLabel, type, state} ] },
+--     "sns": { "topics": ["name", ...] },
 --     "s3": { "buckets": ["name", ...] or {"name": {"objects": {"key": "text body"}}} },
 --     "glue": { "databases": ["name", ...] },
 --     "secrets": [ {"Name": ..., "SecretString": ...} or {"Name": ..., "SecretJSON": {...}} ] }
@@ -33,6 +42,14 @@ M.default_durations = {
   emr_cancel = 15,             -- CANCEL_PENDING -> CANCELLED
   emr_terminating = 75,        -- TERMINATING -> TERMINATED
   athena_query = 3,            -- QUEUED/RUNNING -> SUCCEEDED
+  dms_cdc_interval = 60,       -- a CDC task captures the source's changes at most this often
+  dms_cdc_latency = 5,         -- CDCLatencySource/Target reported to CloudWatch
+  serverless_app_start = 90,   -- EMR Serverless application STARTING -> STARTED
+  serverless_app_stop = 30,    -- STOPPING -> STOPPED
+  serverless_scheduling = 40,  -- job run SUBMITTED -> PENDING -> SCHEDULED -> RUNNING
+  serverless_job = 240,        -- a job run's RUNNING time, plus per table after the first:
+  serverless_job_per_table = 20,
+  serverless_cancel = 15,      -- CANCELLING -> CANCELLED
 }
 
 M.default_seed = {
@@ -43,8 +60,11 @@ M.default_seed = {
       {
         EndpointArn = "arn:aws:dms:us-east-1:123456789012:endpoint:FLOWRUNDEMOSOURCE000000000",
         EndpointIdentifier = "flowrun-demo-source", EndpointType = "SOURCE",
-        EngineName = "postgres", ServerName = "127.0.0.1", Port = 5432, DatabaseName = "shop",
-        Username = "dms",
+        EngineName = "postgres", DatabaseName = "shop",
+        -- DMS reads the same secret the pipeline's pre-flight reads
+        PostgreSQLSettings = {SecretsManagerSecretId = "flowrun/demo/source-db",
+                              SecretsManagerAccessRoleArn =
+                                "arn:aws:iam::123456789012:role/flowrun-demo-dms-secrets"},
       },
       {
         EndpointArn = "arn:aws:dms:us-east-1:123456789012:endpoint:FLOWRUNDEMOTARGET000000000",
@@ -53,6 +73,17 @@ M.default_seed = {
                       DataFormat = "parquet", ServiceAccessRoleArn =
                         "arn:aws:iam::123456789012:role/flowrun-demo-dms-s3"},
       },
+      {
+        EndpointArn = "arn:aws:dms:us-east-1:123456789012:endpoint:FLOWRUNDEMOCDCTARGET00000",
+        EndpointIdentifier = "flowrun-demo-raw-cdc", EndpointType = "TARGET", EngineName = "s3",
+        S3Settings = {BucketName = "flowrun-demo-raw", BucketFolder = "cdc",
+                      DataFormat = "parquet", TimestampColumnName = "dms_commit_ts",
+                      ServiceAccessRoleArn = "arn:aws:iam::123456789012:role/flowrun-demo-dms-s3"},
+      },
+    },
+    instances = {
+      {ReplicationInstanceArn = "arn:aws:dms:us-east-1:123456789012:rep:FLOWRUNDEMOINSTANCE000000",
+       ReplicationInstanceIdentifier = "flowrun-demo", ReplicationInstanceClass = "dms.t3.medium"},
     },
     tasks = {
       {
@@ -67,11 +98,23 @@ M.default_seed = {
           ["object-locator"] = {["schema-name"] = "public", ["table-name"] = "%"},
           ["rule-action"] = "include",
         }}},
-        Tables = {["public.customers"] = 5000, ["public.orders"] = 48000,
-                  ["public.order_items"] = 150000},
+      },
+      {
+        ReplicationTaskArn = "arn:aws:dms:us-east-1:123456789012:task:FLOWRUNDEMOCDCTASK0000000",
+        ReplicationTaskIdentifier = "flowrun-demo-cdc",
+        SourceEndpointArn = "arn:aws:dms:us-east-1:123456789012:endpoint:FLOWRUNDEMOSOURCE000000000",
+        TargetEndpointArn = "arn:aws:dms:us-east-1:123456789012:endpoint:FLOWRUNDEMOCDCTARGET00000",
+        ReplicationInstanceArn = "arn:aws:dms:us-east-1:123456789012:rep:FLOWRUNDEMOINSTANCE000000",
+        MigrationType = "full-load-and-cdc",
+        TableMappings = {rules = {{
+          ["rule-type"] = "selection", ["rule-id"] = "1", ["rule-name"] = "public",
+          ["object-locator"] = {["schema-name"] = "public", ["table-name"] = "%"},
+          ["rule-action"] = "include",
+        }}},
       },
     },
   },
+  sns = {topics = {"flowrun-demo-alerts"}},
   s3 = {buckets = {"flowrun-demo-raw", "flowrun-demo-artifacts", "flowrun-demo-logs",
                    "flowrun-demo-lake", "flowrun-demo-athena"}},
   glue = {databases = {}},
@@ -86,8 +129,10 @@ function M.empty()
   return {
     account = "123456789012", region = "us-east-1", seq = 0,
     durations = util.copy(M.default_durations),
-    dms = {tasks = {}, endpoints = {}},
+    dms = {tasks = {}, endpoints = {}, instances = {}},
     emr = {clusters = {}},
+    emr_serverless = {applications = {}},
+    sns = {topics = {}, messages = {}},
     s3 = {buckets = {}},
     glue = {databases = {}},
     secrets = {},
@@ -129,6 +174,12 @@ function M.merge(w, seed)
     e.Status = e.Status or "active"
     w.dms.endpoints[e.EndpointArn] = e
   end
+  for _, ri in ipairs(dms.instances or {}) do
+    assert(ri.ReplicationInstanceArn, "sim seed: a DMS instance needs ReplicationInstanceArn")
+    local i = util.copy(ri)
+    i.ReplicationInstanceStatus = i.ReplicationInstanceStatus or "available"
+    w.dms.instances[i.ReplicationInstanceArn] = i
+  end
   for _, t in ipairs(dms.tasks or {}) do
     assert(t.ReplicationTaskArn, "sim seed: a DMS task needs ReplicationTaskArn")
     local task = util.copy(t)
@@ -144,6 +195,8 @@ function M.merge(w, seed)
     task.ReplicationTaskCreationDate = task.ReplicationTaskCreationDate or 1700000000
     task.sim_tables = {}
     for name, n in pairs(t.Tables or {}) do task.sim_tables[name] = n end
+    -- sizes given: the simulated load uses them and never reads the source
+    task.sim_sized = next(task.sim_tables) ~= nil or nil
     w.dms.tasks[task.ReplicationTaskArn] = task
   end
   local buckets = (seed.s3 or {}).buckets or {}
@@ -160,6 +213,13 @@ function M.merge(w, seed)
     local name = type(db) == "table" and db.Name or db
     w.glue.databases[name] = w.glue.databases[name]
       or {Name = name, CreateTime = 1700000000, tables = {}}
+  end
+  for _, a in ipairs((seed.emr_serverless or {}).applications or {}) do
+    require("sim.emr_serverless").seed_application(w, a)
+  end
+  for _, name in ipairs((seed.sns or {}).topics or {}) do
+    local arn = string.format("arn:aws:sns:%s:%s:%s", w.region, w.account, name)
+    w.sns.topics[arn] = w.sns.topics[arn] or {Name = name, TopicArn = arn, subscriptions = {}}
   end
   for _, s in ipairs(seed.secrets or {}) do
     assert(s.Name, "sim seed: a secret needs Name")
@@ -183,28 +243,61 @@ end
 -- Encoded bodies, per object table (an object is replaced, never changed, on PUT).
 local b64_cache = setmetatable({}, {__mode = "k"})
 
--- JSON-safe copy of the world (S3 bodies as base64).
-function M.freeze(w)
+M.SPILL = 64 * 1024
+
+-- A copy of v where every string longer than SPILL is replaced by {__blob = spill(s)}.
+local function copy_spilling(v, spill)
+  if type(v) == "string" then
+    if spill and #v > M.SPILL then return {__blob = spill(v)} end
+    return v
+  end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = copy_spilling(x, spill) end
+  return setmetatable(out, getmetatable(v))
+end
+
+-- JSON-safe copy of the world (S3 bodies as base64). spill(s) -> id (optional) keeps a long
+-- string out of the copy: the caller stores it and thaw's unspill(id) gives it back.
+function M.freeze(w, spill)
   local buckets = w.s3.buckets
   w.s3.buckets = nil
-  local out = util.copy(w)
+  local out = copy_spilling(w, spill)
   w.s3.buckets = buckets
   out.s3.buckets = {}
   for name, b in pairs(buckets) do
     local objs = {}
     for key, o in pairs(b.objects) do
-      local e = b64_cache[o]
-      if not e then e = util.b64encode(o.body); b64_cache[o] = e end
-      objs[key] = {body64 = e, etag = o.etag, mtime = o.mtime, ctype = o.ctype}
+      local body
+      if spill and #o.body > M.SPILL then
+        body = {blob = spill(o.body)}
+      else
+        local e = b64_cache[o]
+        if not e then e = util.b64encode(o.body); b64_cache[o] = e end
+        body = {body64 = e}
+      end
+      body.etag, body.mtime, body.ctype = o.etag, o.mtime, o.ctype
+      objs[key] = body
     end
     out.s3.buckets[name] = {created = b.created, objects = objs}
   end
   return out
 end
 
-function M.thaw(v)
+local function unspilling(v, unspill)
+  if type(v) ~= "table" then return v end
+  if v.__blob ~= nil and next(v, next(v)) == nil then return unspill(v.__blob) end
+  for k, x in pairs(v) do v[k] = unspilling(x, unspill) end
+  return v
+end
+
+function M.thaw(v, unspill)
   local w = M.empty()
+  local buckets = v.s3 and v.s3.buckets
+  if v.s3 then v.s3.buckets = nil end
+  if unspill then v = unspilling(v, unspill) end
   for k, x in pairs(v) do w[k] = x end
+  w.s3.buckets = buckets or {}
   for k, d in pairs(M.default_durations) do
     if w.durations[k] == nil then w.durations[k] = d end
   end
@@ -212,6 +305,7 @@ function M.thaw(v)
     b.objects = b.objects or {}
     for _, o in pairs(b.objects) do
       if o.body64 then o.body = util.b64decode(o.body64); o.body64 = nil end
+      if o.blob then o.body = unspill(o.blob); o.blob = nil end
     end
   end
   for _, c in pairs(w.emr.clusters) do c.steps = c.steps or {} end

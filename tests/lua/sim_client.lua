@@ -13,7 +13,7 @@ t.test("each service through the client", function()
   local id = aws.sts.get_caller_identity()
   t.eq(id.Account, "123456789012", "sts (query/XML)")
   local r = aws.dms.describe_replication_tasks{}
-  t.eq(#r.ReplicationTasks, 1, "dms (json)")
+  t.eq(#r.ReplicationTasks, 2, "dms (json): the default world's two tasks")
   aws.s3.put_object{Bucket = "flowrun-demo-raw", Key = "dir/a b+c.txt", Body = "x\0y"}
   local o = aws.s3.get_object{Bucket = "flowrun-demo-raw", Key = "dir/a b+c.txt"}
   t.eq(o.Body, "x\0y", "s3 (rest-xml): key with space and plus, binary body")

@@ -9,6 +9,8 @@ local wire = require "sim.wire"
 flow.core.set_virtual_time(true)
 
 local TASK = "arn:aws:dms:us-east-1:123456789012:task:FLOWRUNDEMOTASK00000000000"
+-- sizes instead of a source database (tests/lua/sim_source.lua reads a real one)
+local SIZES = {["public.customers"] = 5000, ["public.orders"] = 48000, ["public.order_items"] = 150000}
 
 local function describe_task()
   local s, b = wire.json("dms", "DescribeReplicationTasks",
@@ -120,6 +122,7 @@ t.test("DMS errors and injected failures", function()
   t.like(b.__type, "#InvalidParameterValueException$", "bad start type")
 
   sim.configure{fail = "dms.task"}
+  sim.set_table_rows(TASK, SIZES)
   wire.json("dms", "StartReplicationTask",
     {ReplicationTaskArn = TASK, StartReplicationTaskType = "start-replication"})
   flow.sleep(3600)
@@ -129,6 +132,7 @@ t.test("DMS errors and injected failures", function()
   t.eq(task.StopReason, "Stop Reason FATAL_ERROR", "error stop reason")
 
   sim.configure{fail = {"dms.table"}}
+  sim.set_table_rows(TASK, SIZES)
   wire.json("dms", "StartReplicationTask",
     {ReplicationTaskArn = TASK, StartReplicationTaskType = "start-replication"})
   flow.sleep(3600)
@@ -401,8 +405,8 @@ t.test("seed file and durations", function()
     {Filters = {{Name = "replication-task-id", Values = {"mine"}}}})
   t.eq(s == 200 and b.ReplicationTasks[1].ReplicationTaskArn, "arn:aws:dms:us-east-1:123456789012:task:MINE",
     "seeded task, identifier derived from the ARN")
-  t.eq(#(select(2, wire.json("dms", "DescribeReplicationTasks", {})).ReplicationTasks), 2,
-    "the default world is still there")
+  t.eq(#(select(2, wire.json("dms", "DescribeReplicationTasks", {})).ReplicationTasks), 3,
+    "the default world (a full-load task and a CDC task) is still there")
   local _, body = wire.s3("GET", "/mine/seeded.txt")
   t.eq(body, "hello", "seeded object")
   wire.json("dms", "StartReplicationTask", {ReplicationTaskArn = "arn:aws:dms:us-east-1:123456789012:task:MINE",

@@ -89,6 +89,47 @@ t.test("secrets: get_json, pg_conninfo, no secret in errors", function()
   t.unlike(tostring(err and err.message), "hunter2", "the value is not in the error")
 end)
 
+t.test("iceberg: metadata through Glue and S3, a summary property among the ancestors", function()
+  local iceberg = require "iceberg"
+  local json = require "json"
+  sim.configure{}
+  local w = sim.world()
+  w.glue.databases.lake = {Name = "lake", CreateTime = 0, tables = {}}
+  t.eq(iceberg.metadata("lake", "orders"), nil, "a missing table: nil")
+  t.eq(iceberg.metadata("nodb", "orders"), nil, "a missing database: nil")
+  local ice = require "sim.iceberg"
+  local loc = "s3://flowrun-demo-lake/wh/lake.db/orders"
+  local s1 = ice.commit(w, "lake", "orders", {["1"] = "a"}, 0, {["flowrun.raw-bookmark"] = "f1"}, 100, loc)
+  ice.commit(w, "lake", "orders", {["1"] = "a", ["2"] = "b"}, 0, {["flowrun.raw-bookmark"] = "f2"}, 200, loc)
+  ice.commit(w, "lake", "orders", {["1"] = "a"}, 0, {operation = "replace"}, 300, loc)  -- a compaction
+  local meta = iceberg.metadata("lake", "orders")
+  t.eq(#meta.snapshots, 3, "three snapshots")
+  t.eq(iceberg.current_snapshot(meta).summary.operation, "replace", "the current one")
+  local v, snap = iceberg.snapshot_property(meta, "flowrun.raw-bookmark")
+  t.eq(v, "f2", "the newest bookmark among the ancestors (a compaction carries none)")
+  t.eq(snap and snap["timestamp-ms"], 200000, "found on the parent")
+  meta["current-snapshot-id"] = s1   -- rolled back
+  t.eq(iceberg.snapshot_property(meta, "flowrun.raw-bookmark"), "f1", "a rollback rolls the bookmark back")
+  t.eq(iceberg.snapshot_property(meta, "nope"), nil, "an absent property: nil")
+  meta["current-snapshot-id"] = -1
+  t.eq(iceberg.current_snapshot(meta), nil, "no current snapshot")
+  w.glue.databases.lake.tables.hive = {Name = "hive", Parameters = {}}
+  t.raises(function() iceberg.metadata("lake", "hive") end, "iceberg.metadata", "not an Iceberg table")
+  w.glue.databases.lake.tables.lost = {Name = "lost", Parameters = {table_type = "ICEBERG",
+    metadata_location = "s3://flowrun-demo-lake/wh/lost/metadata/00001-x.metadata.json"}}
+  local err = t.raises(function() iceberg.metadata("lake", "lost") end, "iceberg.metadata",
+    "a metadata file that does not exist")
+  t.like(tostring(err and err.message), "does not exist", "says so")
+  local u = require "sim.util"
+  local body = u.gzip_stored(json.encode({["current-snapshot-id"] = 7, snapshots = {
+    {["snapshot-id"] = 7, summary = {k = "gz"}}}}))
+  w.s3.buckets["flowrun-demo-lake"].objects["wh/gz/metadata/00001-x.gz.metadata.json"] =
+    {body = body, etag = "e", mtime = 0}
+  w.glue.databases.lake.tables.gz = {Name = "gz", Parameters = {table_type = "ICEBERG",
+    metadata_location = "s3://flowrun-demo-lake/wh/gz/metadata/00001-x.gz.metadata.json"}}
+  t.eq(iceberg.snapshot_property(iceberg.metadata("lake", "gz"), "k"), "gz", "gzipped metadata")
+end)
+
 t.test("gzip", function()
   local u = require "sim.util"
   t.eq(gzip.decompress(u.gzip_stored("a\nb\n")), "a\nb\n", "stored blocks")

@@ -101,6 +101,78 @@ t.test("cdc: running at 100% counts as finished when asked", function()
   t.eq(task.ReplicationTaskStats.FullLoadProgressPercent, 100, "full load complete")
 end)
 
+t.test("cancelling the wait stops a task the caller started, and only then", function()
+  fresh()
+  dms.start_task(TASK, {log = quiet})
+  local h = flow.spawn(dms.wait_task, TASK, {stop_on_cancel = true, timeout = "2h", log = quiet})
+  flow.sleep(70)
+  t.eq(dms.describe(TASK).Status, "running", "loading")
+  h:cancel()
+  t.raises(function() h:wait() end, "flow.cancelled", "the wait is cancelled")
+  t.eq(dms.describe(TASK).Status, "stopping", "and StopReplicationTask was sent")
+  flow.sleep(30)
+  t.eq(dms.describe(TASK).Status, "stopped", "the load stopped")
+
+  fresh()
+  dms.start_task(TASK, {log = quiet})
+  h = flow.spawn(dms.wait_task, TASK, {timeout = "2h", log = quiet})
+  flow.sleep(70)
+  h:cancel()
+  t.raises(function() h:wait() end, "flow.cancelled", "the wait is cancelled")
+  t.eq(dms.describe(TASK).Status, "running", "without stop_on_cancel the task is left alone")
+end)
+
+local CDC = "arn:aws:dms:us-east-1:123456789012:task:FLOWRUNDEMOCDCTASK0000000"
+
+t.test("check_cdc: a streaming task is healthy, or says what is wrong", function()
+  sim.configure{}
+  sim.set_table_rows(CDC, ROWS)
+  dms.start_task(CDC, {log = quiet})
+  dms.wait_task(CDC, {cdc = true, timeout = "1h", log = quiet})
+  flow.sleep(120)
+  local task, latency = dms.check_cdc(CDC, {max_latency = 60, log = quiet})
+  t.eq(task.Status, "running", "running")
+  t.eq(latency, 5.0, "latency from CloudWatch")
+  t.eq(dms.cdc_latency(CDC), 5.0, "cdc_latency alone")
+  local err = t.raises(function() dms.check_cdc(CDC, {max_latency = 1, log = quiet}) end,
+    "dms.cdc_unhealthy", "latency above the limit")
+  t.like(tostring(err and err.message), "CDC latency 5 s is above the limit of 1 s", "says so")
+  dms.stop_task(CDC, {log = quiet})
+  flow.sleep(30)
+  err = t.raises(function() dms.check_cdc(CDC, {log = quiet}) end, "dms.cdc_unhealthy",
+    "a stopped task")
+  t.like(tostring(err and err.message), "is stopped, not streaming changes; StopReason: Stop Reason NORMAL",
+    "with its stop reason")
+
+  sim.configure{fail = "dms.latency=900"}
+  sim.set_table_rows(CDC, ROWS)
+  dms.start_task(CDC, {log = quiet})
+  dms.wait_task(CDC, {cdc = true, timeout = "1h", log = quiet})
+  flow.sleep(120)
+  t.raises(function() dms.check_cdc(CDC, {max_latency = 600, log = quiet}) end, "dms.cdc_unhealthy",
+    "900 s of latency against 600")
+  local seen = {}
+  local _, l = dms.check_cdc(CDC, {log = function(m) seen[#seen + 1] = m end})
+  t.eq(l, 900.0, "without a limit the latency is only reported")
+
+  sim.configure{fail = "dms.table"}
+  sim.set_table_rows(CDC, ROWS)
+  dms.start_task(CDC, {log = quiet})
+  flow.sleep(3600)
+  err = t.raises(function() dms.check_cdc(CDC, {log = quiet}) end, "dms.cdc_unhealthy",
+    "a table in error")
+  t.like(tostring(err and err.message), "tables in error: public.order_items", "naming it")
+
+  sim.configure{}
+  sim.set_table_rows(CDC, ROWS)
+  dms.start_task(CDC, {log = quiet})
+  flow.sleep(65)   -- running, still loading
+  seen = {}
+  _, l = dms.check_cdc(CDC, {log = function(m) seen[#seen + 1] = m end})
+  t.eq(l, nil, "no datapoints before the stream starts")
+  t.like(seen[#seen] or "", "no CDC latency datapoints", "which is logged, not failed")
+end)
+
 t.test("a lost StartReplicationTask answer", function()
   fresh{fail = "lost=dms.StartReplicationTask"}
   local r = dms.start_task(TASK, {log = function() end})

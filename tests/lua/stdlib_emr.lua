@@ -118,6 +118,17 @@ t.test("timeouts and cancellation", function()
   t.eq(emr.find_cluster{run_id = "r3"}, nil, "find_cluster ignores terminated clusters")
 end)
 
+t.test("find_cluster pages through ListClusters", function()
+  sim.configure{}
+  local first = emr.create_cluster(SPEC, {run_id = "page-0", task = "c", log = quiet})
+  for i = 1, 60 do
+    flow.sleep(1)   -- newer clusters are listed first: the first one ends up on the second page
+    emr.create_cluster(SPEC, {run_id = "page-" .. i, task = "c", log = quiet})
+  end
+  local found = emr.find_cluster{run_id = "page-0", task = "c"}
+  t.eq(found and found.Id, first.cluster_id, "the oldest of 61 clusters (page 2 of ListClusters)")
+end)
+
 t.test("a lost RunJobFlow or AddJobFlowSteps answer does not make a second one", function()
   sim.configure{fail = "lost=emr.RunJobFlow"}
   local c = emr.create_cluster(SPEC, {run_id = "lost", task = "c", log = quiet})

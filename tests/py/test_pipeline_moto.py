@@ -1,19 +1,25 @@
 """The dms_to_emr pipeline through the real HTTP path (signing, protocols, retries) against moto,
 the open-source AWS emulator, running in this Python driver (moto.server.ThreadedMotoServer).
 
-moto leaves a started DMS task running and EMR steps RUNNING forever and has no
-DescribeTableStatistics, so the driver plays AWS's part: when the DMS task runs it writes the raw
-Parquet objects DMS would write and stops the task; when a step runs it registers the Iceberg
-tables in Glue (as the Spark job does) and completes the step (or fails it). The row-count check
-is turned off (check_row_counts=false), since moto cannot answer it."""
+moto leaves a started DMS task as it is and EMR steps RUNNING forever and has no
+DescribeTableStatistics, so a driver thread plays AWS's part (tests/lib/pipeline_moto.py): a
+started DMS task loads the real source tables into raw files (and, for a full-load-and-cdc task,
+streams their changes as CDC files when told to); a running step does what the Spark job does
+with its batch (the Iceberg tables' metadata in S3 with the bookmark, the Glue table pointing at
+it), or fails. The row-count check is turned off (check_row_counts=false), since moto cannot
+answer it; the driver's Iceberg tables are compared with the source instead.
+
+Cases: success; a failed step; SIGKILL during the step then resume (one cluster, one step); the
+cluster started early and DMS failing (the cluster terminated, exit 1); a full reload after
+deletes at the source (the table replaced, the previous snapshot kept); three nightly
+incremental runs with inserts, updates and deletes between them, a failed run in the middle and
+its re-run, and a re-run of a succeeded night (nothing applied twice)."""
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -23,76 +29,20 @@ ROOT = tap.ROOT
 PG = os.environ.get("FLOWRUN_TEST_PG")
 TMP = tempfile.mkdtemp(prefix="flowrun-moto-pipeline-")
 DB = "flowrun_moto_pipeline_%d" % os.getpid()
-ACCOUNT, REGION = "123456789012", "us-east-1"
 TABLES = ["public.customers", "public.orders", "public.order_items"]
+SOURCE = (PG or "") + " dbname=" + DB
 
 try:
-    import boto3
     from moto.backends import get_backend
     from moto.server import ThreadedMotoServer
+    from pipeline_moto import ACCOUNT, REGION, Driver, client
 except ImportError as e:  # a missing moto fails the test, never skips it
     tap.ok(False, "moto and boto3 are importable: %s" % e)
     tap.done()
 
 
-logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-
-def client(name, port):
-    return boto3.client(name, region_name=REGION, endpoint_url="http://127.0.0.1:%d" % port,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
-class Driver(threading.Thread):
-    """Moves moto's resources the way AWS would, while flowrun polls them."""
-
-    def __init__(self, port, fail_step=False, hold_steps=False):
-        super().__init__(daemon=True)
-        self.port, self.fail_step, self.hold_steps = port, fail_step, hold_steps
-        self.stop_flag = threading.Event()
-        self.dms_done, self.steps_done = set(), set()
-
-    def run(self):
-        s3 = client("s3", self.port)
-        glue = client("glue", self.port)
-        while not self.stop_flag.is_set():
-            try:
-                self.tick(s3, glue)
-            except Exception as e:  # keep driving; the assertions will tell
-                print("# driver: %r" % (e,), flush=True)
-            time.sleep(0.05)
-
-    def tick(self, s3, glue):
-        dms = get_backend("dms")[ACCOUNT][REGION]
-        for arn, task in list(dms.replication_tasks.items()):
-            if task.status == "running" and arn not in self.dms_done:
-                for full in TABLES:
-                    schema, name = full.split(".")
-                    s3.put_object(Bucket="raw", Key="raw/%s/%s/LOAD00000001.parquet" % (schema, name),
-                                  Body=b"PAR1 moto PAR1")
-                task.stop()
-                self.dms_done.add(arn)
-        emr = get_backend("emr")[ACCOUNT][REGION]
-        for cluster in list(emr.clusters.values()):
-            for step in cluster.steps:
-                if step.state == "RUNNING" and step.id not in self.steps_done and not self.hold_steps:
-                    self.steps_done.add(step.id)
-                    if self.fail_step:
-                        step.state = "FAILED"
-                    else:
-                        args = step.args
-                        db = args[args.index("--database") + 1]
-                        for i, a in enumerate(args):
-                            if a == "--table":
-                                name = args[i + 1].split(":")[0].split(".")[1]
-                                try:
-                                    glue.create_table(DatabaseName=db, TableInput={
-                                        "Name": name, "TableType": "EXTERNAL_TABLE",
-                                        "Parameters": {"table_type": "ICEBERG"}})
-                                except glue.exceptions.AlreadyExistsException:
-                                    pass  # a later run MERGEs into the same table
-                        step.state = "COMPLETED"
-                    cluster.state = "WAITING"
+def psql(sql):
+    subprocess.run(["psql", SOURCE, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True)
 
 
 def seed(port):
@@ -105,19 +55,23 @@ def seed(port):
     src = dms.create_endpoint(EndpointIdentifier="src", EndpointType="source", EngineName="postgres",
                               ServerName="127.0.0.1", Port=5432, DatabaseName="shop",
                               Username="u", Password="p")
-    dst = dms.create_endpoint(EndpointIdentifier="dst", EndpointType="target", EngineName="s3",
-                              S3Settings={"BucketName": "raw", "BucketFolder": "raw"})
     mappings = {"rules": [{"rule-type": "selection", "rule-id": "1", "rule-name": "1",
                            "object-locator": {"schema-name": "public", "table-name": "%"},
                            "rule-action": "include"}]}
-    task = dms.create_replication_task(
-        ReplicationTaskIdentifier="flowrun-moto", SourceEndpointArn=src["Endpoint"]["EndpointArn"],
-        TargetEndpointArn=dst["Endpoint"]["EndpointArn"],
-        ReplicationInstanceArn=inst["ReplicationInstance"]["ReplicationInstanceArn"],
-        MigrationType="full-load", TableMappings=json.dumps(mappings))
-    arn = task["ReplicationTask"]["ReplicationTaskArn"]
-    get_backend("dms")[ACCOUNT][REGION].replication_tasks[arn].ready()
-    return arn
+    arns = []
+    for ident, kind, folder in (("flowrun-moto", "full-load", "raw"),
+                                ("flowrun-moto-cdc", "full-load-and-cdc", "cdc")):
+        dst = dms.create_endpoint(EndpointIdentifier="dst-" + folder, EndpointType="target",
+                                  EngineName="s3", S3Settings={"BucketName": "raw", "BucketFolder": folder})
+        task = dms.create_replication_task(
+            ReplicationTaskIdentifier=ident, SourceEndpointArn=src["Endpoint"]["EndpointArn"],
+            TargetEndpointArn=dst["Endpoint"]["EndpointArn"],
+            ReplicationInstanceArn=inst["ReplicationInstance"]["ReplicationInstanceArn"],
+            MigrationType=kind, TableMappings=json.dumps(mappings))
+        arn = task["ReplicationTask"]["ReplicationTaskArn"]
+        get_backend("dms")[ACCOUNT][REGION].replication_tasks[arn].ready()
+        arns.append(arn)
+    return arns
 
 
 def pipeline_env(port):
@@ -129,13 +83,14 @@ def pipeline_env(port):
     return env
 
 
-def run_pipeline(port, case, task_arn, background=False):
+def run_pipeline(port, case, task_arn, background=False, **more):
     params = {
-        "source_conninfo": PG + " dbname=" + DB, "tables": TABLES, "dms_task_arn": task_arn,
+        "source_conninfo": SOURCE, "tables": TABLES, "dms_task_arn": task_arn,
         "raw_uri": "s3://raw/raw", "check_row_counts": False, "artifacts_uri": "s3://artifacts/flowrun",
         "glue_database": "lake", "warehouse_uri": "s3://lake/warehouse", "log_uri": "s3://logs/emr/",
         "step_log_wait": 0, "athena_workgroup": "",
     }
+    params.update(more)
     vars_file = os.path.join(TMP, case + ".json")
     with open(vars_file, "w") as f:
         json.dump(params, f)
@@ -158,7 +113,7 @@ def main():
     if PG is None:
         tap.done()
     subprocess.run(["psql", PG, "-q", "-c", "CREATE DATABASE " + DB], check=True)
-    subprocess.run(["psql", PG + " dbname=" + DB, "-q", "-v", "ON_ERROR_STOP=1",
+    subprocess.run(["psql", SOURCE, "-q", "-v", "ON_ERROR_STOP=1",
                     "-c", "SET client_min_messages = warning",
                     "-f", os.path.join(ROOT, "scripts", "demo-source.sql")],
                    check=True, stdout=subprocess.DEVNULL)
@@ -166,14 +121,14 @@ def main():
     server.start()
     port = server._server.server_port
     try:
-        task_arn = seed(port)
+        task_arn, cdc_arn = seed(port)
+
+        def driver(**kw):
+            return Driver(port, SOURCE, TABLES, **kw)
 
         def success():
-            d = Driver(port)
-            d.start()
-            rc, out = run_pipeline(port, "ok", task_arn)
-            d.stop_flag.set()
-            d.join()
+            with driver() as d:
+                rc, out = run_pipeline(port, "ok", task_arn)
             tap.eq(rc, 0, "the pipeline succeeds against moto over HTTP")
             if rc != 0:
                 tap.diag(out[-4000:])
@@ -192,14 +147,14 @@ def main():
                 tap.eq(body, f.read(), "the job script was uploaded as it is")
             names = sorted(t["Name"] for t in client("glue", port).get_tables(DatabaseName="lake")["TableList"])
             tap.eq(names, ["customers", "order_items", "orders"], "verify found the Iceberg tables")
+            for full in TABLES:
+                tap.eq(d.iceberg[("lake", full.split(".")[1])]["rows"], d.read(full),
+                       "%s: the Iceberg table holds the source's rows" % full)
 
         def step_failure():
-            d = Driver(port, fail_step=True)
-            d.start()
             before = len(clusters())
-            rc, out = run_pipeline(port, "fail", task_arn)
-            d.stop_flag.set()
-            d.join()
+            with driver(fail_step=True):
+                rc, out = run_pipeline(port, "fail", task_arn)
             tap.eq(rc, 1, "a failed step fails the run (exit 1)")
             if rc != 1:
                 tap.diag(out[-4000:])
@@ -210,27 +165,21 @@ def main():
 
         def sigkill_then_resume():
             before = len(clusters())
-            d = Driver(port, hold_steps=True)
-            d.start()
-            p = run_pipeline(port, "kill", task_arn, background=True)
-            end = time.time() + 60
-            running = False
-            while time.time() < end and not running:
-                running = any(s.state == "RUNNING" for c in clusters()[before:] for s in c.steps)
-                time.sleep(0.05)
-            tap.ok(running, "the step is running")
-            p.kill()
-            p.wait()
-            d.stop_flag.set()
-            d.join()
+            with driver(hold_steps=True):
+                p = run_pipeline(port, "kill", task_arn, background=True)
+                end = time.time() + 60
+                running = False
+                while time.time() < end and not running:
+                    running = any(s.state == "RUNNING" for c in clusters()[before:] for s in c.steps)
+                    time.sleep(0.05)
+                tap.ok(running, "the step is running")
+                p.kill()
+                p.wait()
             tap.eq(len(clusters()), before + 1, "one cluster before the crash")
-            d = Driver(port)
-            d.start()
-            r = subprocess.run([tap.FLOWRUN, "resume", "last", "--state-dir", os.path.join(TMP, "kill"),
-                                "--virtual-time", "--log-format", "text"], cwd=ROOT, env=pipeline_env(port),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-            d.stop_flag.set()
-            d.join()
+            with driver():
+                r = subprocess.run([tap.FLOWRUN, "resume", "last", "--state-dir", os.path.join(TMP, "kill"),
+                                    "--virtual-time", "--log-format", "text"], cwd=ROOT, env=pipeline_env(port),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
             tap.eq(r.returncode, 0, "resume over HTTP finishes the run")
             if r.returncode != 0:
                 tap.diag(r.stdout[-3000:])
@@ -239,7 +188,98 @@ def main():
             tap.eq([s.state for s in cs[0].steps], ["COMPLETED"], "exactly one step")
             tap.eq(cs[0].state, "TERMINATED", "terminated")
 
-        for fn in (success, step_failure, sigkill_then_resume):
+        def early_cluster_dms_failure():
+            before = len(clusters())
+            with driver(fail_dms=True):
+                rc, out = run_pipeline(port, "early-dms-fail", task_arn)
+            tap.eq(rc, 1, "a failed DMS task fails the run (exit 1)")
+            tap.like(out, "dms.task_failed", "with the DMS error")
+            cs = clusters()[before:]
+            tap.eq(len(cs), 1, "the cluster was started early, while DMS loaded: one cluster")
+            tap.eq(cs and cs[0].state, "TERMINATED", "terminated by the same cleanup")
+            tap.eq(cs and [s.state for s in cs[0].steps], [], "no step was added")
+
+        def full_reload_after_deletes():
+            with driver() as d:
+                rc, out = run_pipeline(port, "reload-1", task_arn)
+                tap.eq(rc, 0, "a first full load")
+                orders = d.read("public.orders")
+                psql("DELETE FROM public.order_items WHERE order_id <= 100; "
+                     "DELETE FROM public.orders WHERE id <= 100")
+                rc, out = run_pipeline(port, "reload-2", task_arn)
+                tap.eq(rc, 0, "a full reload after deletes at the source")
+                if rc != 0:
+                    tap.diag(out[-3000:])
+            ice = d.iceberg[("lake", "orders")]
+            tap.eq(len(ice["rows"]), len(orders) - 100, "the 100 deleted orders are gone from Iceberg")
+            tap.eq(ice["rows"], d.read("public.orders"), "the table equals the source")
+            tap.eq(d.iceberg[("lake", "order_items")]["rows"], d.read("public.order_items"),
+                   "and so does order_items")
+            tap.like(out, "public.orders: load, 1 file(s)", "the plan replaces the table (a load, not a merge)")
+            tap.eq(len(ice["meta"]["snapshots"]), 2, "one new snapshot: the previous load is still there")
+
+        def cdc_nightly():
+            common = {"mode": "incremental", "raw_uri": "s3://raw/cdc", "glue_database": "lake_cdc"}
+            with driver() as d:
+                rc, out = run_pipeline(port, "cdc-1", cdc_arn, **common)
+                tap.eq(rc, 0, "night 1: the first incremental run starts the task and loads")
+                if rc != 0:
+                    tap.diag(out[-3000:])
+                task = get_backend("dms")[ACCOUNT][REGION].replication_tasks[cdc_arn]
+                tap.eq(task.status, "running", "the task streams changes afterwards")
+
+                def same_as_source(what):
+                    for full in TABLES:
+                        got = d.iceberg[("lake_cdc", full.split(".")[1])]["rows"]
+                        if not tap.eq(got, d.read(full), "%s: %s equals the source" % (what, full)):
+                            break
+
+                same_as_source("night 1")
+                bookmark_1 = d.bookmark(d.iceberg[("lake_cdc", "orders")], "flowrun.raw-bookmark")
+                psql("INSERT INTO public.orders SELECT g, 1, 'new', 1.00, now() FROM generate_series(20001, 20010) g; "
+                     "UPDATE public.orders SET status = 'cancelled' WHERE id BETWEEN 200 AND 209; "
+                     "DELETE FROM public.order_items WHERE order_id BETWEEN 300 AND 302; "
+                     "DELETE FROM public.orders WHERE id BETWEEN 300 AND 302")
+                d.capture()
+            with driver(fail_step=True) as d2:
+                d2.iceberg, d2.images = d.iceberg, d.images
+                rc, out = run_pipeline(port, "cdc-2", cdc_arn, **common)
+            tap.eq(rc, 1, "night 2 fails (its step fails)")
+            tap.eq(d.bookmark(d.iceberg[("lake_cdc", "orders")], "flowrun.raw-bookmark"), bookmark_1,
+                   "the bookmark stays where it was")
+            with driver() as d3:
+                d3.iceberg, d3.images = d.iceberg, d.images
+                rc, out = run_pipeline(port, "cdc-2b", cdc_arn, **common)
+                tap.eq(rc, 0, "night 2 re-run")
+                if rc != 0:
+                    tap.diag(out[-3000:])
+                tap.like(out, "public.orders: merge, 1 file(s) after %s" % bookmark_1,
+                         "picks up the same CDC file the failed run could not apply")
+                d = d3
+                same_as_source("night 2")
+                psql("UPDATE public.customers SET name = 'Renamed' WHERE id < 5; "
+                     "INSERT INTO public.customers VALUES (9001, 'x@example.com', 'X', now()); "
+                     "DELETE FROM public.order_items WHERE order_id = 400 AND line_no = 1")
+                d.capture()
+                rc, out = run_pipeline(port, "cdc-3", cdc_arn, **common)
+                tap.eq(rc, 0, "night 3")
+                same_as_source("night 3")
+                ice = d.iceberg[("lake_cdc", "customers")]
+                snaps = len(ice["meta"]["snapshots"])
+                rc, out = run_pipeline(port, "cdc-3b", cdc_arn, **common)
+                tap.eq(rc, 0, "night 3 run again")
+                tap.like(out, "public.customers: none, 0 file(s)", "nothing left to apply")
+                last = clusters()[-1]
+                tap.eq(([x.state for x in last.steps], last.state), ([], "TERMINATED"),
+                       "no Spark step: the early cluster is terminated unused")
+                tap.eq(len(d.iceberg[("lake_cdc", "customers")]["meta"]["snapshots"]), snaps,
+                       "no new snapshot: re-running a succeeded night changes nothing")
+                same_as_source("after the re-run")
+                tap.eq(len([k for k in d.dms_done if k[0] == cdc_arn]), 0,
+                       "the streaming task was never started again by these drivers")
+
+        for fn in (success, step_failure, sigkill_then_resume, early_cluster_dms_failure,
+                   full_reload_after_deletes, cdc_nightly):
             tap.test(fn)
     finally:
         server.stop()
