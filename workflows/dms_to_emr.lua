@@ -567,7 +567,10 @@ wf:task("start_job", {after = {"serverless_app", "plan", "upload_job"}, retries 
     entry_point = ctx.results.upload_job.script, args = job_args(ctx), conf = serverless_conf(p),
     log_uri = p.log_uri,
     timeout_minutes = math.max(5, math.ceil(require("flow.duration").parse(p.step_timeout) / 60)),
-  }, {token = emr_serverless.client_token(ctx.run_id, ctx.task), log = ctx.log})
+  -- the token makes a lost answer's retry land on the same job run; a job run of this run that
+  -- is still going (or succeeded) is found by its name first. After a cleanup cancelled it, a
+  -- resumed run starts a new one: the attempt is in the token.
+  }, {token = emr_serverless.client_token(ctx.run_id, ctx.task .. "#" .. ctx.attempt), log = ctx.log})
   r.started_app = started_app
   return r
 end)
@@ -584,7 +587,7 @@ end)
 -- Cleanup: an application this run started is stopped (after a job run of this run that is
 -- still going is cancelled: nothing waits for it any more); one it found running is left so.
 wf:task("stop_app", {after = {"serverless_app", "start_job", "wait_job"}, cleanup = true,
-                     retries = 5, retry_delay = "20s"}, function(ctx)
+                     undoes = "start_job", retries = 5, retry_delay = "20s"}, function(ctx)
   local app, job = ctx.results.serverless_app, ctx.results.start_job
   if not app or app.skipped then return {stopped = false} end
   local runs = {}

@@ -186,6 +186,27 @@ t.test("resume after a cleanup undid a task: that task and what follows run agai
   local kept = {}
   for _, st in ipairs(sum.tasks) do if st.resumed then kept[#kept + 1] = st.name end end
   t.eq(kept, { "prep" }, "prep kept; make undone by the cleanup")
+  -- a task outside the cleanup (it does not use what was torn down) fails: resuming runs it
+  -- alone, the torn-down resource is not made again
+  local made2, fail_check = 0, true
+  local wf3 = flow.workflow { name = "outside" }
+  wf3:task("make", function() made2 = made2 + 1 return { id = made2 } end)
+  wf3:task("use", { after = "make" }, function(ctx) return "used " .. ctx.results.make.id end)
+  wf3:task("teardown", { after = { "make", "use" }, cleanup = true, undoes = "make" }, function() end)
+  wf3:task("check", { after = "use" }, function()
+    if fail_check then error("check failed", 0) end
+    return "checked"
+  end)
+  local j3 = start_journal("u2", wf3)
+  t.eq(engine.run(wf3, { params = {}, journal = j3, run_id = "u2" }).state, "failed", "check failed")
+  j3:close()
+  fail_check = false
+  local prev3 = assert(store:load("u2"))
+  local j4 = assert(store:resume_run(prev3))
+  local sum3 = engine.run(wf3, { params = {}, journal = j4, run_id = "u2", resume = prev3 })
+  j4:close()
+  t.eq(sum3.state, "success", "resumed")
+  t.eq(made2, 1, "make did not run again: check does not use what teardown tore down")
   local wf2 = flow.workflow { name = "bad" }
   wf2:task("a", function() end)
   wf2:task("b", { after = "a", undoes = "a" }, function() end)

@@ -413,6 +413,22 @@ def sigint_during_step(virtual=False):
     tap.eq(cs[0]["Status"]["State"], "TERMINATED", "cluster terminated by the cleanup task")
     tap.eq(step_states(cs[0]), ["CANCELLED"], "the step was cancelled")
     tap.like(out[-4000:], "cancel", "the cancellation is logged")
+    if virtual:
+        # the cleanup terminated the cluster the step needed: resuming makes a new one (it does
+        # not hand the step's wait a cluster that no longer exists)
+        e = env(case, FLOWRUN_SIM_DURATIONS=json.dumps({"emr_step": 600}))
+        r = subprocess.run([tap.FLOWRUN, "resume", "last", "--state-dir",
+                            os.path.join(TMP, case, "state"), "--virtual-time", "--log-format", "text"],
+                           cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=120)
+        tap.eq(r.returncode, 0, "resume after Ctrl-C finishes the run")
+        if r.returncode != 0:
+            tap.diag(r.stdout[-3000:])
+        cs = clusters(world(case))
+        tap.eq(len(cs), 2, "a second cluster for the resumed step (the first was terminated)")
+        tap.eq([c["Status"]["State"] for c in cs], ["TERMINATED", "TERMINATED"], "both terminated")
+        tap.eq(sorted(s for c in cs for s in step_states(c)), ["CANCELLED", "COMPLETED"],
+               "the cancelled step, then one completed step")
 
 
 def sigint_during_step_virtual():
@@ -539,6 +555,17 @@ def serverless_sigint():
            "the job run was cancelled (CancelJobRun), and the cleanup waited for it")
     tap.eq(a and a[0]["state"], "STOPPED", "then stopped the application")
     tap.like(out, "cancel requested", "the cancellation is logged")
+    e = env(case, FLOWRUN_SIM_DURATIONS=json.dumps({"serverless_job": 600}))
+    r = subprocess.run([tap.FLOWRUN, "resume", "last", "--state-dir", os.path.join(TMP, case, "state"),
+                        "--virtual-time", "--log-format", "text"], cwd=ROOT, env=e,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    tap.eq(r.returncode, 0, "resume after Ctrl-C finishes the run")
+    if r.returncode != 0:
+        tap.diag(r.stdout[-3000:])
+    a = apps(world(case))
+    tap.eq(sorted(r["state"] for r in job_runs(a[0])) if a else None, ["CANCELLED", "SUCCESS"],
+           "a new job run for the resumed run (the cleanup cancelled the first), once")
+    tap.eq(a and a[0]["state"], "STOPPED", "and the application stopped again at the end")
 
 
 def notifications():

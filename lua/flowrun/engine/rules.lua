@@ -38,20 +38,51 @@ function M.evaluate(rule, ups)
   error("unknown trigger rule " .. tostring(rule))
 end
 
--- undone_by_cleanup(wf, prev) -> set of task names whose effects a cleanup task reversed after
--- they succeeded in the replayed run `prev`: a cleanup task declares what it reverses with
--- `undoes = {names}` (terminate_cluster undoes create_cluster). Resuming runs those tasks again
--- (and, through the keep rule, everything downstream of them), instead of handing later tasks
--- a result that points at something that no longer exists.
-function M.undone_by_cleanup(wf, prev)
+-- undone_by_cleanup(wf, prev, must_run) -> set of task names to run again because a cleanup
+-- task reversed what they made. A cleanup task declares it with `undoes = {names}`
+-- (terminate_cluster undoes create_cluster). A cleanup waits for every task that uses what it
+-- tears down, so the tasks "inside" it are those downstream of an undone task U and upstream of
+-- the cleanup: U runs again when one of them still has to run (a step interrupted by Ctrl-C needs
+-- a cluster again), and not when only tasks outside it do (a verification that failed after the
+-- cluster was torn down needs no cluster). must_run: set of names that will run (not kept);
+-- grows with what is undone (and everything downstream of it) until nothing changes.
+function M.undone_by_cleanup(wf, prev, must_run)
+  local by = wf.by_name
+  local function closure(from, step)
+    local seen, stack = {}, { from }
+    while #stack > 0 do
+      local n = table.remove(stack)
+      for _, m in ipairs(step(by[n])) do
+        if not seen[m] then seen[m] = true; stack[#stack + 1] = m end
+      end
+    end
+    return seen
+  end
+  local function downs(t) return t.downstream end
+  local function ups(t) return t.after end
   local undone = {}
-  for _, t in ipairs(wf.order) do
-    local c = t.undoes and prev.tasks[t.name]
-    if c and c.state == "success" then
-      for _, name in ipairs(t.undoes) do
-        local u = prev.tasks[name]
-        if u and u.state == "success" and (c.finished or 0) >= (u.finished or 0) then
-          undone[name] = true
+  local changed = true
+  while changed do
+    changed = false
+    for _, c in ipairs(wf.order) do
+      local crec = c.undoes and prev.tasks[c.name]
+      if crec and crec.state == "success" then
+        local inside_c = closure(c.name, ups)
+        for _, u in ipairs(c.undoes) do
+          local urec = prev.tasks[u]
+          if not undone[u] and urec and urec.state == "success"
+              and (crec.finished or 0) >= (urec.finished or 0) then
+            local after_u = closure(u, downs)
+            for n in pairs(after_u) do
+              if inside_c[n] and must_run[n] then
+                undone[u] = true
+                changed = true
+                must_run[u] = true
+                for m in pairs(after_u) do must_run[m] = true end
+                break
+              end
+            end
+          end
         end
       end
     end

@@ -133,7 +133,18 @@ end
 -- that a cleanup task has undone since (rules.undone_by_cleanup), or that the resume asked to
 -- run again (rerun), runs again as well.
 function Run:keep_resumed(prev)
-  local undone = rules.undone_by_cleanup(self.wf, prev)
+  -- what will run whatever a cleanup undid: what did not succeed, what was asked to run again,
+  -- and everything downstream of those
+  local must_run = {}
+  for _, name in ipairs(self.rerun or {}) do must_run[name] = true end
+  for _, st in ipairs(self.order) do
+    local rec = prev.tasks[st.name]
+    if not rec or rec.state ~= "success" or must_run[st.name] then must_run[st.name] = true end
+    for _, u in ipairs(st.ups) do
+      if must_run[u.name] then must_run[st.name] = true end
+    end
+  end
+  local undone = rules.undone_by_cleanup(self.wf, prev, must_run)
   for _, name in ipairs(self.rerun or {}) do undone[name] = true end
   for _, st in ipairs(self.order) do
     local rec = prev.tasks[st.name]
