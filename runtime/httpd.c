@@ -115,6 +115,7 @@ struct conn {
     int fd;
     int active;           /* its requests H2O handed us and has not disposed of */
     double partial_since; /* when bytes of an unfinished request were first seen (0: none) */
+    bool cut;             /* shut down: H2O is closing it */
 };
 
 enum { R_NEW, R_STREAMING, R_DONE };
@@ -221,8 +222,9 @@ static bool buf_add(buf_t *b, const char *p, size_t n)
  * stream and its writes fail, and H2O closes the socket (our on_conn_close follows). */
 static void cut(conn_t *c, const char *why)
 {
-    if (!c || uv_is_closing((uv_handle_t *)&c->tcp))
+    if (!c || c->cut || uv_is_closing((uv_handle_t *)&c->tcp))
         return;
+    c->cut = true;
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
         shutdown(fd, SHUT_RDWR);
@@ -1318,6 +1320,16 @@ static const char *reason_of(int status)
                           : "Server Error";
 }
 
+/* --debug http: one line per answer (the path without its query, which may carry tokens) */
+static void log_answer(h2o_req_t *req, int status, const char *how)
+{
+    if (!fr_debug_enabled("http"))
+        return;
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    fr_log("http", "httpd %.*s %.*s -> %d%s", (int)req->input.method.len, req->input.method.base,
+           (int)(plen > 200 ? 200 : plen), req->path.base, status, how);
+}
+
 static int check_status(lua_State *L, int idx)
 {
     lua_Integer st = luaL_checkinteger(L, idx);
@@ -1422,6 +1434,7 @@ static int l_respond(lua_State *L)
     req->res.reason = reason_of(status);
     each_header(L, 3, req);
     req->res.content_length = len;
+    log_answer(req, status, "");
     r->state = R_DONE;
     r->progress_at = mono();
     if (!whole) {
@@ -1462,6 +1475,7 @@ static int l_start(lua_State *L)
     req->res.status = status;
     req->res.reason = reason_of(status);
     each_header(L, 3, req);
+    log_answer(req, status, " (streamed)");
     r->state = R_STREAMING;
     r->progress_at = mono();
     r->gen.proceed = on_proceed;

@@ -269,7 +269,25 @@ t.test("TLS with a self-signed certificate (HTTP/2 through ALPN)", function()
   local gen = flow.exec({ "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
     "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1" })
   t.eq(gen.status, 0, "openssl made a certificate")
-  local srv, _, task = serve({ tls = { cert = cert, key = key } }, echo)
+  local big = ("0123456789abcdef"):rep(128 * 1024) -- 2 MiB
+  local writer_err
+  local srv, _, task = serve({ tls = { cert = cert, key = key } }, function(req)
+    if req.path == "/big" then
+      req:respond(200, nil, big)
+    elseif req.path == "/stream" then
+      req:start(200)
+      for i = 1, 20 do req:write(i .. ";") end
+      req:finish()
+    elseif req.path == "/forever" then
+      req:start(200)
+      local ok, err = pcall(function()
+        while true do req:write(("z"):rep(1000)); flow.sleep(0.01) end
+      end)
+      writer_err = ok and "no error" or err
+    else
+      echo(req)
+    end
+  end)
   t.ok(srv.tls, "srv.tls")
   local base = ("https://127.0.0.1:%d"):format(srv.port)
   local r = assert(http.request { url = base .. "/secure?x=1", method = "POST", body = "over tls", ca_file = cert })
@@ -280,6 +298,18 @@ t.test("TLS with a self-signed certificate (HTTP/2 through ALPN)", function()
   t.eq(err and err.code, "http.tls", "a client that does not trust the certificate is refused")
   r = assert(http.request { url = base .. "/again", ca_file = cert })
   t.eq(r.status, 200, "and the server still answers")
+  r = assert(http.request { url = base .. "/big", ca_file = cert })
+  t.ok(r.status == 200 and r.body == big, "2 MiB over HTTP/2")
+  r = assert(http.request { url = base .. "/stream", ca_file = cert })
+  t.eq(r.body, "1;2;3;4;5;6;7;8;9;10;11;12;13;14;15;16;17;18;19;20;", "a stream over HTTP/2")
+  local _, e = http.request { url = base .. "/forever", ca_file = cert, timeout = 0.5 }
+  t.eq(e and e.code, "http.timeout", "a client giving up on an endless HTTP/2 stream")
+  -- curl queues its RST_STREAM on the shared connection; the next request sends it
+  t.eq(assert(http.request { url = base .. "/after", ca_file = cert }).status, 200, "the connection goes on")
+  local deadline = flow.now() + 5
+  while not writer_err and flow.now() < deadline do flow.sleep(0.02) end
+  t.eq(type(writer_err) == "table" and writer_err.code, "http.closed", "its writer got http.closed (stream reset)")
+  t.eq(srv:stats().requests, 0, "nothing held for it")
   stop(srv, task)
   os.remove(cert)
   os.remove(key)
