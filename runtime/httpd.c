@@ -116,6 +116,7 @@ struct conn {
     int active;           /* its requests H2O handed us and has not disposed of */
     double partial_since; /* when bytes of an unfinished request were first seen (0: none) */
     bool cut;             /* shut down: H2O is closing it */
+    h2o_socket_cb stuck;  /* H2O's write callback seen orphaned at the last tick (see rescue) */
 };
 
 enum { R_NEW, R_STREAMING, R_DONE };
@@ -415,6 +416,7 @@ static void wake_writer(hreq_t *r, bool closed)
 }
 
 static void on_grace(uv_timer_t *t);
+static void on_tick(uv_timer_t *t);
 
 /* The anchor's dispose: H2O is done with the request (response written, connection closed,
  * stream reset). From here on nothing may touch r->req. */
@@ -584,6 +586,7 @@ static void drain(server_t *s)
         return;
     s->state = SV_DRAINING;
     uv_timer_stop(&s->grace);
+    uv_timer_start(&s->tick, on_tick, 50, 50); /* connections closing: rescue them promptly */
     hreq_t *next;
     for (hreq_t *r = s->reqs; r; r = next) {
         next = r->next;
@@ -679,6 +682,12 @@ static void abort_server(server_t *s)
     drain(s);
 }
 
+static void unref_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    uv_unref(h);
+}
+
 static void httpd_shutdown(void)
 {
     /* the Lua state is gone: no task waits on anything here any more */
@@ -699,19 +708,59 @@ static void httpd_shutdown(void)
         uv_run(fr_loop(), UV_RUN_NOWAIT);
         usleep(1000);
     }
+    int left = 0;
     for (server_t *s = all_servers; s; s = s->next_all) {
         s->close_op = NULL;
         finish_close(s);
+        if (s->state != SV_DONE)
+            left += s->nconns;
     }
-    /* the handles' close callbacks (the loop's last runs) free the servers */
+    /* the handles' close callbacks (the loop's last runs) free the servers. Connections that
+     * still did not close would keep the loop, and so the process, alive: let them go */
+    if (left > 0) {
+        fprintf(stderr, "flowrun: warning: httpd: %d connection(s) did not close at exit\n", left);
+        uv_walk(fr_loop(), unref_walk, NULL);
+    }
 }
 
-/* The tick: the timeouts H2O 2.2 does not have (see the header). */
+/* H2O 2.2 ignores what uv_write returns. After a read error (the peer reset the connection)
+ * libuv marks the stream unwritable and fails the next uv_write at once, without a callback:
+ * H2O then waits forever for that write (an HTTP/2 connection closing, a TLS close_notify),
+ * and the socket is never closed. A socket whose write callback is still armed while libuv has
+ * nothing queued and the stream is unwritable, at two ticks in a row (a real completion is
+ * delivered within one loop turn), gets its write completed with an error, as libuv would have
+ * done; H2O then goes on closing it. */
+static void rescue(conn_t *c)
+{
+    uv_stream_t *st = (uv_stream_t *)&c->tcp;
+    h2o_socket_cb cb = c->sock->_cb.write;
+    if (!cb || uv_is_writable(st) || st->write_queue_size > 0) {
+        c->stuck = NULL;
+        return;
+    }
+    if (c->stuck != cb) {
+        c->stuck = cb;
+        return;
+    }
+    c->stuck = NULL;
+    if (fr_debug_enabled("http"))
+        fr_log("http", "httpd :%d: a write H2O waits for was refused by libuv: completed as failed",
+               c->srv->port);
+    c->sock->_cb.write = NULL;
+    cb(c->sock, h2o_socket_error_io);
+}
+
+/* The tick: the timeouts H2O 2.2 does not have (see the header), and rescue. */
 static void on_tick(uv_timer_t *t)
 {
     server_t *s = t->data;
     double now = mono();
-    for (conn_t *c = s->conns; c; c = c->next) {
+    conn_t *next;
+    for (conn_t *c = s->conns; c; c = next) {
+        next = c->next;
+        if (uv_is_closing((uv_handle_t *)&c->tcp))
+            continue;
+        rescue(c); /* may close c (H2O's close is a uv_close: c stays valid this turn) */
         if (uv_is_closing((uv_handle_t *)&c->tcp))
             continue;
         size_t in = c->sock->input ? c->sock->input->size : 0;
