@@ -17,7 +17,9 @@
  * max_connections libuv keeps the next connection in the listen backlog; and no write timeout,
  * so a response that makes no progress for idle_timeout has its connection cut. "Cutting" is
  * shutdown(2) on the socket: H2O sees an ordinary end of stream or write error on its own
- * socket and closes the connection through its own paths (we never free its objects).
+ * socket and closes the connection through its own paths (we never free its objects). One H2O
+ * 2.2 bug is worked around: it ignores uv_write's result, so after a reset a TLS or HTTP/2
+ * socket could wait forever for a write libuv refused (see rescue).
  *
  * Flow of a request. H2O parses it and calls on_req (inside uv_run): we wrap it in an hreq_t,
  * queue it on its server and complete the op of a task waiting in accept (no Lua call). That
