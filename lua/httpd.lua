@@ -20,9 +20,14 @@
 --   req:close()                               -- also <close>/__gc: 500 if nothing was answered,
 --                                             -- an unfinished stream is cut short
 --   srv:serve(handler)            -- accept loop: each request a task running handler(req),
---                                 -- the request closed when it returns or fails
---   srv:close { grace = 5 }       -- waits: stop accepting, end streams, give in-flight
---                                 -- requests `grace` s, then close every connection
+--                                 -- the request closed when it returns or fails (a handler
+--                                 -- that raises: the client gets a 500, the error is reported
+--                                 -- on stderr like any failed task nobody waited for)
+--   srv:close { grace = 5 }       -- waits: stop accepting (requests not yet accepted get a
+--                                 -- 503), end streams, give in-flight requests `grace` s
+--                                 -- (then a 503 for those unanswered), close every connection;
+--                                 -- a server in a <close> variable or collected is closed at
+--                                 -- once, without a grace
 --   srv:stats()                   -- {connections, requests, queued, state}
 --
 -- headers: a map name -> value, or an array of {name, value} pairs (repeated headers);
