@@ -80,10 +80,12 @@ read -r f_rps f_p50 f_p99 <<<"$(best "http://127.0.0.1:$port/")"
 f_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$srv_pid/status")
 read -r n_rps n_p50 n_p99 <<<"$(best "http://127.0.0.1:$nport/")"
 n_rss=$(for p in $(pgrep -P "$nginx_pid"); do awk '/^VmHWM/ {print $2}' "/proc/$p/status"; done | sort -n | tail -1)
-printf "%-26s %12s %12s %8s\n" "" "flowrun" "nginx" "ratio"
-printf "%-26s %12s %12s %7.0f%%\n" "requests/s" "$f_rps" "$n_rps" "$(echo "100 * $f_rps / $n_rps" | bc -l)"
-printf "%-26s %12s %12s\n" "p50 latency (ms)" "$f_p50" "$n_p50"
-printf "%-26s %12s %12s\n" "p99 latency (ms)" "$f_p99" "$n_p99"
-printf "%-26s %12s %12s\n" "peak RSS (MB)" "$(echo "scale=1; $f_rss / 1024" | bc)" "$(echo "scale=1; ${n_rss:-0} / 1024" | bc)"
+awk -v fr="$f_rps" -v nr="$n_rps" -v f50="$f_p50" -v n50="$n_p50" -v f99="$f_p99" -v n99="$n_p99" \
+  -v fm="$f_rss" -v nm="${n_rss:-0}" 'BEGIN {
+  printf "%-26s %12s %12s %8s\n", "", "flowrun", "nginx", "ratio"
+  printf "%-26s %12d %12d %7.0f%%\n", "requests/s", fr, nr, 100 * fr / nr
+  printf "%-26s %12.3f %12.3f\n", "p50 latency (ms)", f50, n50
+  printf "%-26s %12.3f %12.3f\n", "p99 latency (ms)", f99, n99
+  printf "%-26s %12.1f %12.1f\n", "peak RSS (MB)", fm / 1024, nm / 1024 }'
 echo "flowrun: one Lua task per request (srv:serve); nginx: 1 worker, static file (the ceiling)"
 echo "issue 14's targets (for the runs list, later): p99 <= 10 ms, >= 30% of nginx's requests/s, RSS <= 100 MB"
