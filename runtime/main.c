@@ -25,7 +25,7 @@ static const struct {
     const char *module, *unit;
 } shared_modules[] = {
     {"http", "http"},          {"pg.core", "pg"},           {"xml", "xml"},
-    {"aws.sigv4", "sigv4"},    {"flow.readline", "repl"},
+    {"aws.sigv4", "sigv4"},    {"flow.readline", "repl"},   {"httpd.core", "httpd"},
 };
 
 static fr_module_t *find_module(const char *name)

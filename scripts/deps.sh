@@ -8,7 +8,7 @@ packages=(
   # build
   gcc make pkg-config
   liblua5.4-dev libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libpq-dev
-  libexpat1-dev libedit-dev
+  libexpat1-dev libedit-dev libh2o-dev
   # run time: the command line's option parser
   lua-argparse
   # tests
