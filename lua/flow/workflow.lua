@@ -32,6 +32,9 @@ local M = {}
 M.REQUIRED = setmetatable({}, { __name = "flowrun.workflow.required",
   __tostring = function() return "<required>" end })
 
+-- What happens to a scheduled run that is still going when the next one is due.
+M.OVERLAP = { skip = true, queue = true, cancel_previous = true }
+
 M.TRIGGERS = {
   all_success = true, all_done = true, all_failed = true,
   one_success = true, one_failed = true, none_failed = true,
@@ -45,6 +48,8 @@ local TASK_OPTS = {
 }
 local WF_OPTS = {
   name = true, params = true, max_active = true, defaults = true, doc = true,
+  schedule = true, timezone = true, start_date = true, end_date = true, catchup = true,
+  max_active_runs = true, overlap = true,
   on_failure = true, on_retry = true, on_success = true, on_finish = true,
 }
 local PARAM_SPEC_KEYS = { required = true, default = true, doc = true, description = true,
@@ -66,6 +71,11 @@ end
 -- {required=, default=, doc=, type=, secret=}}), spec.max_active (integer), spec.defaults
 -- (task options applied to every task), hooks on_success/on_failure/on_retry (called for every
 -- task after its own hook) and on_finish(summary) (once, at the end of a run).
+-- Schedules (Airflow's semantics): spec.schedule (5-field cron, @daily-style presets, or an
+-- interval such as "6h"), timezone (IANA name, default UTC), start_date, end_date (ISO 8601 in
+-- that zone), catchup (default false), max_active_runs (default 1), overlap ("skip" default,
+-- "queue", "cancel_previous"). A parameter's default may be a function of the run's dates:
+-- default = function(d) return "raw/" .. d.ds end (d: logical_date, ds, data_interval ...).
 function M.new(spec)
   if type(spec) ~= "table" then
     error("flow.workflow: expected a table {name = ..., params = {...}}, got " .. type(spec), 2)
@@ -95,6 +105,35 @@ function M.new(spec)
   if spec.max_active ~= nil and (math.type(spec.max_active) ~= "integer" or spec.max_active < 1) then
     problem("workflow: max_active must be a positive integer, got %s", tostring(spec.max_active))
   end
+  -- the schedule: checked here (a bad cron expression or zone is an invalid workflow, exit 2),
+  -- computed by flowrun.schedule (pure time arithmetic, below the engine)
+  if spec.schedule ~= nil then
+    local tt, terr = require("flowrun.schedule.interval").timetable {
+      schedule = spec.schedule, timezone = spec.timezone, start_date = spec.start_date,
+      end_date = spec.end_date }
+    if not tt then problem("workflow: %s", terr) end
+    wf.timetable = tt
+  else
+    for _, k in ipairs { "timezone", "start_date", "end_date", "catchup", "max_active_runs", "overlap" } do
+      if spec[k] ~= nil then problem("workflow: %s is set but there is no schedule", k) end
+    end
+  end
+  if spec.catchup ~= nil and type(spec.catchup) ~= "boolean" then
+    problem("workflow: catchup must be true or false, got %s", tostring(spec.catchup))
+  end
+  if spec.max_active_runs ~= nil and (math.type(spec.max_active_runs) ~= "integer"
+      or spec.max_active_runs < 1) then
+    problem("workflow: max_active_runs must be a positive integer, got %s", tostring(spec.max_active_runs))
+  end
+  if spec.overlap ~= nil and not M.OVERLAP[spec.overlap] then
+    problem("workflow: overlap must be \"skip\", \"queue\" or \"cancel_previous\", got %s",
+      tostring(spec.overlap))
+  end
+  wf.schedule = spec.schedule and {
+    expr = spec.schedule, timezone = spec.timezone or "UTC", start_date = spec.start_date,
+    end_date = spec.end_date, catchup = spec.catchup == true,
+    max_active_runs = spec.max_active_runs or 1, overlap = spec.overlap or "skip",
+  } or nil
   for _, h in ipairs { "on_success", "on_failure", "on_retry", "on_finish" } do
     if spec[h] ~= nil and type(spec[h]) ~= "function" then
       problem("workflow: %s must be a function, got %s", h, type(spec[h]))
@@ -362,7 +401,8 @@ end
 -- Converts a string given on the command line or in the environment to the type of the
 -- parameter's default (or its declared type): number, boolean, JSON for tables.
 local function convert(name, p, s)
-  local want = p.type or (p.default ~= nil and type(p.default)) or "string"
+  local want = p.type or (p.default ~= nil and type(p.default) ~= "function" and type(p.default))
+    or "string"
   if type(s) ~= "string" then return s end
   if want == "number" or want == "integer" then
     local n = tonumber(s)
@@ -389,7 +429,7 @@ end
 
 -- The Lua type a parameter takes (its declared type, else its default's), or nil for any.
 local function want_type(p)
-  local t = p.type or (p.default ~= nil and type(p.default)) or nil
+  local t = p.type or (p.default ~= nil and type(p.default) ~= "function" and type(p.default)) or nil
   if t == "integer" then return "number", true end
   return t, p.type == nil and math.type(p.default) == "integer"
 end
@@ -482,7 +522,8 @@ local function read_vars_file(wf, path, params, sources, problems)
   end
 end
 
--- wf:resolve_params{vars = {k = "v"}, vars_files = {path...}, env = function(name)} ->
+-- wf:resolve_params{vars = {k = "v"}, vars_files = {path...}, env = function(name), time = the
+-- run's dates (for defaults that are functions of them)} ->
 -- params, sources (name -> "default" | "vars-file" | "env" | "--var"), or nil, list of
 -- messages. Precedence: defaults < --vars-file < FLOWRUN_VAR_<NAME> < --var.
 function Workflow:resolve_params(o)
@@ -490,7 +531,18 @@ function Workflow:resolve_params(o)
   local getenv = o.env or os.getenv
   local params, sources, problems = {}, {}, {}
   for name, p in pairs(self.params) do
-    if p.default ~= nil then params[name], sources[name] = p.default, "default" end
+    if type(p.default) == "function" then
+      -- a default computed from the run's dates (its logical date and data interval)
+      local ok, v = pcall(p.default, o.time or {})
+      if not ok then
+        problems[#problems + 1] = string.format("parameter %s: its default failed: %s", name,
+          tostring(v))
+      elseif v ~= nil then
+        params[name], sources[name] = v, "default"
+      end
+    elseif p.default ~= nil then
+      params[name], sources[name] = p.default, "default"
+    end
   end
   for _, path in ipairs(o.vars_files or {}) do
     read_vars_file(self, path, params, sources, problems)

@@ -262,6 +262,57 @@ return wf
 
 
 @tap.test
+def logical_dates_reach_tasks_and_parameters():
+    wf = write("nightly.lua", """
+local flow = require "flow"
+local wf = flow.workflow { name = "nightly", schedule = "0 2 * * *", timezone = "Europe/Paris",
+  start_date = "2026-01-01",
+  params = { prefix = { default = function(d) return "raw/" .. d.ds .. "/" end } } }
+wf:task("show", function(ctx)
+  return { logical_date = ctx.logical_date, start = ctx.data_interval.start,
+           ["end"] = ctx.data_interval["end"], start_epoch = ctx.data_interval.start_epoch,
+           prefix = ctx.params.prefix, manual = ctx.manual }
+end)
+return wf
+""")
+    state = os.path.join(TMP, "s7")
+    rc, out, err = flowrun(wf, "--state-dir", state, "--logical-date", "2026-03-29")
+    tap.eq(rc, 0, "a run for a given day " + err)
+    rc, out, err = flowrun("show", "last", "--state-dir", state, "--json")
+    r = json.loads(out)["tasks"][0]["result"]
+    tap.eq(r["logical_date"], r["start"], "the logical date is the interval's start")
+    tap.eq(r["start"], "2026-03-29T03:00:00+02:00",
+           "the interval starts at the first fire time at or after the date (02:00 does not exist "
+           "that night in Paris: 03:00 CEST)")
+    tap.eq(r["end"], "2026-03-30T02:00:00+02:00", "and ends at the next one")
+    tap.eq(r["prefix"], "raw/2026-03-29/", "a parameter default computed from the run's dates")
+    tap.eq(r["manual"], False, "a run for a date is a scheduled interval, not a manual one")
+    rc, out, err = flowrun("plan", wf, "--logical-date", "2026-10-25")
+    tap.eq(rc, 0, "plan with a logical date " + err)
+    tap.like(out, "schedule: 0 2 * * * in Europe/Paris", "plan shows the schedule")
+    tap.like(out, "data interval [2026-10-25T02:00:00+02:00, 2026-10-26T02:00:00+01:00)",
+             "and the run's interval across the fall-back change")
+    tap.like(out, '"raw/2026-10-25/"', "and the computed default")
+    bad = write("badsched.lua", """
+local flow = require "flow"
+local wf = flow.workflow { name = "bad", schedule = "61 * * * *", timezone = "Mars/Olympus" }
+wf:task("a", function() end)
+return wf
+""")
+    rc, out, err = flowrun("plan", bad)
+    tap.eq(rc, 2, "a bad schedule: exit 2")
+    tap.like(err, "Mars/Olympus", "the bad zone named")
+    rc, out, err = flowrun("plan", write("nosched.lua", """
+local flow = require "flow"
+local wf = flow.workflow { name = "x", catchup = true }
+wf:task("a", function() end)
+return wf
+"""))
+    tap.eq(rc, 2, "schedule options without a schedule: exit 2")
+    tap.like(err, "catchup is set but there is no schedule", "says so")
+
+
+@tap.test
 def out_of_memory_says_so():
     code = "local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(2e8) .. i end"
     if os.environ.get("ASAN_OPTIONS"):

@@ -44,6 +44,10 @@ local OPTIONS = {
     help = "tty (live view), text (timestamped lines) or json (one object per line); "
       .. "default tty on a terminal, text otherwise" },
   no_fsync = { "--no-fsync", help = "journal without fsync (faster, not crash-safe)" },
+  logical_date = { "--logical-date", arg = "DATE",
+    help = "the run's logical date (YYYY-MM-DD or an ISO 8601 time; default: now): a scheduled "
+      .. "workflow runs the interval that starts at its first fire time at or after DATE, so "
+      .. "the same run can be made again for last Tuesday" },
   force = { "--force", help = "resume although the workflow file changed since the run started" },
   rerun = { "--rerun", arg = "TASK", multi = true,
     help = "run TASK again although it succeeded, with everything downstream of it "
@@ -61,7 +65,8 @@ M.OPTIONS = OPTIONS
 M.GLOBAL = { "debug", "virtual_time", "sim", "sim_fail", "help" }
 M.TOP = { "exec", "lib", "interactive", "output", "debug", "virtual_time", "sim", "sim_fail",
   "version", "help" }
-M.RUN = { "var", "vars_file", "state_dir", "timeout", "max_active", "log_format", "no_fsync" }
+M.RUN = { "var", "vars_file", "logical_date", "state_dir", "timeout", "max_active", "log_format",
+  "no_fsync" }
 
 -- The commands, in the order `flowrun --help` lists them. args: {name, metavar, optional}.
 M.COMMANDS = {
@@ -93,7 +98,8 @@ M.COMMANDS = {
   { name = "graph", args = { { "workflow", "WORKFLOW.lua" } },
     options = { "format", "run", "state_dir" },
     summary = "print the workflow's DAG (coloured by state with --run)" },
-  { name = "plan", args = { { "workflow", "WORKFLOW.lua" } }, options = { "var", "vars_file" },
+  { name = "plan", args = { { "workflow", "WORKFLOW.lua" } },
+    options = { "var", "vars_file", "logical_date" },
     summary = "validate, resolve parameters and list the tasks in order; runs nothing" },
   { name = "repl", options = { "output" },
     summary = "the interactive REPL (also: flowrun with no arguments on a terminal)" },

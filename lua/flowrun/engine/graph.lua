@@ -88,6 +88,7 @@ end
 
 local function show_value(v, secret)
   if secret then return "***" end
+  if type(v) == "function" then return "(computed from the run's dates)" end
   if type(v) == "table" then
     local ok, s = pcall(require("json").encode, v)
     return ok and s or tostring(v)
@@ -97,10 +98,21 @@ local function show_value(v, secret)
 end
 M.show_value = show_value
 
--- plan(wf, params, sources) -> text: the parameters with where each value came from, then
--- the tasks in dependency order with their options.
-function M.plan(wf, params, sources)
+-- plan(wf, params, sources, dates) -> text: the schedule and the run's dates, the parameters with
+-- where each value came from, then the tasks in dependency order with their options.
+function M.plan(wf, params, sources, dates)
   local out = { string.format("workflow %s: %d tasks", wf.name, #wf.order) }
+  if wf.schedule then
+    local sc = wf.schedule
+    out[#out + 1] = string.format("schedule: %s in %s%s%s; catchup %s, max_active_runs %d, overlap %s",
+      tostring(sc.expr), sc.timezone, sc.start_date and (" from " .. tostring(sc.start_date)) or "",
+      sc.end_date and (" until " .. tostring(sc.end_date)) or "", tostring(sc.catchup),
+      sc.max_active_runs, sc.overlap)
+  end
+  if dates then
+    out[#out + 1] = string.format("logical date: %s; data interval [%s, %s)%s", dates.logical_date,
+      dates.data_interval.start, dates.data_interval["end"], dates.manual and " (a manual run)" or "")
+  end
   if #wf.param_order > 0 then
     out[#out + 1] = "parameters:"
     for _, name in ipairs(wf.param_order) do

@@ -9,6 +9,8 @@ local workflow = require "flow.workflow"
 
 local M = {}
 
+local floor = math.floor
+
 M.evaluate = rules.evaluate
 M.retry_delay = run.retry_delay
 M.new_run_id = run.new_run_id
@@ -60,21 +62,63 @@ function M.public_params(wf, params)
   return out, secret
 end
 
+-- dates(wf, o) -> the run's dates as tasks and parameter defaults see them: {logical_date (ISO
+-- 8601 in the schedule's zone), logical_date_epoch, data_interval = {start, ["end"], start_epoch,
+-- end_epoch}, data_interval_start, data_interval_end, ds ("YYYY-MM-DD" of the logical date),
+-- ds_nodash, timezone, manual}, and the interval {start, ["end"], logical_date}. o: interval (a
+-- scheduled run's), logical_date (epoch: --logical-date; for a scheduled workflow the interval
+-- that starts at the first fire time at or after it), at (a manual run's start, default now).
+function M.dates(wf, o)
+  o = o or {}
+  local interval = require "flowrun.schedule.interval"
+  local tt = wf.timetable
+  local iv = o.interval
+  if not iv then
+    if tt and o.logical_date then
+      local start = tt:next(floor(o.logical_date) - 1)
+      iv = { start = start, ["end"] = tt:next(start), logical_date = start }
+    elseif tt then
+      iv = tt:manual(o.at or require("flow").time())
+    else
+      local at = floor(o.logical_date or o.at or require("flow").time())
+      iv = { start = at, ["end"] = at, logical_date = at, manual = o.logical_date == nil }
+    end
+  end
+  tt = tt or assert(interval.timetable { schedule = "@daily" })
+  local d = tt:context(iv)
+  d.ds = d.logical_date:sub(1, 10)
+  d.ds_nodash = d.ds:gsub("-", "")
+  return d, iv
+end
+
+-- The dates a run recorded (run_started's logical_date, data_interval), as dates() gives them.
+function M.recorded_dates(wf, run)
+  if not run.logical_date then return M.dates(wf, { at = run.started }) end
+  return M.dates(wf, { interval = { start = run.data_interval and run.data_interval[1]
+    or run.logical_date, ["end"] = run.data_interval and run.data_interval[2] or run.logical_date,
+    logical_date = run.logical_date, manual = run.manual } })
+end
+
 -- start(wf, o) -> summary, or nil and an error (the store refused the run). o: store, params,
--- file, hash (of the workflow file), sim (the simulator's settings when it answers AWS),
--- reporter, max_active, timeout.
+-- dates (M.dates: its logical date and data interval; default: a manual run now), file, hash
+-- (of the workflow file), sim (the simulator's settings when it answers AWS), reporter,
+-- max_active, timeout.
 function M.start(wf, o)
   local ok, problems = wf:validate()
   if not ok then return nil, "invalid workflow: " .. table.concat(problems, "; ") end
   local params, secret = M.public_params(wf, o.params)
   local names = {}
   for i, t in ipairs(wf.order) do names[i] = t.name end
+  local d = o.dates or M.dates(wf)
   local jr, err = o.store:create_run({ ev = "run_started", v = replay.VERSION,
     run = o.run_id or run.new_run_id(), workflow = wf.name, file = o.file, hash = o.hash,
     params = params, secret_params = #secret > 0 and secret or nil, pid = sys.getpid(),
-    tasks = names, sim = o.sim and { fail = o.sim.fail } or nil }, run.new_run_id)
+    tasks = names, sim = o.sim and { fail = o.sim.fail } or nil,
+    logical_date = d.logical_date_epoch,
+    data_interval = { d.data_interval.start_epoch, d.data_interval.end_epoch },
+    manual = d.manual or nil }, run.new_run_id)
   if not jr then return nil, err end
-  local sum = run.new(wf, { params = o.params, run_id = jr.run_id, journal = jr,
+  local sum = run.new(wf, { params = o.params, run_id = jr.run_id, journal = jr, dates = d,
     reporter = o.reporter, max_active = o.max_active, timeout = o.timeout }):execute()
   jr:close()
   return sum
@@ -97,8 +141,8 @@ function M.resume(wf, prev, o)
     rerun = o.rerun and #o.rerun > 0 and o.rerun or nil }
   jr:commit()
   local sum = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
-    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout, resume = prev,
-    rerun = o.rerun }):execute()
+    dates = M.recorded_dates(wf, prev), reporter = o.reporter, max_active = o.max_active,
+    timeout = o.timeout, resume = prev, rerun = o.rerun }):execute()
   jr:close()
   return sum
 end

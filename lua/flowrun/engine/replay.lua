@@ -5,7 +5,8 @@
 --
 -- Record shapes ("ev" field); every record has "t" (wall-clock seconds, following virtual time):
 --   run_started  {run, workflow, file, hash, params, secret_params, pid, v, tasks = {names},
---                 sim = {fail = {specs}} when the run answers AWS from the simulator}
+--                 sim = {fail = {specs}} when the run answers AWS from the simulator,
+--                 logical_date, data_interval = {start, end} (epoch seconds), manual}
 --   run_resumed  {hash, pid, forced, rerun = {names} when tasks were asked to run again}
 --   task_started {task, attempt}
 --   task_succeeded {task, attempt, result}
@@ -31,6 +32,9 @@ local function strings(v)
   for _, s in ipairs(v) do if type(s) ~= "string" then return false end end
   return true
 end
+local function pair(v)
+  return tbl(v) and num(v[1]) and num(v[2]) and v[1] <= v[2]
+end
 local function err_rec(v)
   return tbl(v) and (v.code == nil or str(v.code)) and (v.message == nil or str(v.message))
 end
@@ -41,7 +45,9 @@ local SHAPES = {
     { "file", opt(str), "a string" }, { "hash", opt(str), "a string" },
     { "params", opt(tbl), "an object" }, { "secret_params", opt(strings), "a list of names" },
     { "tasks", opt(strings), "a list of task names" }, { "pid", opt(num), "a number" },
-    { "v", opt(num), "a number" }, { "sim", opt(tbl), "an object" } },
+    { "v", opt(num), "a number" }, { "sim", opt(tbl), "an object" },
+    { "logical_date", opt(num), "epoch seconds" },
+    { "data_interval", opt(pair), "[start, end] in epoch seconds" } },
   run_resumed = { { "hash", opt(str), "a string" }, { "pid", opt(num), "a number" },
     { "rerun", opt(strings), "a list of task names" } },
   task_started = { { "task", str, "a task name" }, { "attempt", attempt, "an attempt number" } },
@@ -89,7 +95,8 @@ function M.replay(recs)
     id = first.run, workflow = first.workflow, file = first.file, hash = first.hash,
     params = first.params or {}, secret_params = first.secret_params, started = first.t,
     pid = first.pid, tasks = {}, state = "running", resumed = 0, last_t = first.t,
-    task_order = {}, sim = first.sim,
+    task_order = {}, sim = first.sim, logical_date = first.logical_date,
+    data_interval = first.data_interval, manual = first.manual,
   }
   local function task(name)
     local t = run.tasks[name]

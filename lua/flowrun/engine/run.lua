@@ -78,6 +78,8 @@ Run.__index = Run
 --                flowrun.cli.view's live view, text and JSON lines); default none
 --   max_active   cap on running tasks (default wf.max_active or unlimited)
 --   timeout      seconds bounding the whole run
+--   dates        the run's logical date and data interval (flowrun.engine.dates), copied into
+--                every task's ctx
 --   resume       a replayed run (flowrun.engine.replay): its succeeded tasks keep their results
 --   rerun        with resume: task names that run again although they succeeded (and, through
 --                the keep rule, everything downstream of them)
@@ -94,7 +96,7 @@ function M.new(wf, o)
     reporter = o.reporter or QUIET,
     max_active = o.max_active or wf.max_active or math.huge,
     random = o.random or math.random, observer = o.observer, timeout = o.timeout,
-    resume = o.resume, rerun = o.rerun,
+    resume = o.resume, rerun = o.rerun, dates = o.dates,
     states = {}, order = {}, results = {}, queue = {}, qn = 0,
     running = {}, n_running = 0, cancelling = false, reason = nil,
     -- the ready FIFO holds pending tasks whose upstreams are all final; runq holds tasks
@@ -250,10 +252,13 @@ function Run:complete(st)
 end
 
 function Run:make_ctx(st)
-  return setmetatable({
+  local ctx = setmetatable({
     params = self.params, results = self.results, run_id = self.run_id, task = st.name,
     attempt = st.attempts, workflow = self.wf.name, [ST] = st,
   }, CTX_MT)
+  -- the run's dates: ctx.logical_date, ctx.data_interval.start / ["end"], ctx.ds ...
+  for k, v in pairs(self.dates or EMPTY) do ctx[k] = v end
+  return ctx
 end
 
 local function call_hook(run, st, fn, ...)

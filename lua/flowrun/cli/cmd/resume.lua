@@ -40,7 +40,7 @@ function M.run(opts)
   local wf = common.load_workflow(r.file)
   if not wf then return 2 end
   -- recorded parameters win; secret ones come from --var / --vars-file / the environment
-  local params = run_cmd.params(wf, opts, r.params)
+  local params = run_cmd.params(wf, opts, r.params, engine.recorded_dates(wf, r))
   if not params then return 2 end
   return run_cmd.execute(wf, s, params, { file = r.file, resume = r, rerun = rerun,
     forced = (hash ~= r.hash) or nil })

@@ -39,12 +39,25 @@ function M.resume_hint(sum, s)
   io.stdout:flush()
 end
 
--- resolve_params(wf, opts) -> params, or nil after printing why.
-function M.params(wf, opts, recorded)
+-- dates(wf, opts) -> the run's dates (engine.dates) from --logical-date or now, or nil after
+-- printing why.
+function M.dates(wf, opts)
+  local at
+  if opts.logical_date then
+    local interval = require "flowrun.schedule.interval"
+    local err
+    at, err = interval.parse_time(opts.logical_date, wf.timetable and wf.timetable.zone)
+    if not at then common.eprint("--logical-date: ", err) return nil end
+  end
+  return (engine.dates(wf, { logical_date = at }))
+end
+
+-- params(wf, opts, recorded, dates) -> params, or nil after printing why.
+function M.params(wf, opts, recorded, dates)
   local vars, verr = common.vars_of(opts.var)
   if not vars then common.eprint(verr) return nil end
   for k, v in pairs(recorded or {}) do if wf.params[k] then vars[k] = v end end
-  local params, perr = wf:resolve_params { vars = vars, vars_files = opts.vars_file }
+  local params, perr = wf:resolve_params { vars = vars, vars_files = opts.vars_file, time = dates }
   if not params then common.print_problems("invalid parameters", perr) return nil end
   return params
 end
@@ -64,9 +77,11 @@ function M.run(opts, wf)
   if not s then common.eprint(serr) return 2 end
   local aok, aerr = settings.apply(s)
   if not aok then common.eprint(aerr) return 2 end
-  local params = M.params(wf, opts)
+  local dates = M.dates(wf, opts)
+  if not dates then return 2 end
+  local params = M.params(wf, opts, nil, dates)
   if not params then return 2 end
-  return M.execute(wf, s, params, { file = common.abspath(path) })
+  return M.execute(wf, s, params, { file = common.abspath(path), dates = dates })
 end
 
 -- execute(wf, settings, params, {file, resume = run, forced, rerun}) -> exit code: starts (or resumes)
@@ -81,7 +96,7 @@ function M.execute(wf, s, params, o)
   local rep, fmt = view.new(s.log_format)
   local args = { store = store, params = params, file = o.file, hash = hash, sim = s.sim,
     reporter = rep, max_active = s.max_active, timeout = s.timeout, forced = o.forced,
-    rerun = o.rerun }
+    rerun = o.rerun, dates = o.dates }
   local sum, err
   if o.resume then sum, err = engine.resume(wf, o.resume, args)
   else sum, err = engine.start(wf, args) end
