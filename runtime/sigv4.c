@@ -193,10 +193,29 @@ static inline void sb_reserve(sb_t *b, size_t more)
         sb_grow(b, more);
 }
 
+/* Append n bytes from p. p may point into the buffer itself (a piece built earlier in this
+ * signature): growing moves the buffer, so such a source is followed by its offset, never by
+ * the stale pointer. Appending a piece of the buffer is better said with sb_copy. */
 static void sb_add(sb_t *b, const char *p, size_t n)
 {
+    if (b->len + n > b->s->cap) {
+        uintptr_t base = (uintptr_t)b->s->buf, src = (uintptr_t)p;
+        bool inside = base && src >= base && src < base + b->s->cap;
+        size_t off = inside ? (size_t)(src - base) : 0;
+        sb_grow(b, n);
+        if (inside)
+            p = b->s->buf + off;
+    }
+    memmove(b->s->buf + b->len, p, n);
+    b->len += n;
+}
+
+/* Append the n bytes at offset off of the buffer (a piece built earlier): offsets stay valid
+ * when the buffer moves, pointers do not. */
+static void sb_copy(sb_t *b, size_t off, size_t n)
+{
     sb_reserve(b, n);
-    memcpy(b->s->buf + b->len, p, n);
+    memcpy(b->s->buf + b->len, b->s->buf + off, n);
     b->len += n;
 }
 
@@ -216,6 +235,7 @@ static bool unreserved(unsigned char c)
     return isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
 }
 
+/* Percent-encode bytes from outside the buffer (a piece of the buffer: sb_encode_at). */
 static void sb_encode(sb_t *b, const char *p, size_t n, bool keep_slash)
 {
     sb_reserve(b, 3 * n);
@@ -632,7 +652,7 @@ static int l_sign(lua_State *L)
 #define STR(var, lenvar, name)                                                                     \
     do {                                                                                           \
         if (vt != LUA_TSTRING)                                                                     \
-            return luaL_error(L, "sigv4: req.%s must be a string, got %s", name,                  \
+            return luaL_error(L, "sigv4: req.%s must be a string, got %s", name,                   \
                               lua_typename(L, vt));                                                \
         var = lua_tolstring(L, -1, &lenvar);                                                       \
     } while (0)
@@ -664,6 +684,10 @@ static int l_sign(lua_State *L)
             if (!lua_isnumber(L, -1))
                 return luaL_error(L, "sigv4: req.time must be a number (epoch seconds)");
             tval = lua_tonumber(L, -1);
+            /* a time_t conversion out of range is undefined, and years past 9999 do not fit
+             * the 16-character date */
+            if (!(tval >= 0 && tval < 253402300800.0))
+                return luaL_error(L, "sigv4: req.time must be epoch seconds from 1970 to 9999");
             has_time = true;
         } else if (KEY("presign")) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0)
@@ -849,7 +873,7 @@ static int l_sign(lua_State *L)
         size_t cred_off = b.len;
         sb_adds(&b, s->access_key);
         sb_addc(&b, '/');
-        sb_add(&b, s->buf + scope_off, scope_len);
+        sb_copy(&b, scope_off, scope_len);
         size_t cred_len = b.len - cred_off;
         QADD("X-Amz-Credential", sb_encode_at(&b, cred_off, cred_len, false));
         QADD("X-Amz-Date", sb_add(&b, amz, 16));
@@ -868,10 +892,9 @@ static int l_sign(lua_State *L)
     for (size_t i = 0; i < nq; i++) {
         if (i)
             sb_addc(&b, '&');
-        sb_reserve(&b, qs[i].kl + qs[i].vl + 1);
-        sb_add(&b, s->buf + qs[i].k, qs[i].kl);
+        sb_copy(&b, qs[i].k, qs[i].kl);
         sb_addc(&b, '=');
-        sb_add(&b, s->buf + qs[i].v, qs[i].vl);
+        sb_copy(&b, qs[i].v, qs[i].vl);
     }
     size_t cq_len = b.len - cq_off;
 
@@ -913,10 +936,9 @@ static int l_sign(lua_State *L)
     size_t cr_off = b.len;
     sb_add(&b, method, method_len);
     sb_addc(&b, '\n');
-    sb_reserve(&b, cp_len + cq_len + 2);
-    sb_add(&b, s->buf + cp_off, cp_len);
+    sb_copy(&b, cp_off, cp_len);
     sb_addc(&b, '\n');
-    sb_add(&b, s->buf + cq_off, cq_len);
+    sb_copy(&b, cq_off, cq_len);
     sb_addc(&b, '\n');
     for (size_t i = 0; i < nh; i++) {
         if (i > 0 && !strcmp(hs[i - 1].lname, hs[i].lname)) {
@@ -932,8 +954,7 @@ static int l_sign(lua_State *L)
     if (nh)
         sb_addc(&b, '\n');
     sb_addc(&b, '\n');
-    sb_reserve(&b, sh_len + 66);
-    sb_add(&b, s->buf + sh_off, sh_len);
+    sb_copy(&b, sh_off, sh_len);
     sb_addc(&b, '\n');
     sb_add(&b, phex, strlen(phex));
     size_t cr_len = b.len - cr_off;
@@ -946,8 +967,7 @@ static int l_sign(lua_State *L)
     sb_adds(&b, "AWS4-HMAC-SHA256\n");
     sb_add(&b, amz, 16);
     sb_addc(&b, '\n');
-    sb_reserve(&b, scope_len + 66);
-    sb_add(&b, s->buf + scope_off, scope_len);
+    sb_copy(&b, scope_off, scope_len);
     sb_addc(&b, '\n');
     sb_add(&b, crhex, 64);
     size_t sts_len = b.len - sts_off;
@@ -963,8 +983,7 @@ static int l_sign(lua_State *L)
     size_t auth_off = 0, auth_len = 0, q_off = 0, q_len = 0;
     if (presign) {
         q_off = b.len;
-        sb_reserve(&b, cq_len);
-        sb_add(&b, s->buf + cq_off, cq_len);
+        sb_copy(&b, cq_off, cq_len);
         sb_adds(&b, "&X-Amz-Signature=");
         sb_add(&b, sig, 64);
         if (s->token && omit_token) {
@@ -977,10 +996,9 @@ static int l_sign(lua_State *L)
         sb_adds(&b, "AWS4-HMAC-SHA256 Credential=");
         sb_adds(&b, s->access_key);
         sb_addc(&b, '/');
-        sb_reserve(&b, scope_len + sh_len + 100);
-        sb_add(&b, s->buf + scope_off, scope_len);
+        sb_copy(&b, scope_off, scope_len);
         sb_adds(&b, ", SignedHeaders=");
-        sb_add(&b, s->buf + sh_off, sh_len);
+        sb_copy(&b, sh_off, sh_len);
         sb_adds(&b, ", Signature=");
         sb_add(&b, sig, 64);
         auth_len = b.len - auth_off;
