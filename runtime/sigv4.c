@@ -27,8 +27,8 @@
  *     the query instead of adding headers), req.debug (return info in any case).
  *     info = {query=, authorization=, canonical_request=, string_to_sign=, signed_headers=}.
  *   sigv4.sha256_hex(s), sigv4.hmac_sha256(key, msg) (raw), sigv4.hex(s),
- *   sigv4.base64_encode(s), sigv4.base64_decode(s) -> string or nil, sigv4.uri_encode(s [,
- *   keep_slash]), sigv4.uri_decode(s)
+ *   sigv4.uri_encode(s [, keep_slash]), sigv4.uri_decode(s)
+ *   (base64 is json.base64_encode / json.base64_decode: one implementation, in json.c)
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -38,7 +38,6 @@
 
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co., see sha256_parts */
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "flowrun.h"
@@ -1112,50 +1111,6 @@ static int l_hex(lua_State *L)
     return 1;
 }
 
-static int l_b64enc(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    luaL_Buffer b;
-    size_t out = 4 * ((n + 2) / 3);
-    char *o = luaL_buffinitsize(L, &b, out + 1);
-    int w = n ? EVP_EncodeBlock((unsigned char *)o, (const unsigned char *)s, (int)n) : 0;
-    luaL_pushresultsize(&b, (size_t)w);
-    return 1;
-}
-
-static int l_b64dec(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    /* strip whitespace first; EVP_DecodeBlock wants a clean multiple of 4 */
-    luaL_Buffer clean;
-    luaL_buffinit(L, &clean);
-    for (size_t i = 0; i < n; i++)
-        if (!isspace((unsigned char)s[i]))
-            luaL_addchar(&clean, s[i]);
-    luaL_pushresult(&clean);
-    size_t cn;
-    const char *c = lua_tolstring(L, -1, &cn);
-    if (cn % 4) {
-        lua_pushnil(L);
-        return 1;
-    }
-    luaL_Buffer b;
-    char *o = luaL_buffinitsize(L, &b, cn / 4 * 3 + 1);
-    int w = cn ? EVP_DecodeBlock((unsigned char *)o, (const unsigned char *)c, (int)cn) : 0;
-    if (w < 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if (cn >= 1 && c[cn - 1] == '=')
-        w--;
-    if (cn >= 2 && c[cn - 2] == '=')
-        w--;
-    luaL_pushresultsize(&b, (size_t)w);
-    return 1;
-}
-
 static int l_uri_encode(lua_State *L)
 {
     size_t n;
@@ -1208,8 +1163,6 @@ static int luaopen_sigv4(lua_State *L)
                                      {"sha256_hex", l_sha256_hex},
                                      {"hmac_sha256", l_hmac_sha256},
                                      {"hex", l_hex},
-                                     {"base64_encode", l_b64enc},
-                                     {"base64_decode", l_b64dec},
                                      {"uri_encode", l_uri_encode},
                                      {"uri_decode", l_uri_decode},
                                      {NULL, NULL}};

@@ -420,18 +420,12 @@ int main(int argc, char **argv)
                 "assert(sigv4.hex(sigv4.hmac_sha256('key', 'The quick brown fox jumps over "
                 "the lazy dog')) == "
                 "'f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8')\n"
-                "for _, s in ipairs{'', 'f', 'fo', 'foo', 'foob', 'fooba', 'foobar', "
-                "string.rep('\\0\\255', 100)} do\n"
-                "  assert(sigv4.base64_decode(sigv4.base64_encode(s)) == s, s)\n"
-                "end\n"
-                "assert(sigv4.base64_encode('foobar') == 'Zm9vYmFy')\n"
-                "assert(sigv4.base64_decode('Zm9vYg==') == 'foob')\n"
-                "assert(sigv4.base64_decode('Zm9') == nil)\n"
+                "assert(sigv4.base64_encode == nil, 'base64 is json.base64_*')\n"
                 "assert(sigv4.uri_encode('a b/c~', true) == 'a%20b/c~')\n"
                 "assert(sigv4.uri_encode('a b/c', false) == 'a%20b%2Fc')\n"
                 "assert(sigv4.uri_decode('a%20b%2fc%') == 'a b/c%')\n"
                 "return 'ok'");
-    tap_streq(r, "ok", "sha256, hmac, base64, uri helpers");
+    tap_streq(r, "ok", "sha256, hmac, uri helpers");
     lua_close(L);
     return tap_done();
 }
