@@ -12,6 +12,8 @@ PKGS     := lua5.4 libuv libcurl openssl jansson libpq expat libedit
 # so `flowrun -e` does not pay for loading libcurl, libpq or OpenSSL.
 CORE_PKGS    := lua5.4 libuv jansson
 SHARED_UNITS := http pg xml sigv4 repl
+# C files linked into a shared unit besides its own (pg.so holds pg.c and its value codec)
+UNIT_PARTS   := pg_values
 PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
@@ -26,7 +28,8 @@ SRC      := $(wildcard runtime/*.c)
 OBJ      := $(SRC:runtime/%.c=$(BUILD)/%.o)
 LIBOBJ   := $(filter-out $(BUILD)/main.o,$(OBJ))
 MODOBJ   := $(filter $(SHARED_UNITS:%=$(BUILD)/%.o),$(OBJ))
-COREOBJ  := $(filter-out $(MODOBJ),$(OBJ))
+PARTOBJ  := $(UNIT_PARTS:%=$(BUILD)/%.o)
+COREOBJ  := $(filter-out $(MODOBJ) $(PARTOBJ),$(OBJ))
 MODS     := $(MODOBJ:$(BUILD)/%.o=$(BUILD)/lib/%.so)
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%.t,$(wildcard tests/c/*.c))
 BIN      ?= flowrun
@@ -38,9 +41,11 @@ all: $(BIN) $(MODS)
 $(BIN): $(COREOBJ)
 	$(CC) -o $@ $(COREOBJ) $(LDFLAGS) -Wl,-E -Wl,--as-needed $(CORE_LIBS) -ldl -lm
 
+$(BUILD)/lib/pg.so: $(BUILD)/pg_values.o
+
 $(BUILD)/lib/%.so: $(BUILD)/%.o
 	@mkdir -p $(BUILD)/lib
-	$(CC) -shared -o $@ $< $(LDFLAGS) -Wl,--as-needed $(PKG_LIBS) -lm
+	$(CC) -shared -o $@ $^ $(LDFLAGS) -Wl,--as-needed $(PKG_LIBS) -lm
 
 $(BUILD)/%.o: runtime/%.c runtime/flowrun.h | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<

@@ -32,6 +32,7 @@
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "flowrun.h"
+#include "pg_values.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -45,8 +46,6 @@
 
 #define CONN_MT "flowrun.pg.conn"
 #define WAITER_MT "flowrun.pg.waiter"
-
-static const char bytea_key = 0; /* registry: metatable marking pg.bytea(s) values */
 
 enum { S_CONNECTING, S_READY, S_BROKEN, S_CLOSED };
 enum { COPY_NONE, COPY_IN, COPY_OUT };
@@ -1260,337 +1259,7 @@ static void op_free(fr_op_t *base)
     free(op->buf);
 }
 
-/* ---- values: PostgreSQL text -> Lua -------------------------------------------------------- */
-
-enum {
-    O_BOOL = 16,
-    O_BYTEA = 17,
-    O_CHAR = 18,
-    O_NAME = 19,
-    O_INT8 = 20,
-    O_INT2 = 21,
-    O_INT4 = 23,
-    O_TEXT = 25,
-    O_OID = 26,
-    O_JSON = 114,
-    O_FLOAT4 = 700,
-    O_FLOAT8 = 701,
-    O_BPCHAR = 1042,
-    O_VARCHAR = 1043,
-    O_DATE = 1082,
-    O_TIME = 1083,
-    O_TIMESTAMP = 1114,
-    O_TIMESTAMPTZ = 1184,
-    O_INTERVAL = 1186,
-    O_TIMETZ = 1266,
-    O_NUMERIC = 1700,
-    O_UUID = 2950,
-    O_JSONB = 3802
-};
-
-static const struct typeinfo {
-    Oid oid;
-    const char *name;
-    Oid elem; /* for arrays */
-} types[] = {
-    {16, "bool", 0},
-    {17, "bytea", 0},
-    {18, "char", 0},
-    {19, "name", 0},
-    {20, "int8", 0},
-    {21, "int2", 0},
-    {23, "int4", 0},
-    {25, "text", 0},
-    {26, "oid", 0},
-    {114, "json", 0},
-    {142, "xml", 0},
-    {650, "cidr", 0},
-    {700, "float4", 0},
-    {701, "float8", 0},
-    {705, "unknown", 0},
-    {790, "money", 0},
-    {869, "inet", 0},
-    {1042, "bpchar", 0},
-    {1043, "varchar", 0},
-    {1082, "date", 0},
-    {1083, "time", 0},
-    {1114, "timestamp", 0},
-    {1184, "timestamptz", 0},
-    {1186, "interval", 0},
-    {1266, "timetz", 0},
-    {1700, "numeric", 0},
-    {2278, "void", 0},
-    {2950, "uuid", 0},
-    {3802, "jsonb", 0},
-    {1000, "bool[]", 16},
-    {1001, "bytea[]", 17},
-    {1002, "char[]", 18},
-    {1003, "name[]", 19},
-    {1005, "int2[]", 21},
-    {1007, "int4[]", 23},
-    {1009, "text[]", 25},
-    {1014, "bpchar[]", 1042},
-    {1015, "varchar[]", 1043},
-    {1016, "int8[]", 20},
-    {1021, "float4[]", 700},
-    {1022, "float8[]", 701},
-    {1028, "oid[]", 26},
-    {1115, "timestamp[]", 1114},
-    {1182, "date[]", 1082},
-    {1183, "time[]", 1083},
-    {1185, "timestamptz[]", 1184},
-    {1187, "interval[]", 1186},
-    {1231, "numeric[]", 1700},
-    {1270, "timetz[]", 1266},
-    {2951, "uuid[]", 2950},
-    {199, "json[]", 114},
-    {3807, "jsonb[]", 3802},
-    {791, "money[]", 790},
-    {1041, "inet[]", 869},
-    {651, "cidr[]", 650},
-    {143, "xml[]", 142},
-};
-
-static const struct typeinfo *type_of(Oid oid)
-{
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (types[i].oid == oid)
-            return &types[i];
-    return NULL;
-}
-
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-static void push_bytea(lua_State *L, const char *s, size_t len)
-{
-    if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
-        luaL_Buffer b;
-        char *out = luaL_buffinitsize(L, &b, (len - 2) / 2 + 1);
-        size_t n = 0;
-        for (size_t i = 2; i + 1 < len; i += 2) {
-            int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
-            if (hi < 0 || lo < 0)
-                break;
-            out[n++] = (char)(hi << 4 | lo);
-        }
-        luaL_pushresultsize(&b, n);
-        return;
-    }
-    /* bytea_output = escape */
-    char *tmp = malloc(len + 1);
-    if (!tmp)
-        luaL_error(L, "out of memory");
-    memcpy(tmp, s, len);
-    tmp[len] = 0;
-    size_t n;
-    unsigned char *u = PQunescapeBytea((unsigned char *)tmp, &n);
-    free(tmp);
-    if (!u)
-        luaL_error(L, "out of memory");
-    lua_pushlstring(L, (char *)u, n);
-    PQfreemem(u);
-}
-
-/* "2024-01-02 03:04:05.5+01" -> "2024-01-02T03:04:05.5+01:00"; BC and infinity unchanged. */
-static void push_timestamp(lua_State *L, const char *s, size_t len, bool tz)
-{
-    char buf[64];
-    const char *sp = memchr(s, ' ', len);
-    size_t at = sp ? (size_t)(sp - s) : 0;
-    /* only ISO style "YYYY-MM-DD hh:..." is rewritten (a session may have set another style) */
-    if (len + 4 > sizeof buf || !sp || memchr(sp + 1, ' ', len - at - 1) || at < 10 ||
-        s[at - 3] != '-' || s[at - 6] != '-' || at + 1 >= len ||
-        !isdigit((unsigned char)s[at + 1])) {
-        lua_pushlstring(L, s, len);
-        return;
-    }
-    memcpy(buf, s, len);
-    buf[sp - s] = 'T';
-    size_t n = len;
-    if (tz) {
-        /* the offset begins at the last + or - after the 'T' */
-        size_t i = n;
-        while (i > (size_t)(sp - s) && buf[i - 1] != '+' && buf[i - 1] != '-')
-            i--;
-        if (i > (size_t)(sp - s) && n - i == 2) {
-            memcpy(buf + n, ":00", 3);
-            n += 3;
-        }
-    }
-    lua_pushlstring(L, buf, n);
-}
-
-static bool parse_int(const char *s, size_t len, lua_Integer *out)
-{
-    size_t i = 0;
-    bool neg = false;
-    if (i < len && (s[i] == '-' || s[i] == '+'))
-        neg = s[i++] == '-';
-    if (i == len)
-        return false;
-    lua_Unsigned v = 0;
-    for (; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (lua_Unsigned)(s[i] - '0');
-    }
-    *out = neg ? (lua_Integer)(0 - v) : (lua_Integer)v;
-    return true;
-}
-
-static void push_array(lua_State *L, const char *s, size_t len, Oid elem, int null_idx);
-
-/* Set for the duration of one push_rows: numeric as numbers (conn:numeric("number")). */
-static bool numeric_as_number;
-
-static void push_numeric(lua_State *L, const char *s, size_t len)
-{
-    lua_Integer v;
-    char buf[400];
-    if (!numeric_as_number) {
-        lua_pushlstring(L, s, len);
-    } else if (parse_int(s, len, &v) && len < 19) {
-        lua_pushinteger(L, v);
-    } else if (len < sizeof buf) {
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        lua_pushnumber(L, strtod(buf, NULL)); /* NaN and Infinity too */
-    } else {
-        lua_pushlstring(L, s, len);
-    }
-}
-
-/* Push the Lua value of a non-NULL field in text format. */
-static void push_value(lua_State *L, Oid oid, const char *s, size_t len, int null_idx)
-{
-    switch (oid) {
-    case O_BOOL:
-        lua_pushboolean(L, len > 0 && s[0] == 't');
-        return;
-    case O_INT2:
-    case O_INT4:
-    case O_INT8:
-    case O_OID: {
-        lua_Integer v;
-        if (parse_int(s, len, &v))
-            lua_pushinteger(L, v);
-        else
-            lua_pushlstring(L, s, len);
-        return;
-    }
-    case O_FLOAT4:
-    case O_FLOAT8: {
-        char buf[64];
-        if (len >= sizeof buf) {
-            lua_pushlstring(L, s, len);
-            return;
-        }
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        lua_pushnumber(L, strtod(buf, NULL));
-        return;
-    }
-    case O_NUMERIC:
-        push_numeric(L, s, len);
-        return;
-    case O_JSON:
-    case O_JSONB:
-        if (!fr_json_decode(L, s, len)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, s, len);
-        }
-        return;
-    case O_BYTEA:
-        push_bytea(L, s, len);
-        return;
-    case O_TIMESTAMP:
-        push_timestamp(L, s, len, false);
-        return;
-    case O_TIMESTAMPTZ:
-        push_timestamp(L, s, len, true);
-        return;
-    default: {
-        const struct typeinfo *ti = type_of(oid);
-        if (ti && ti->elem && len > 0 && (s[0] == '{' || s[0] == '[')) {
-            push_array(L, s, len, ti->elem, null_idx);
-            return;
-        }
-        lua_pushlstring(L, s, len);
-    }
-    }
-}
-
-static void parse_array(lua_State *L, const char *s, size_t len, size_t *pos, Oid elem,
-                        int null_idx, int depth)
-{
-    luaL_checkstack(L, 4, "array too deep");
-    if (depth > 64)
-        luaL_error(L, "pg: array nested too deep");
-    size_t i = *pos + 1; /* past '{' */
-    lua_newtable(L);
-    lua_Integer n = 0;
-    luaL_Buffer b;
-    while (i < len && s[i] != '}') {
-        if (s[i] == '{') {
-            parse_array(L, s, len, &i, elem, null_idx, depth + 1);
-        } else if (s[i] == '"') {
-            luaL_buffinit(L, &b);
-            i++;
-            while (i < len && s[i] != '"') {
-                if (s[i] == '\\' && i + 1 < len)
-                    i++;
-                luaL_addchar(&b, s[i]);
-                i++;
-            }
-            i++; /* closing quote */
-            luaL_pushresult(&b);
-            size_t l;
-            const char *e = lua_tolstring(L, -1, &l);
-            push_value(L, elem, e, l, null_idx);
-            lua_remove(L, -2);
-        } else {
-            size_t st = i;
-            while (i < len && s[i] != ',' && s[i] != '}')
-                i++;
-            size_t l = i - st;
-            if (l == 4 && strncasecmp(s + st, "NULL", 4) == 0)
-                lua_pushvalue(L, null_idx);
-            else
-                push_value(L, elem, s + st, l, null_idx);
-        }
-        lua_rawseti(L, -2, ++n);
-        if (i < len && s[i] == ',')
-            i++;
-    }
-    *pos = i + 1;
-}
-
-static void push_array(lua_State *L, const char *s, size_t len, Oid elem, int null_idx)
-{
-    size_t pos = 0;
-    if (s[0] == '[') { /* "[0:2]={...}": explicit bounds, elements still in order */
-        const char *eq = memchr(s, '=', len);
-        if (!eq) {
-            lua_pushlstring(L, s, len);
-            return;
-        }
-        pos = (size_t)(eq - s) + 1;
-    }
-    if (pos >= len || s[pos] != '{') {
-        lua_pushlstring(L, s, len);
-        return;
-    }
-    parse_array(L, s, len, &pos, elem, null_idx, 0);
-}
+/* ---- results -------------------------------------------------------------------------------- */
 
 static void push_error_fields(lua_State *L, const PGresult *r)
 {
@@ -1664,7 +1333,7 @@ static int raise_op_error(lua_State *L, pgop_t *op, const char *desc)
 }
 
 /* rows = {row1, row2, ..., columns = {{name=, type=, oid=}, ...}, affected = n, command = s} */
-static int push_rows(lua_State *L, PGresult *r)
+static int push_rows(lua_State *L, PGresult *r, int flags)
 {
     int nt = PQntuples(r), nf = PQnfields(r);
     luaL_checkstack(L, nf + 8, "too many columns");
@@ -1680,9 +1349,9 @@ static int push_rows(lua_State *L, PGresult *r)
         lua_createtable(L, 0, 3);
         lua_pushstring(L, PQfname(r, j));
         lua_setfield(L, -2, "name");
-        const struct typeinfo *ti = type_of(oids[j]);
-        if (ti)
-            lua_pushstring(L, ti->name);
+        const char *tname = fr_pg_type_name(oids[j]);
+        if (tname)
+            lua_pushstring(L, tname);
         else
             lua_pushfstring(L, "oid:%d", (int)oids[j]);
         lua_setfield(L, -2, "type");
@@ -1700,7 +1369,8 @@ static int push_rows(lua_State *L, PGresult *r)
             if (PQgetisnull(r, i, j))
                 lua_pushvalue(L, null_idx);
             else
-                push_value(L, oids[j], PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j), null_idx);
+                fr_pg_push_text(L, oids[j], PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j),
+                                flags);
             lua_rawset(L, -3);
         }
         lua_rawseti(L, rows, i + 1);
@@ -1719,151 +1389,8 @@ static int push_rows(lua_State *L, PGresult *r)
     return 1;
 }
 
-/* ---- values: Lua -> parameters ------------------------------------------------------------ */
-
-static bool valid_text(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char ch = s[i];
-        if (ch == 0)
-            return false;
-        if (ch < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        unsigned int cp;
-        if ((ch & 0xe0) == 0xc0) {
-            k = 1;
-            cp = ch & 0x1f;
-        } else if ((ch & 0xf0) == 0xe0) {
-            k = 2;
-            cp = ch & 0x0f;
-        } else if ((ch & 0xf8) == 0xf0) {
-            k = 3;
-            cp = ch & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i <= k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
-
-typedef struct {
-    int n;
-    const char **vals;
-    int *lens;
-    int *fmts;
-    Oid *types;
-} params_t;
-
-/* Convert the Lua values at first..first+n-1 in place (each replaced by the string sent) and
- * fill p, whose arrays live in a userdata pushed on the stack. */
-static void build_params(lua_State *L, int first, int n, params_t *p)
-{
-    p->n = n;
-    if (n == 0) {
-        p->vals = NULL;
-        p->lens = p->fmts = NULL;
-        p->types = NULL;
-        return;
-    }
-    if (n > 65535)
-        luaL_error(L, "too many query parameters (%d, at most 65535)", n);
-    size_t sz = (size_t)n * (sizeof(char *) + 2 * sizeof(int) + sizeof(Oid));
-    char *mem = lua_newuserdatauv(L, sz, 0);
-    p->vals = (const char **)mem;
-    p->lens = (int *)(mem + (size_t)n * sizeof(char *));
-    p->fmts = p->lens + n;
-    p->types = (Oid *)(p->fmts + n);
-    for (int i = 0; i < n; i++) {
-        int idx = first + i;
-        p->vals[i] = NULL;
-        p->lens[i] = 0;
-        p->fmts[i] = 0;
-        p->types[i] = 0;
-        int t = lua_type(L, idx);
-        if (t == LUA_TNIL || fr_json_isnull(L, idx))
-            continue;
-        switch (t) {
-        case LUA_TBOOLEAN:
-            p->vals[i] = lua_toboolean(L, idx) ? "t" : "f";
-            p->lens[i] = 1;
-            p->types[i] = O_BOOL;
-            continue;
-        case LUA_TNUMBER:
-            if (lua_isinteger(L, idx)) {
-                lua_pushfstring(L, "%I", (lua_Integer)lua_tointeger(L, idx));
-            } else {
-                double d = lua_tonumber(L, idx);
-                char buf[40];
-                if (isnan(d))
-                    strcpy(buf, "NaN");
-                else if (isinf(d))
-                    strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
-                else
-                    snprintf(buf, sizeof buf, "%.17g", d);
-                lua_pushstring(L, buf);
-            }
-            lua_replace(L, idx);
-            break;
-        case LUA_TSTRING:
-            break;
-        case LUA_TTABLE:
-            if (lua_getmetatable(L, idx)) {
-                lua_rawgetp(L, LUA_REGISTRYINDEX, &bytea_key);
-                bool is_bytea = lua_rawequal(L, -1, -2);
-                lua_pop(L, 2);
-                if (is_bytea) {
-                    lua_rawgeti(L, idx, 1);
-                    if (lua_type(L, -1) != LUA_TSTRING)
-                        luaL_error(L, "pg.bytea value without a string");
-                    lua_replace(L, idx);
-                    size_t l;
-                    p->vals[i] = lua_tolstring(L, idx, &l);
-                    p->lens[i] = (int)l;
-                    p->fmts[i] = 1;
-                    p->types[i] = O_BYTEA;
-                    continue;
-                }
-            }
-            fr_json_encode(L, idx, false);
-            lua_replace(L, idx);
-            break;
-        default:
-            luaL_error(L,
-                       "query parameter $%d: cannot send a %s (expected nil, pg.null, boolean, "
-                       "number, string or table)",
-                       i + 1, luaL_typename(L, idx));
-        }
-        size_t l;
-        const char *s = lua_tolstring(L, idx, &l);
-        if (l > 0x7fffffff)
-            luaL_error(L, "query parameter $%d is too large", i + 1);
-        p->vals[i] = s;
-        p->lens[i] = (int)l;
-        if (t == LUA_TSTRING && !valid_text((const unsigned char *)s, l)) {
-            /* NUL bytes or not UTF-8: only bytea can hold it; sent in binary, as is */
-            p->fmts[i] = 1;
-            p->types[i] = O_BYTEA;
-        }
-    }
-}
-
 /* Copy a request so it can wait in the queue after the Lua values are gone. */
-static int copy_request(pgop_t *op, const char *sql, const params_t *p)
+static int copy_request(pgop_t *op, const char *sql, const fr_pg_params_t *p)
 {
     size_t sl = strlen(sql) + 1, total = sl;
     for (int i = 0; i < p->n; i++)
@@ -2023,9 +1550,7 @@ static int op_results(lua_State *L, fr_op_t *base)
             lua_pushinteger(L, aff && *aff ? strtoll(aff, NULL, 10) : 0);
             return op->get_end ? 2 : 1;
         }
-        numeric_as_number = op->numeric_number;
-        push_rows(L, r);
-        numeric_as_number = false;
+        push_rows(L, r, op->numeric_number ? FR_PG_NUMERIC_NUMBER : 0);
         return 1;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
@@ -2038,7 +1563,7 @@ static int op_results(lua_State *L, fr_op_t *base)
 }
 
 /* Start a request on c, or queue it behind the statement running there. */
-static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params_t *p)
+static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, fr_pg_params_t *p)
 {
     if (c->state == S_BROKEN)
         return raise_broken(L, c);
@@ -2125,8 +1650,8 @@ static int l_query(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    params_t p;
-    build_params(L, 3, lua_gettop(L) - 2, &p);
+    fr_pg_params_t p;
+    fr_pg_params_build(L, 3, lua_gettop(L) - 2, &p);
     return run_request(L, c, K_QUERY, sql, &p);
 }
 
@@ -2135,7 +1660,7 @@ static int l_exec(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    params_t p = {0, NULL, NULL, NULL, NULL};
+    fr_pg_params_t p = {0, NULL, NULL, NULL, NULL};
     return run_request(L, c, K_EXEC, sql, &p);
 }
 
@@ -2144,7 +1669,7 @@ static int l_copy_start(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    params_t p = {0, NULL, NULL, NULL, NULL};
+    fr_pg_params_t p = {0, NULL, NULL, NULL, NULL};
     int n = run_request(L, c, K_COPY_START, sql, &p);
     return n;
 }
@@ -2877,7 +2402,7 @@ static int l_waiter_tostring(lua_State *L)
 
 static int l_bytea_mt(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &bytea_key);
+    fr_pg_push_bytea_mt(L);
     return 1;
 }
 
@@ -2894,8 +2419,6 @@ int luaopen_pg_core(lua_State *L)
         registered = true;
         fr_at_shutdown(close_all);
     }
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &bytea_key);
 
     static const luaL_Reg conn_methods[] = {
         {"query", l_query},
