@@ -69,6 +69,8 @@ typedef struct stmt {
     int nparams;
     char *sig; /* one char per parameter (see sigchar), then the SQL text */
     char *sql;
+    Oid *ptypes; /* the parameter types the server said (Describe), once asked; malloc'd */
+    int nptypes;
 } stmt_t;
 
 #define STMT_BUCKETS 64
@@ -141,10 +143,17 @@ struct pgop {
     size_t len;
     const char *end_msg;
     bool end_sent;
-    bool get_end;        /* the end of COPY TO: results are nil, count */
-    stmt_t *stmt;        /* the prepared statement it runs, or NULL */
-    bool preparing;      /* waiting for the Parse of stmt */
-    bool retried;        /* re-prepared once after the server dropped a statement */
+    bool get_end;   /* the end of COPY TO: results are nil, count */
+    stmt_t *stmt;   /* the prepared statement it runs, or NULL */
+    bool preparing; /* waiting for the Parse of stmt */
+    bool retried;   /* re-prepared once after the server dropped a statement */
+    /* A parameter that only bytea can take (a string that is not valid text) waits for the
+     * server to say the parameter's type: Parse, Describe, then Execute. */
+    bool check_types;    /* some parameter needs the server's type */
+    bool types_ok;       /* checked: every such parameter is bytea */
+    bool describing;     /* a Describe was sent, its answer is due */
+    bool unnamed;        /* prepared as the unnamed statement (not in the cache) */
+    bool parsed;         /* the unnamed statement's Parse is done */
     bool in_pipe;        /* in the pipeline list (phead) */
     bool numeric_number; /* numeric results as Lua numbers (conn:numeric("number")) */
     pgc_t *nc;           /* wait_notify, COPY start: the connection, referenced */
@@ -515,6 +524,8 @@ static stmt_t *stmt_add(pgc_t *c, const pgop_t *op, uint32_t h, int state)
         s->sig[i] = sigchar(op->types[i], op->fmts[i]);
     s->sql = s->sig + op->nparams;
     memcpy(s->sql, op->sql, sl + 1);
+    s->ptypes = NULL;
+    s->nptypes = 0;
     s->next = c->stmts[h % STMT_BUCKETS];
     c->stmts[h % STMT_BUCKETS] = s;
     c->nstmts++;
@@ -527,6 +538,7 @@ static void stmt_remove(pgc_t *c, stmt_t *s)
         if (*pp == s) {
             *pp = s->next;
             c->nstmts--;
+            free(s->ptypes);
             free(s);
             return;
         }
@@ -539,6 +551,7 @@ static void stmt_clear(pgc_t *c)
         while (c->stmts[b]) {
             stmt_t *s = c->stmts[b];
             c->stmts[b] = s->next;
+            free(s->ptypes);
             free(s);
         }
     }
@@ -563,42 +576,65 @@ static bool stmt_room(pgc_t *c)
     return false;
 }
 
-/* Which way a query goes: unnamed the first time (one round trip, as a one-off statement
- * should), prepared from its second use on (Parse, then Bind/Execute only ever after). */
-static int send_request(pgc_t *c, pgop_t *op)
+/* The parameters only bytea can take against the types the server gave them: true when they
+ * all go to bytea; otherwise the op fails (pg.22021, what the server says of bytes that are not
+ * text) naming the first parameter that does not, what is wrong with it and what it should be. */
+static bool check_param_types(pgop_t *op, const Oid *ptypes, int np)
 {
-    int ok;
-    if (op->kind == K_QUERY && c->stmt_max > 0) {
-        uint32_t h = stmt_hash(op);
-        stmt_t *s = stmt_find(c, op, h);
-        if (s && s->state == ST_PARSING) { /* its Parse never completed: start afresh */
-            stmt_remove(c, s);
-            s = NULL;
+    for (int i = 0; i < op->nparams && i < np; i++) {
+        if (!fr_pg_param_needs_type(op->fmts[i], op->types[i]) || ptypes[i] == FR_OID_BYTEA)
+            continue;
+        size_t at = fr_pg_text_invalid_at(op->vals[i], (size_t)op->lens[i]);
+        unsigned char bad = at < (size_t)op->lens[i] ? (unsigned char)op->vals[i][at] : 0;
+        const char *tname = fr_pg_type_name(ptypes[i]);
+        char tbuf[24], what[24], msg[400];
+        if (!tname) {
+            snprintf(tbuf, sizeof tbuf, "type oid %u", (unsigned)ptypes[i]);
+            tname = tbuf;
         }
-        if (!s) {
-            if (stmt_room(c))
-                stmt_add(c, op, h, ST_SEEN);
-        } else if (s->state == ST_SEEN) {
-            s->state = ST_PARSING;
-            s->id = ++c->stmt_seq;
-            op->preparing = true;
-            op->stmt = s;
-        } else {
-            op->stmt = s;
-        }
+        if (bad)
+            snprintf(what, sizeof what, "byte 0x%02x", bad);
+        else
+            snprintf(what, sizeof what, "a NUL byte");
+        snprintf(msg, sizeof msg,
+                 "query parameter $%d is not valid UTF-8 text (%s at offset %zu) and the server "
+                 "takes it as %s; convert it to UTF-8, or send binary data as pg.bytea(s) to a "
+                 "bytea parameter",
+                 i + 1, what, at, tname);
+        op_fail(op, "pg.22021", false, msg);
+        return false;
     }
-    char name[24];
+    op->types_ok = true;
+    return true;
+}
+
+/* Send the op's next command: Parse (a statement to prepare), Describe (parameter types the
+ * server must say), or the statement itself. Returns 0 when sent, -1 when libpq could not send
+ * (the connection's error says why), 1 when the op failed without a word to the server (a
+ * parameter the cached types already refuse). */
+static int send_step(pgc_t *c, pgop_t *op)
+{
+    char name[24] = "";
+    int ok;
     if (op->stmt)
         snprintf(name, sizeof name, "fr_%d", op->stmt->id);
-    if (op->stmt && op->preparing)
+    if (op->preparing || (op->unnamed && !op->parsed)) {
         ok = PQsendPrepare(c->pg, name, op->sql, op->nparams, op->types);
-    else if (op->stmt)
+    } else if (op->check_types && !op->types_ok && op->stmt && op->stmt->ptypes) {
+        if (!check_param_types(op, op->stmt->ptypes, op->stmt->nptypes))
+            return 1;
+        return send_step(c, op);
+    } else if (op->check_types && !op->types_ok) {
+        ok = PQsendDescribePrepared(c->pg, name);
+        op->describing = ok;
+    } else if (op->stmt || op->unnamed) {
         ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->vals, op->lens, op->fmts, 0);
-    else if (op->kind == K_QUERY)
+    } else if (op->kind == K_QUERY) {
         ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens, op->fmts,
                                0);
-    else
+    } else {
         ok = PQsendQuery(c->pg, op->sql);
+    }
     if (!ok) {
         if (op->stmt && op->preparing)
             stmt_remove(c, op->stmt);
@@ -613,6 +649,41 @@ static int send_request(pgc_t *c, pgop_t *op)
     return 0;
 }
 
+/* Which way a query goes: unnamed the first time (one round trip, as a one-off statement
+ * should), prepared from its second use on (Parse, then Bind/Execute only ever after). A
+ * query whose parameters need the server's types is prepared at once (Parse, Describe, then
+ * Execute), so that the types are asked once per connection. Returns as send_step. */
+static int send_request(pgc_t *c, pgop_t *op)
+{
+    op->unnamed = op->parsed = op->describing = false;
+    if (op->kind == K_QUERY && c->stmt_max > 0) {
+        uint32_t h = stmt_hash(op);
+        stmt_t *s = stmt_find(c, op, h);
+        if (s && s->state == ST_PARSING) { /* its Parse never completed: start afresh */
+            stmt_remove(c, s);
+            s = NULL;
+        }
+        if (!s) {
+            if (stmt_room(c))
+                s = stmt_add(c, op, h, op->check_types ? ST_PARSING : ST_SEEN);
+            if (s && op->check_types) {
+                op->preparing = true;
+                op->stmt = s;
+            }
+        } else if (s->state == ST_SEEN) {
+            s->state = ST_PARSING;
+            s->id = ++c->stmt_seq;
+            op->preparing = true;
+            op->stmt = s;
+        } else {
+            op->stmt = s;
+        }
+    }
+    if (op->check_types && !op->types_ok && !op->stmt)
+        op->unnamed = true; /* no room in the cache (or none): the unnamed statement */
+    return send_step(c, op);
+}
+
 static void start_next(pgc_t *c)
 {
     while (!c->cur && c->qhead && c->state == S_READY && !c->draining && c->copy == COPY_NONE &&
@@ -624,7 +695,10 @@ static void start_next(pgc_t *c)
         op->queued = false;
         op->next = NULL;
         c->cur = op;
-        if (send_request(c, op) < 0) {
+        int rc = send_request(c, op);
+        if (rc > 0) {
+            op_finish(op); /* refused before anything was sent */
+        } else if (rc < 0) {
             op_fail(op, "pg.08006", PQstatus(c->pg) == CONNECTION_BAD, PQerrorMessage(c->pg));
             op_finish(op);
             if (PQstatus(c->pg) == CONNECTION_BAD) {
@@ -715,12 +789,37 @@ static void keep_result(pgop_t *op, PGresult *r)
     op->res = r;
 }
 
-/* A prepared statement's step is over. Returns true when the op goes on (Execute sent after the
- * Parse, or a re-prepare after the server lost the statement), false when it is finished. */
-static bool statement_done(pgc_t *c, pgop_t *op)
+/* One command of the op is over (libpq returned NULL). Returns true when the op goes on: the
+ * Describe or the Execute after a Parse, the Execute after a Describe, a re-prepare after the
+ * server lost the statement. False when the op is finished (its result or error is kept). */
+static bool step_done(pgc_t *c, pgop_t *op)
 {
     bool failed = op->res && PQresultStatus(op->res) == PGRES_FATAL_ERROR;
-    if (op->preparing && !failed) {
+    if (op->describing) {
+        op->describing = false;
+        if (failed)
+            return false;
+        int np = op->res ? PQnparams(op->res) : 0;
+        Oid *pt = malloc(sizeof(Oid) * (size_t)(np > 0 ? np : 1));
+        if (!pt) {
+            op_fail(op, "pg.53200", false, "out of memory");
+            return false;
+        }
+        for (int i = 0; i < np; i++)
+            pt[i] = PQparamtype(op->res, i);
+        PQclear(op->res);
+        op->res = NULL;
+        bool good = check_param_types(op, pt, np);
+        if (op->stmt) { /* the types are the statement's: asked once per connection */
+            free(op->stmt->ptypes);
+            op->stmt->ptypes = pt;
+            op->stmt->nptypes = np;
+        } else {
+            free(pt);
+        }
+        if (!good)
+            return false;
+    } else if (op->preparing && !failed) {
         op->stmt->state = ST_READY;
         op->preparing = false;
         PQclear(op->res);
@@ -729,7 +828,13 @@ static bool statement_done(pgc_t *c, pgop_t *op)
         stmt_remove(c, op->stmt);
         op->stmt = NULL;
         return false;
-    } else if (failed) {
+    } else if (op->unnamed && !op->parsed) {
+        if (failed)
+            return false;
+        op->parsed = true;
+        PQclear(op->res);
+        op->res = NULL;
+    } else if (failed && op->stmt) {
         /* 26000: DEALLOCATE / DISCARD ALL dropped it; 0A000: a table changed under it */
         const char *st = PQresultErrorField(op->res, PG_DIAG_SQLSTATE);
         if (!st || (strcmp(st, "26000") != 0 && strcmp(st, "0A000") != 0))
@@ -744,13 +849,25 @@ static bool statement_done(pgc_t *c, pgop_t *op)
         op->retried = true;
         PQclear(op->res);
         op->res = NULL;
+        int rc = send_request(c, op);
+        if (rc < 0) {
+            conn_lost(c, NULL);
+            return true; /* conn_lost finished the op */
+        }
+        if (rc > 0)
+            return false;
+        update_watch(c);
+        return true;
     } else {
         return false;
     }
-    if (send_request(c, op) < 0) {
+    int rc = send_step(c, op);
+    if (rc < 0) {
         conn_lost(c, NULL);
         return true; /* conn_lost finished the op */
     }
+    if (rc > 0)
+        return false;
     update_watch(c);
     return true;
 }
@@ -765,7 +882,7 @@ static void collect(pgc_t *c, pgop_t *op)
                 conn_lost(c, NULL);
                 return;
             }
-            if (op->stmt && statement_done(c, op)) {
+            if (step_done(c, op)) {
                 if (c->state != S_READY)
                     return;
                 continue; /* the Execute is on its way */
@@ -1574,10 +1691,30 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, fr_pg_
                           "pg: %s is not available in pipeline mode (conn:pipeline(false) "
                           "first)",
                           kind == K_EXEC ? "conn:exec" : "COPY");
+    bool check_types = false;
+    for (int i = 0; i < p->n && !check_types; i++)
+        check_types = fr_pg_param_needs_type(p->fmts[i], p->types[i]);
+    if (check_types && c->pipe) {
+        /* a Describe would have to wait in the middle of the pipeline */
+        for (int i = 0; i < p->n; i++) {
+            if (!fr_pg_param_needs_type(p->fmts[i], p->types[i]))
+                continue;
+            fr_error_push(L, "pg.22021", "", false);
+            lua_pushfstring(L,
+                            "query parameter $%d is not valid UTF-8 text; in pipeline mode "
+                            "binary data goes only as pg.bytea(s)",
+                            i + 1);
+            lua_setfield(L, -2, "message");
+            lua_pushliteral(L, "22021");
+            lua_setfield(L, -2, "sqlstate");
+            return lua_error(L);
+        }
+    }
     pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
     op->kind = kind;
     op->c = c;
     op->numeric_number = c->numeric_number;
+    op->check_types = check_types;
     if (kind == K_COPY_START) {
         op->nc = c;
         c->refs++;
@@ -1613,7 +1750,10 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, fr_pg_
         op->fmts = p->fmts;
         op->types = p->types;
         c->cur = op;
-        if (send_request(c, op) < 0) {
+        int rc = send_request(c, op);
+        if (rc > 0) {
+            op_finish(op); /* refused before anything was sent: the task hears it at once */
+        } else if (rc < 0) {
             c->cur = NULL;
             char *m = scrubbed(PQerrorMessage(c->pg), c->secret);
             bool bad = PQstatus(c->pg) == CONNECTION_BAD;

@@ -29,8 +29,11 @@
 -- Parameters are sent apart from the SQL text ($1, $2 ...), like untyped literals: the server
 -- infers each type from the statement; cast ($1::int8) where nothing tells it. nil and pg.null
 -- are NULL, booleans are bool, numbers are sent exactly (integers as int64), tables as JSON,
--- pg.bytea(s) (and strings holding NUL bytes or invalid UTF-8) as bytea, pg.array(t) as a
--- PostgreSQL array.
+-- pg.bytea(s) as bytea, pg.array(t) as a PostgreSQL array. A string that is not text
+-- PostgreSQL can hold (not UTF-8, or with a NUL byte) goes as it is only to a parameter the
+-- server says is bytea (the statement is prepared and described first); anywhere else it is
+-- refused with pg.22021 naming the parameter, never stored as bytea's hex text. In pipeline
+-- mode such a string must be given as pg.bytea(s).
 --
 -- Errors are error objects: code "pg.<SQLSTATE>", sqlstate, message, detail, hint, position,
 -- severity (+ table, column, constraint, context, server); a lost connection is pg.08006,
