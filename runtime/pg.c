@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CONN_MT "flowrun.pg.conn"
 #define WAITER_MT "flowrun.pg.waiter"
@@ -2313,6 +2314,199 @@ static bool needs_resolving(const char *host)
     return true;
 }
 
+/* ---- a conninfo string libpq refuses: its message without the password -------------------
+ * libpq's parse errors quote pieces of the string, the whole of it for some URL errors. The
+ * string is copied with every password value (any key holding "password", in any case; the
+ * password of a URL's user:password@) replaced by ***, and the copy parsed again: its error is
+ * the same one, and holds no password. When the copy parses, the error was in the password
+ * itself, and nothing more is said. */
+
+static bool is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static bool names_password(const char *k, size_t n)
+{
+    for (size_t i = 0; i + 8 <= n; i++)
+        if (strncasecmp(k + i, "password", 8) == 0)
+            return true;
+    return false;
+}
+
+/* Append s[0..n) to out (sized by the caller: the copy is never longer than the original plus
+ * three bytes per password). */
+static void put(char **o, const char *s, size_t n)
+{
+    memcpy(*o, s, n);
+    *o += n;
+}
+
+static void redact_kv(const char *ci, char *out)
+{
+    const char *p = ci, *copied = ci;
+    char *o = out;
+    for (;;) {
+        while (*p && is_space(*p))
+            p++;
+        if (!*p)
+            break;
+        const char *key = p;
+        while (*p && !is_space(*p) && *p != '=')
+            p++;
+        size_t klen = (size_t)(p - key);
+        while (*p && is_space(*p))
+            p++;
+        if (*p != '=')
+            break; /* libpq stops here too: the rest is copied as it is */
+        p++;
+        while (*p && is_space(*p))
+            p++;
+        const char *val = p;
+        bool quoted = *p == '\'';
+        if (quoted) {
+            for (p++; *p && *p != '\''; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (*p)
+                p++;
+        } else {
+            for (; *p && !is_space(*p); p++)
+                if (*p == '\\' && p[1])
+                    p++;
+        }
+        if (!names_password(key, klen))
+            continue;
+        if (!quoted) {
+            /* a space left unquoted in a password ends the value where libpq sees it end, and
+             * its next word then shows in the error: words that are not a "key =" are taken
+             * as the password's */
+            for (;;) {
+                const char *q = p;
+                while (*q && is_space(*q))
+                    q++;
+                if (!*q)
+                    break;
+                const char *w = q;
+                while (*q && !is_space(*q) && *q != '=')
+                    q++;
+                const char *after = q;
+                while (*after && is_space(*after))
+                    after++;
+                if (*after == '=' || q == w)
+                    break;
+                p = q;
+            }
+        }
+        put(&o, copied, (size_t)(val - copied));
+        put(&o, "***", 3);
+        copied = p;
+    }
+    put(&o, copied, strlen(copied));
+    *o = 0;
+}
+
+static void redact_url(const char *ci, size_t prefix, char *out)
+{
+    const char *auth = ci + prefix, *p = auth;
+    char *o = out;
+    while (*p && *p != '@' && *p != '/')
+        p++;
+    const char *at = *p == '@' ? p : NULL;
+    if (!at && *p == '/') { /* a '/' left unencoded in the password: user:pa/ss@host */
+        const char *q = p;
+        while (*q && *q != '@' && *q != '?')
+            q++;
+        if (*q == '@')
+            at = q;
+    }
+    const char *copied = ci;
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        if (colon && colon + 1 < at) {
+            put(&o, copied, (size_t)(colon + 1 - copied));
+            put(&o, "***", 3);
+            copied = at;
+        }
+    }
+    /* query parameters: ?password=...&sslpassword=... */
+    const char *q = strchr(at ? at : auth, '?');
+    while (q) {
+        const char *key = q + 1, *eq = key;
+        while (*eq && *eq != '=' && *eq != '&')
+            eq++;
+        const char *end = eq;
+        while (*end && *end != '&')
+            end++;
+        /* the key may be percent-encoded */
+        char k[64];
+        size_t kn = 0;
+        for (const char *c = key; c < eq && kn < sizeof k; c++) {
+            int h, l;
+            if (*c == '%' && c + 2 < eq && (h = hexval(c[1])) >= 0 && (l = hexval(c[2])) >= 0) {
+                k[kn++] = (char)(h << 4 | l);
+                c += 2;
+            } else {
+                k[kn++] = *c;
+            }
+        }
+        if (*eq == '=' && names_password(k, kn)) {
+            put(&o, copied, (size_t)(eq + 1 - copied));
+            put(&o, "***", 3);
+            copied = end;
+        }
+        q = *end ? end : NULL;
+    }
+    put(&o, copied, strlen(copied));
+    *o = 0;
+}
+
+/* A copy of conninfo with every password replaced by *** (malloc'd), or NULL (no memory). */
+static char *conninfo_redacted(const char *ci)
+{
+    size_t n = strlen(ci);
+    char *out = malloc(n + n / 2 * 3 + 8); /* at most one *** per two bytes of the original */
+    if (!out)
+        return NULL;
+    if (strncmp(ci, "postgresql://", 13) == 0)
+        redact_url(ci, 13, out);
+    else if (strncmp(ci, "postgres://", 11) == 0)
+        redact_url(ci, 11, out);
+    else
+        redact_kv(ci, out);
+    return out;
+}
+
+/* "invalid connection string: <libpq's reason>", the password left out, pushed on the stack. */
+static void push_conninfo_error(lua_State *L, const char *ci)
+{
+    char *red = conninfo_redacted(ci), *perr = NULL;
+    PQconninfoOption *opts = red ? PQconninfoParse(red, &perr) : NULL;
+    if (opts) {
+        PQconninfoFree(opts);
+        lua_pushliteral(L, "invalid connection string: the password value is malformed (details "
+                           "withheld)");
+    } else {
+        char *m = scrubbed(perr ? perr : "out of memory", NULL);
+        lua_pushfstring(L, "invalid connection string: %s", m ? m : "out of memory");
+        free(m);
+    }
+    if (perr)
+        PQfreemem(perr);
+    free(red);
+}
+
 static int connect_error(lua_State *L, const char *msg)
 {
     fr_error_push(L, "pg.08001", msg, false);
@@ -2345,13 +2539,9 @@ static int l_connect(lua_State *L)
         char *perr = NULL;
         PQconninfoOption *opts = PQconninfoParse(ci, &perr);
         if (!opts) {
-            bool sensitive = strstr(ci, "password") || (strstr(ci, "://") && strchr(ci, '@'));
-            char *m = scrubbed(perr ? perr : "out of memory", NULL);
             if (perr)
-                PQfreemem(perr);
-            lua_pushfstring(L, "invalid connection string: %s",
-                            sensitive ? "(details withheld: it holds a password)" : m);
-            free(m);
+                PQfreemem(perr); /* it may quote the password: the redacted copy's is used */
+            push_conninfo_error(L, ci);
             return connect_error(L, lua_tostring(L, -1));
         }
         for (PQconninfoOption *o = opts; o->keyword; o++) {
