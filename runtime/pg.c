@@ -66,7 +66,8 @@ typedef struct stmt {
     struct stmt *next;
     uint32_t hash;
     int id;
-    int state; /* ST_SEEN: run once, unnamed; ST_PARSING: Parse sent; ST_READY: prepared */
+    int state; /* ST_SEEN: run unnamed so far; ST_PARSING: Parse sent; ST_READY: prepared */
+    int uses;  /* runs while ST_SEEN */
     int nparams;
     char *sig; /* one char per parameter (see sigchar), then the SQL text */
     char *sql;
@@ -111,7 +112,9 @@ struct pgc {
     char *broken_msg;
     struct pgc *prev_all, *next_all;
     stmt_t *stmts[STMT_BUCKETS];
-    int nstmts, stmt_max, stmt_seq, stmt_evict;
+    /* the statement cache: its policy (size, from which use a query is prepared) is lua/pg's,
+     * set with conn:statement_cache; 0 statements until then */
+    int nstmts, stmt_max, stmt_seq, stmt_evict, prepare_from;
     bool pipe;             /* libpq pipeline mode: statements sent without waiting */
     bool numeric_number;   /* numeric results as Lua numbers instead of exact strings */
     pgop_t *phead, *ptail; /* sent in pipeline mode, results due in this order */
@@ -527,6 +530,7 @@ static stmt_t *stmt_add(pgc_t *c, const pgop_t *op, uint32_t h, int state)
     memcpy(s->sql, op->sql, sl + 1);
     s->ptypes = NULL;
     s->nptypes = 0;
+    s->uses = 1;
     s->next = c->stmts[h % STMT_BUCKETS];
     c->stmts[h % STMT_BUCKETS] = s;
     c->nstmts++;
@@ -650,8 +654,8 @@ static int send_step(pgc_t *c, pgop_t *op)
     return 0;
 }
 
-/* Which way a query goes: unnamed the first time (one round trip, as a one-off statement
- * should), prepared from its second use on (Parse, then Bind/Execute only ever after). A
+/* Which way a query goes: unnamed (one round trip, as a one-off statement should) until its
+ * prepare_from-th use, prepared from then on (Parse, then Bind/Execute only ever after). A
  * query whose parameters need the server's types is prepared at once (Parse, Describe, then
  * Execute), so that the types are asked once per connection. Returns as send_step. */
 static int send_request(pgc_t *c, pgop_t *op)
@@ -664,13 +668,16 @@ static int send_request(pgc_t *c, pgop_t *op)
             stmt_remove(c, s);
             s = NULL;
         }
+        bool now = op->check_types || c->prepare_from <= 1;
         if (!s) {
             if (stmt_room(c))
-                s = stmt_add(c, op, h, op->check_types ? ST_PARSING : ST_SEEN);
-            if (s && op->check_types) {
+                s = stmt_add(c, op, h, now ? ST_PARSING : ST_SEEN);
+            if (s && now) {
                 op->preparing = true;
                 op->stmt = s;
             }
+        } else if (s->state == ST_SEEN && !now && ++s->uses < c->prepare_from) {
+            /* not yet: unnamed once more */
         } else if (s->state == ST_SEEN) {
             s->state = ST_PARSING;
             s->id = ++c->stmt_seq;
@@ -2090,16 +2097,22 @@ static int l_cancel_timeout(lua_State *L)
     return 1;
 }
 
-/* conn:statement_cache(n): prepare at most n statements on this connection (0: none, for
- * poolers in transaction mode). Returns the previous limit. */
+/* conn:statement_cache([n [, prepare_from]]) -> previous n, previous prepare_from. Prepare at
+ * most n statements on this connection (0: none, for poolers in transaction mode), each from
+ * its prepare_from-th run (1: at once). In pipeline mode a statement is prepared at its first
+ * run whatever prepare_from says: there the Parse costs no round trip. */
 static int l_statement_cache(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     lua_Integer n = luaL_optinteger(L, 2, c->stmt_max);
+    lua_Integer from = luaL_optinteger(L, 3, c->prepare_from);
     luaL_argcheck(L, n >= 0 && n <= 100000, 2, "expected 0 .. 100000");
+    luaL_argcheck(L, from >= 1 && from <= 1000000, 3, "expected 1 .. 1000000");
     lua_pushinteger(L, c->stmt_max);
+    lua_pushinteger(L, c->prepare_from);
     c->stmt_max = (int)n;
-    return 1;
+    c->prepare_from = (int)from;
+    return 2;
 }
 
 static int l_backend_pid(lua_State *L)
@@ -2579,7 +2592,8 @@ static int l_connect(lua_State *L)
     }
     c->fd = -1;
     c->refs = 1;
-    c->stmt_max = 256;
+    c->stmt_max = 0; /* lua/pg sets its policy */
+    c->prepare_from = 2;
     c->cancel_timeout = 30;
     c->state = S_CONNECTING;
     c->next_all = all_conns;

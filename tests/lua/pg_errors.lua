@@ -79,6 +79,9 @@ t.test("an AWS database secret's table connects as it is", function()
   local conn = pg.connect(secret)
   t.eq(conn:query("SELECT current_user AS u")[1].u, user, "username is the user")
   conn:close()
+  local pool = pg.pool { conninfo = secret, size = 1 }
+  t.eq(pool:query("SELECT current_user AS u")[1].u, user, "a pool takes the secret's table too")
+  pool:close()
   t.eq(pg.conninfo_table({ username = "u", database = "d", port = 5432, engine = "postgres" }),
     { user = "u", dbname = "d", port = "5432" }, "the translation")
   t.eq(pg.conninfo_table({ user = "a", username = "b" }), { user = "a" }, "libpq's own key wins")

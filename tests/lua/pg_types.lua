@@ -307,6 +307,38 @@ t.test("statement cache: DDL under a prepared statement and DISCARD ALL", functi
   c:statement_cache(old)
 end)
 
+t.test("statement cache policy is lua/pg's: size and from which run a query is prepared", function()
+  t.eq(pg.statement_cache, { size = 256, prepare_from = 2 }, "the default policy")
+  local function prepared(pattern)
+    local n = 0
+    for _, r in ipairs(c:query("SELECT statement FROM pg_prepared_statements")) do
+      if r.statement:find(pattern, 1, true) then n = n + 1 end
+    end
+    return n
+  end
+  c:exec("DEALLOCATE ALL")
+  local size, from = c:statement_cache(10, 3)
+  t.eq({ size, from }, { 256, 2 }, "conn:statement_cache returns the previous size and run")
+  c:query("SELECT 'third' AS a"); c:query("SELECT 'third' AS a")
+  t.eq(prepared("'third'"), 0, "prepare_from 3: not prepared after two runs")
+  c:query("SELECT 'third' AS a")
+  t.eq(prepared("'third'"), 1, "prepared at the third")
+  c:statement_cache(10, 1)
+  c:query("SELECT 'first' AS a")
+  t.eq(prepared("'first'"), 1, "prepare_from 1: prepared at the first run")
+  t.raises(function() c:statement_cache(10, 0) end, "expected 1", "prepare_from below 1 is misuse")
+  c:statement_cache(256, 2)
+  local raw = pg.core.connect(ci)
+  t.eq(raw:statement_cache(), 0, "pg.core alone prepares nothing: the policy is not in C")
+  raw:close()
+  local saved = pg.statement_cache
+  pg.statement_cache = { size = 7, prepare_from = 4 }
+  local other = pg.connect(ci)
+  t.eq({ other:statement_cache() }, { 7, 4 }, "pg.connect applies pg.statement_cache")
+  other:close()
+  pg.statement_cache = saved
+end)
+
 c:close()
 t.raises(function() c:query("SELECT 1") end, "closed", "a closed connection refuses queries")
 t.done()
