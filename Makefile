@@ -6,12 +6,12 @@
 #   make demo       the DMS -> EMR pipeline in the simulator
 #   make install PREFIX=/usr/local
 
-PKGS     := lua5.4 libuv libcurl openssl jansson libpq expat libedit
+PKGS     := lua5.4 libuv libcurl openssl jansson libpq expat libedit zlib
 # The binary holds the core; each shared unit (a C unit that links a heavy library) is a
 # shared object BUILD/lib/<unit>.so loaded on first require (runtime/main.c lists them too),
 # so `flowrun -e` does not pay for loading libcurl, libpq or OpenSSL.
 CORE_PKGS    := lua5.4 libuv jansson
-SHARED_UNITS := http pg xml sigv4 repl
+SHARED_UNITS := http pg xml sigv4 repl zlib
 # C files linked into a shared unit besides its own (pg.so holds pg.c and its value codec)
 UNIT_PARTS   := pg_values
 PREFIX   ?= /usr/local

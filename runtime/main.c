@@ -35,7 +35,7 @@ static const struct {
     const char *module, *unit;
 } shared_modules[] = {
     {"http", "http"},          {"pg.core", "pg"},           {"xml", "xml"},
-    {"aws.sigv4", "sigv4"},    {"flow.readline", "repl"},
+    {"aws.sigv4", "sigv4"},    {"flow.readline", "repl"},   {"zlib", "zlib"},
 };
 
 static bool is_root(const char *dir)

@@ -8,7 +8,7 @@ packages=(
   # build
   gcc make pkg-config
   liblua5.4-dev libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libpq-dev
-  libexpat1-dev libedit-dev
+  libexpat1-dev libedit-dev zlib1g-dev
   # tests
   lua5.4 postgresql lua-busted lua-lpeg lua-filesystem perl
   python3 python3-botocore ca-certificates openssl
