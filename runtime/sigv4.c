@@ -481,6 +481,9 @@ static char *dup_field(lua_State *L, int t, const char *name, bool required, siz
         luaL_error(L, "sigv4.new: field '%s' must be a string, got %s", name, luaL_typename(L, -1));
     size_t n;
     const char *v = lua_tolstring(L, -1, &n);
+    /* the keys are used as C strings: a NUL byte would sign with a shorter key than given */
+    if (!lenp && memchr(v, 0, n))
+        luaL_error(L, "sigv4.new: field '%s' must not contain NUL bytes", name);
     char *p = malloc(n + 1);
     if (!p)
         luaL_error(L, "sigv4: out of memory");
@@ -701,12 +704,17 @@ static int l_sign(lua_State *L)
         return luaL_error(L, "sigv4: req.region is required");
     if (!service || !service_len)
         return luaL_error(L, "sigv4: req.service is required");
-    if (memchr(region, '/', region_len) || memchr(service, '/', service_len))
-        return luaL_error(L, "sigv4: region and service may not contain '/'");
+    /* both are in the scope and key the signing-key cache as C strings */
+    if (memchr(region, '/', region_len) || memchr(service, '/', service_len) ||
+        memchr(region, 0, region_len) || memchr(service, 0, service_len))
+        return luaL_error(L, "sigv4: region and service may not contain '/' or NUL bytes");
     bool presign = expires > 0;
     char amz[17];
     if (date_s) {
-        if (date_len != 16 || date_s[8] != 'T' || date_s[15] != 'Z')
+        bool shape = date_len == 16 && date_s[8] == 'T' && date_s[15] == 'Z';
+        for (size_t i = 0; shape && i < 15; i++)
+            shape = i == 8 || (date_s[i] >= '0' && date_s[i] <= '9');
+        if (!shape)
             return luaL_error(L, "sigv4: req.date must look like 20150830T123600Z");
         memcpy(amz, date_s, 16);
         amz[16] = 0;
@@ -1159,13 +1167,10 @@ static int luaopen_sigv4(lua_State *L)
     static const luaL_Reg meth[] = {{"sign", l_sign}, {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", l_close}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"new", l_new},
-                                     {"sha256_hex", l_sha256_hex},
-                                     {"hmac_sha256", l_hmac_sha256},
-                                     {"hex", l_hex},
-                                     {"uri_encode", l_uri_encode},
-                                     {"uri_decode", l_uri_decode},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"new", l_new}, {"sha256_hex", l_sha256_hex}, {"hmac_sha256", l_hmac_sha256},
+        {"hex", l_hex}, {"uri_encode", l_uri_encode}, {"uri_decode", l_uri_decode},
+        {NULL, NULL}};
     if (luaL_newmetatable(L, SIGNER_MT)) {
         luaL_setfuncs(L, meta, 0);
         luaL_newlib(L, meth);

@@ -12,6 +12,7 @@ packages=(
   # tests
   lua5.4 postgresql lua-busted lua-lpeg lua-filesystem perl
   python3 python3-botocore ca-certificates openssl
+  clang libclang-rt-14-dev   # the libFuzzer targets (tests/fuzz) and their smoke run
   # benchmarks
   nginx-light wrk hyperfine python3-psycopg2 time
 )
