@@ -380,6 +380,15 @@ int main(int argc, char **argv)
                 "assert(not ok and err:find('date'), err)\n"
                 "ok, err = pcall(sigv4.new, {access_key='A'})\n"
                 "assert(not ok and err:find('secret_key'), err)\n"
+                "ok, err = pcall(sigv4.new, {access_key='A', secret_key='S\\0hidden'})\n"
+                "assert(not ok and err:find('NUL'), 'a NUL byte in the secret: ' .. tostring(err))\n"
+                "ok, err = pcall(s.sign, s, {region='us\\0x', service='s'})\n"
+                "assert(not ok and err:find('NUL'), 'a NUL byte in the region: ' .. tostring(err))\n"
+                "ok, err = pcall(s.sign, s, {region='r', service='s', date='2015083xT123600Z'})\n"
+                "assert(not ok and err:find('date'), 'a date not of digits: ' .. tostring(err))\n"
+                "local a = s:sign{region='r', service='s', date='20150830T123600Z'}\n"
+                "local b = s:sign{region='r', service='s', date='20150831T123600Z'}\n"
+                "assert(a ~= b, 'another day, another key')\n"
                 "return 'ok'");
     tap_streq(r, "ok", "bad arguments raise clear errors");
 
