@@ -252,8 +252,9 @@ static bool parse_float(const char *s, size_t len, double *out)
         return false;
     memcpy(buf, s, len);
     buf[len] = 0;
-    /* strtod also takes hex floats and leading spaces, which PostgreSQL never writes */
-    if (buf[0] == ' ' || memchr(buf, 'x', len) || memchr(buf, 'X', len))
+    /* strtod also takes hex floats and leading white space (any of it), which PostgreSQL
+     * never writes */
+    if (!strchr("+-.0123456789IiNn", buf[0]) || memchr(buf, 'x', len) || memchr(buf, 'X', len))
         return false;
     char *end;
     *out = strtod(buf, &end);
