@@ -3,7 +3,8 @@
 #   run.sh run [TARGET...]    each target for FUZZ_TIME seconds (default 60), seeded from its
 #                             committed corpus; new inputs go to $FUZZ_BUILD/corpus/<target>,
 #                             a crash to $FUZZ_BUILD/crashes/; ends with the exec counts
-#   run.sh merge [TARGET...]  what run found, minimised into tests/fuzz/corpus/<target>
+#   run.sh merge [TARGET...]  what run found, minimised into tests/fuzz/corpus/<target> (files
+#                             named regress-* are inputs that once crashed a target: kept)
 #   run.sh smoke [TARGET...]  TAP for prove (make test): each target over its committed corpus
 #                             and FUZZ_SMOKE more seconds (default 3); a crash fails
 # FUZZ_JOBS targets run at once in `run` (default 1; the machine is shared: nice 19).
@@ -56,9 +57,10 @@ merge)
     mkdir -p "tests/fuzz/corpus/$t" "$build/corpus/$t"
     tmp=$(mktemp -d)
     # keep the smallest set covering both: the committed corpus and what run found
-    "$build/fuzz_$t" -merge=1 -timeout=20 "$tmp" "tests/fuzz/corpus/$t" "$build/corpus/$t" \
+    nice -n 19 "$build/fuzz_$t" -merge=1 -timeout=20 "$tmp" "tests/fuzz/corpus/$t" "$build/corpus/$t" \
       >"$build/merge-$t.log" 2>&1 || { echo "merge of $t failed: $build/merge-$t.log"; exit 1; }
-    rm -f "tests/fuzz/corpus/$t"/*
+    # regress-*: inputs that once crashed a target stay whatever coverage they add
+    find "tests/fuzz/corpus/$t" -type f ! -name 'regress-*' -delete
     cp "$tmp"/* "tests/fuzz/corpus/$t"/ 2>/dev/null || true
     rm -rf "$tmp"
     echo "$t: $(ls "tests/fuzz/corpus/$t" | wc -l) inputs, $(du -sk "tests/fuzz/corpus/$t" | cut -f1) KB"
