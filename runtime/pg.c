@@ -14,7 +14,13 @@
  * A connection (pgc_t, malloc'd) runs one statement at a time: `cur` is the op driving it,
  * later callers wait in a FIFO queue. In pipeline mode (conn:pipeline(true)) statements are
  * sent at once, each with its own Sync, and complete in order (phead). conn:query prepares
- * each statement once per connection (the statement cache), so later runs are Bind/Execute.
+ * each statement once per connection (the statement cache, whose size and "prepare from the
+ * n-th run" lua/pg sets), so later runs are Bind/Execute. A parameter only bytea can take (a
+ * string that is not valid text) makes its statement Parse, Describe, then Execute: the server
+ * says the parameter's type before any byte of it is sent.
+ *
+ * Values: runtime/pg_values.c converts results (text form) to Lua values and Lua values to
+ * parameters; this unit hands it OIDs and bytes.
  *
  * Cancelling a task whose query runs: the op is released at once and the connection "drains"
  * in the background: PQcancel (which opens a connection and blocks: PG 15's libpq has no
