@@ -3,15 +3,19 @@
 #   make test       install missing packages, build, start test servers, run every test (prove)
 #   make asan       the whole test suite against an ASan+UBSan build
 #   make bench      benchmarks, our figures beside the peers' (not timed tests)
+#   make fuzz       every libFuzzer target for FUZZ_TIME seconds (60); make fuzz-merge keeps
+#                   what they found, minimised, in tests/fuzz/corpus/
 #   make demo       the DMS -> EMR pipeline in the simulator
 #   make install PREFIX=/usr/local
 
-PKGS     := lua5.4 libuv libcurl openssl jansson libpq expat libedit libh2o
+PKGS     := lua5.4 libuv libcurl openssl jansson libpq expat libedit libh2o zlib
 # The binary holds the core; each shared unit (a C unit that links a heavy library) is a
 # shared object BUILD/lib/<unit>.so loaded on first require (runtime/main.c lists them too),
 # so `flowrun -e` does not pay for loading libcurl, libpq or OpenSSL.
 CORE_PKGS    := lua5.4 libuv jansson
-SHARED_UNITS := http pg xml sigv4 repl httpd
+SHARED_UNITS := http pg xml sigv4 repl httpd zlib
+# C files linked into a shared unit besides its own (pg.so holds pg.c and its value codec)
+UNIT_PARTS   := pg_values
 PREFIX   ?= /usr/local
 BUILD    ?= build
 CC       ?= cc
@@ -26,21 +30,24 @@ SRC      := $(wildcard runtime/*.c)
 OBJ      := $(SRC:runtime/%.c=$(BUILD)/%.o)
 LIBOBJ   := $(filter-out $(BUILD)/main.o,$(OBJ))
 MODOBJ   := $(filter $(SHARED_UNITS:%=$(BUILD)/%.o),$(OBJ))
-COREOBJ  := $(filter-out $(MODOBJ),$(OBJ))
+PARTOBJ  := $(UNIT_PARTS:%=$(BUILD)/%.o)
+COREOBJ  := $(filter-out $(MODOBJ) $(PARTOBJ),$(OBJ))
 MODS     := $(MODOBJ:$(BUILD)/%.o=$(BUILD)/lib/%.so)
 CTESTS   := $(patsubst tests/c/%.c,$(BUILD)/tests/%.t,$(wildcard tests/c/*.c))
 BIN      ?= flowrun
 
-.PHONY: all test check asan bench demo install clean deps ctests format
+.PHONY: all test check asan bench demo install clean deps ctests format fuzz fuzz-build fuzz-merge
 
 all: $(BIN) $(MODS)
 
 $(BIN): $(COREOBJ)
 	$(CC) -o $@ $(COREOBJ) $(LDFLAGS) -Wl,-E -Wl,--as-needed $(CORE_LIBS) -ldl -lm
 
+$(BUILD)/lib/pg.so: $(BUILD)/pg_values.o
+
 $(BUILD)/lib/%.so: $(BUILD)/%.o
 	@mkdir -p $(BUILD)/lib
-	$(CC) -shared -o $@ $< $(LDFLAGS) -Wl,--as-needed $(PKG_LIBS) -lm
+	$(CC) -shared -o $@ $^ $(LDFLAGS) -Wl,--as-needed $(PKG_LIBS) -lm
 
 $(BUILD)/%.o: runtime/%.c runtime/flowrun.h | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
@@ -79,9 +86,37 @@ install: all
 	cp -R lua stdlib workflows $(DESTDIR)$(PREFIX)/share/flowrun/
 
 format:
-	clang-format -i runtime/*.c runtime/*.h tests/c/*.c tests/c/*.h
+	clang-format -i runtime/*.c runtime/*.h tests/c/*.c tests/c/*.h tests/fuzz/*.c tests/fuzz/*.h
+
+# ---- fuzzing: the pure units under libFuzzer with ASan and UBSan (clang; Debian's clang 14 and
+# libclang-rt-14-dev). Each target links its unit and the small units it needs.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_TIME    ?= 60
+FUZZ_CC      ?= clang
+FUZZ_TARGETS := sigv4 json xml pg_values zlib
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -std=gnu11 -g -O1 $(FUZZ_SAN) $(PKG_CFLAGS) -Iruntime
+FUZZ_COMMON  := $(patsubst %,$(FUZZ_BUILD)/obj/%.o,module error json)
+
+$(FUZZ_BUILD)/obj/%.o: runtime/%.c runtime/flowrun.h
+	@mkdir -p $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+.PRECIOUS: $(FUZZ_BUILD)/obj/%.o
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_COMMON) $(FUZZ_BUILD)/obj/%.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(filter %.o,$^) $(LDFLAGS) \
+	    -Wl,--as-needed $(PKG_LIBS) -lm
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_TIME=$(FUZZ_TIME) tests/fuzz/run.sh run $(FUZZ_TARGETS)
+
+fuzz-merge: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) tests/fuzz/run.sh merge $(FUZZ_TARGETS)
 
 clean:
-	rm -rf build build-asan flowrun
+	rm -rf build build-asan build-fuzz flowrun
 
--include $(OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(wildcard $(FUZZ_BUILD)/obj/*.d)

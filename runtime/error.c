@@ -1,7 +1,8 @@
 /*
  * error.c — the one place error objects are built: tables with metatable "flowrun.error"
  * holding code, message, retryable and whatever fields the raiser adds (status, request_id,
- * sqlstate, ...). __tostring gives "code: message". Lua gets flow.core.error / is_error.
+ * sqlstate, ...). __tostring gives "code: message", and so does concatenation. Lua gets
+ * flow.core.error / is_error.
  */
 #include "flowrun.h"
 
@@ -23,11 +24,23 @@ static int l_error_tostring(lua_State *L)
     return 1;
 }
 
+/* err .. "text" and "text" .. err read the error as its __tostring, so code written for
+ * string errors ("failed: " .. err) keeps working when a primitive returns an error object. */
+static int l_error_concat(lua_State *L)
+{
+    luaL_tolstring(L, 1, NULL);
+    luaL_tolstring(L, 2, NULL);
+    lua_concat(L, 2);
+    return 1;
+}
+
 static void push_metatable(lua_State *L)
 {
     if (luaL_newmetatable(L, ERROR_MT)) {
         lua_pushcfunction(L, l_error_tostring);
         lua_setfield(L, -2, "__tostring");
+        lua_pushcfunction(L, l_error_concat);
+        lua_setfield(L, -2, "__concat");
         lua_pushliteral(L, "flowrun.error");
         lua_setfield(L, -2, "__name");
     }

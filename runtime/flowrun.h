@@ -164,5 +164,11 @@ bool fr_json_decode(lua_State *L, const char *s, size_t len);
 /* Push json.null, the sentinel for JSON null (pg.null is the same value). */
 void fr_json_push_null(lua_State *L);
 bool fr_json_isnull(lua_State *L, int idx);
+/* base64, standard alphabet, padded (json.c). encode writes 4 * ceil(n / 3) bytes; decode
+ * writes at most n / 4 * 3 + 3, skips whitespace, and on malformed input returns false with
+ * what and where in why. */
+size_t fr_base64_encode(const void *in, size_t n, char *out);
+bool fr_base64_decode(const char *in, size_t n, void *out, size_t *outlen, char *why,
+                      size_t whylen);
 
 #endif

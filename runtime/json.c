@@ -6,7 +6,11 @@
  * unique userdata (pg.null is the same value). An empty Lua table is written as {} unless it
  * was marked with json.array(t); decoding marks empty arrays the same way, so a decoded
  * document encodes back the same. Binary data goes through json.base64_encode/decode (the AWS
- * layer does that where the API model says "blob").
+ * layer does that where the API model says "blob"); fr_base64_* is the project's one base64.
+ *
+ * Failures: json.decode raises a "json.decode" error object (it is what workflows call, and
+ * every caller today expects it to raise); json.base64_decode returns nil and a "json.base64"
+ * error object; misuse (a value that cannot be encoded) raises a message naming the path.
  *
  * Ownership: every json_t built here is owned by the function that built it and released
  * with json_decref before returning or raising.
@@ -354,7 +358,8 @@ static int box_gc(lua_State *L)
     return 0;
 }
 
-/* ---- the Lua module --------------------------------------------------------------------------- */
+/* ---- the Lua module ---------------------------------------------------------------------------
+ */
 
 /* json.encode(value [, {pretty = true}]) -> string; raises naming the path of what cannot be
  * encoded. */
@@ -415,82 +420,136 @@ static int l_is_array(lua_State *L)
     return 1;
 }
 
-static const char b64chars[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* ---- base64 (RFC 4648, standard alphabet, padded): the one implementation ------------------- */
 
-/* json.base64_encode(bytes) -> string (standard alphabet, padded) */
-static int l_b64encode(lua_State *L)
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t fr_base64_encode(const void *in, size_t n, char *out)
 {
-    size_t len;
-    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    luaL_Buffer b;
-    char *out = luaL_buffinitsize(L, &b, 4 * ((len + 2) / 3));
+    const unsigned char *s = in;
     size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
+    for (size_t i = 0; i < n; i += 3) {
         unsigned v = (unsigned)s[i] << 16;
-        if (i + 1 < len)
+        if (i + 1 < n)
             v |= (unsigned)s[i + 1] << 8;
-        if (i + 2 < len)
+        if (i + 2 < n)
             v |= s[i + 2];
         out[o++] = b64chars[(v >> 18) & 63];
         out[o++] = b64chars[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? b64chars[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? b64chars[v & 63] : '=';
+        out[o++] = i + 1 < n ? b64chars[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? b64chars[v & 63] : '=';
     }
-    luaL_pushresultsize(&b, o);
-    return 1;
+    return o;
 }
 
-static int b64value(int c)
+static int b64value(unsigned char c)
 {
-    const char *p = c ? strchr(b64chars, c) : NULL;
-    return p ? (int)(p - b64chars) : -1;
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
-/* json.base64_decode(s) -> bytes, or nil, message */
-static int l_b64decode(lua_State *L)
+static bool b64space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+bool fr_base64_decode(const char *in, size_t n, void *outp, size_t *outlen, char *why,
+                      size_t whylen)
+{
+    unsigned char *out = outp;
+    size_t o = 0, sig = 0, pad = 0;
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (b64space(c)) /* line-wrapped text (MIME, PEM) decodes as one */
+            continue;
+        int d = b64value(c);
+        if (c == '=') {
+            /* padding fills the third and fourth places of the last group only */
+            if (sig % 4 < 2) {
+                snprintf(why, whylen, "invalid base64: '=' at offset %zu", i);
+                return false;
+            }
+            pad++;
+            sig++;
+            continue;
+        }
+        if (d < 0 || pad) {
+            if (d < 0)
+                snprintf(why, whylen, "invalid base64: byte 0x%02x at offset %zu", c, i);
+            else
+                snprintf(why, whylen, "invalid base64: data after the padding at offset %zu", i);
+            return false;
+        }
+        v = v << 6 | (unsigned)d;
+        if (++sig % 4 == 0) {
+            out[o++] = (unsigned char)(v >> 16);
+            out[o++] = (unsigned char)(v >> 8);
+            out[o++] = (unsigned char)v;
+            v = 0;
+        }
+    }
+    if (sig % 4 != 0) {
+        snprintf(why, whylen, "invalid base64: length is not a multiple of 4");
+        return false;
+    }
+    if (pad) { /* the last group: 2 or 3 characters of data */
+        v <<= 6 * pad;
+        out[o++] = (unsigned char)(v >> 16);
+        if (pad == 1)
+            out[o++] = (unsigned char)(v >> 8);
+    }
+    *outlen = o;
+    return true;
+}
+
+/* json.base64_encode(bytes) -> string (standard alphabet, padded). */
+static int l_b64encode(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
-    while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' '))
-        len--;
-    if (len % 4 != 0) {
+    if (len > (SIZE_MAX - 3) / 4 * 3)
+        return luaL_error(L, "json.base64_encode: input too large");
+    luaL_Buffer b;
+    char *out = luaL_buffinitsize(L, &b, 4 * ((len + 2) / 3));
+    luaL_pushresultsize(&b, fr_base64_encode(s, len, out));
+    return 1;
+}
+
+/* json.base64_decode(s) -> bytes, or nil and a "json.base64" error object saying what is
+ * malformed and where. ASCII whitespace is skipped (line-wrapped text); padding is required. */
+static int l_b64decode(lua_State *L)
+{
+    size_t len, outlen;
+    const char *s = luaL_checklstring(L, 1, &len);
+    luaL_Buffer b;
+    char *out = luaL_buffinitsize(L, &b, len / 4 * 3 + 3);
+    char why[96];
+    if (!fr_base64_decode(s, len, out, &outlen, why, sizeof why)) {
+        fr_error_push(L, "json.base64", why, false);
         lua_pushnil(L);
-        lua_pushliteral(L, "invalid base64: length is not a multiple of 4");
+        lua_insert(L, -2);
         return 2;
     }
-    luaL_Buffer b;
-    char *out = luaL_buffinitsize(L, &b, len / 4 * 3);
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        int pad = (s[i + 3] == '=') + (s[i + 2] == '=');
-        if (pad && i + 4 != len)
-            goto bad;
-        int a = b64value(s[i]), bb = b64value(s[i + 1]);
-        int c = pad >= 2 ? 0 : b64value(s[i + 2]), d = pad >= 1 ? 0 : b64value(s[i + 3]);
-        if (a < 0 || bb < 0 || c < 0 || d < 0)
-            goto bad;
-        unsigned v = (unsigned)a << 18 | (unsigned)bb << 12 | (unsigned)c << 6 | (unsigned)d;
-        out[o++] = (char)(v >> 16);
-        if (pad < 2)
-            out[o++] = (char)(v >> 8);
-        if (pad < 1)
-            out[o++] = (char)v;
-    }
-    luaL_pushresultsize(&b, o);
+    luaL_pushresultsize(&b, outlen);
     return 1;
-bad:
-    lua_pushnil(L);
-    lua_pushliteral(L, "invalid base64");
-    return 2;
 }
 
 static int luaopen_json(lua_State *L)
 {
-    static const luaL_Reg f[] = {
-        {"encode", l_encode},          {"decode", l_decode},           {"array", l_array},
-        {"object", l_object},          {"is_array", l_is_array},       {"base64_encode", l_b64encode},
-        {"base64_decode", l_b64decode}, {NULL, NULL}};
+    static const luaL_Reg f[] = {{"encode", l_encode},
+                                 {"decode", l_decode},
+                                 {"array", l_array},
+                                 {"object", l_object},
+                                 {"is_array", l_is_array},
+                                 {"base64_encode", l_b64encode},
+                                 {"base64_decode", l_b64decode},
+                                 {NULL, NULL}};
     ensure_metatables(L);
     luaL_newlib(L, f);
     fr_json_push_null(L);

@@ -24,8 +24,8 @@
 static const struct {
     const char *module, *unit;
 } shared_modules[] = {
-    {"http", "http"},          {"pg.core", "pg"},           {"xml", "xml"},
-    {"aws.sigv4", "sigv4"},    {"flow.readline", "repl"},   {"httpd.core", "httpd"},
+    {"http", "http"},          {"pg.core", "pg"},       {"xml", "xml"},   {"aws.sigv4", "sigv4"},
+    {"flow.readline", "repl"}, {"httpd.core", "httpd"}, {"zlib", "zlib"},
 };
 
 static fr_module_t *find_module(const char *name)
@@ -145,7 +145,8 @@ int main(int argc, char **argv)
     } else if (fr_sched_signal()) {
         code = 128 + fr_sched_signal();
     } else {
-        /* flowrun.cli.main reports script errors itself; this is an error in the CLI or its setup */
+        /* flowrun.cli.main reports script errors itself; this is an error in the CLI or its setup
+         */
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         lua_getiuservalue(L, -1, 2);
         fprintf(stderr, "flowrun: %s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");

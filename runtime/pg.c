@@ -14,7 +14,13 @@
  * A connection (pgc_t, malloc'd) runs one statement at a time: `cur` is the op driving it,
  * later callers wait in a FIFO queue. In pipeline mode (conn:pipeline(true)) statements are
  * sent at once, each with its own Sync, and complete in order (phead). conn:query prepares
- * each statement once per connection (the statement cache), so later runs are Bind/Execute.
+ * each statement once per connection (the statement cache, whose size and "prepare from the
+ * n-th run" lua/pg sets), so later runs are Bind/Execute. A parameter only bytea can take (a
+ * string that is not valid text) makes its statement Parse, Describe, then Execute: the server
+ * says the parameter's type before any byte of it is sent.
+ *
+ * Values: runtime/pg_values.c converts results (text form) to Lua values and Lua values to
+ * parameters; this unit hands it OIDs and bytes.
  *
  * Cancelling a task whose query runs: the op is released at once and the connection "drains"
  * in the background: PQcancel (which opens a connection and blocks: PG 15's libpq has no
@@ -32,6 +38,7 @@
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "flowrun.h"
+#include "pg_values.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -42,11 +49,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CONN_MT "flowrun.pg.conn"
 #define WAITER_MT "flowrun.pg.waiter"
-
-static const char bytea_key = 0; /* registry: metatable marking pg.bytea(s) values */
 
 enum { S_CONNECTING, S_READY, S_BROKEN, S_CLOSED };
 enum { COPY_NONE, COPY_IN, COPY_OUT };
@@ -66,10 +72,13 @@ typedef struct stmt {
     struct stmt *next;
     uint32_t hash;
     int id;
-    int state; /* ST_SEEN: run once, unnamed; ST_PARSING: Parse sent; ST_READY: prepared */
+    int state; /* ST_SEEN: run unnamed so far; ST_PARSING: Parse sent; ST_READY: prepared */
+    int uses;  /* runs while ST_SEEN */
     int nparams;
     char *sig; /* one char per parameter (see sigchar), then the SQL text */
     char *sql;
+    Oid *ptypes; /* the parameter types the server said (Describe), once asked; malloc'd */
+    int nptypes;
 } stmt_t;
 
 #define STMT_BUCKETS 64
@@ -109,7 +118,9 @@ struct pgc {
     char *broken_msg;
     struct pgc *prev_all, *next_all;
     stmt_t *stmts[STMT_BUCKETS];
-    int nstmts, stmt_max, stmt_seq, stmt_evict;
+    /* the statement cache: its policy (size, from which use a query is prepared) is lua/pg's,
+     * set with conn:statement_cache; 0 statements until then */
+    int nstmts, stmt_max, stmt_seq, stmt_evict, prepare_from;
     bool pipe;             /* libpq pipeline mode: statements sent without waiting */
     bool numeric_number;   /* numeric results as Lua numbers instead of exact strings */
     pgop_t *phead, *ptail; /* sent in pipeline mode, results due in this order */
@@ -142,10 +153,17 @@ struct pgop {
     size_t len;
     const char *end_msg;
     bool end_sent;
-    bool get_end;        /* the end of COPY TO: results are nil, count */
-    stmt_t *stmt;        /* the prepared statement it runs, or NULL */
-    bool preparing;      /* waiting for the Parse of stmt */
-    bool retried;        /* re-prepared once after the server dropped a statement */
+    bool get_end;   /* the end of COPY TO: results are nil, count */
+    stmt_t *stmt;   /* the prepared statement it runs, or NULL */
+    bool preparing; /* waiting for the Parse of stmt */
+    bool retried;   /* re-prepared once after the server dropped a statement */
+    /* A parameter that only bytea can take (a string that is not valid text) waits for the
+     * server to say the parameter's type: Parse, Describe, then Execute. */
+    bool check_types;    /* some parameter needs the server's type */
+    bool types_ok;       /* checked: every such parameter is bytea */
+    bool describing;     /* a Describe was sent, its answer is due */
+    bool unnamed;        /* prepared as the unnamed statement (not in the cache) */
+    bool parsed;         /* the unnamed statement's Parse is done */
     bool in_pipe;        /* in the pipeline list (phead) */
     bool numeric_number; /* numeric results as Lua numbers (conn:numeric("number")) */
     pgc_t *nc;           /* wait_notify, COPY start: the connection, referenced */
@@ -516,6 +534,9 @@ static stmt_t *stmt_add(pgc_t *c, const pgop_t *op, uint32_t h, int state)
         s->sig[i] = sigchar(op->types[i], op->fmts[i]);
     s->sql = s->sig + op->nparams;
     memcpy(s->sql, op->sql, sl + 1);
+    s->ptypes = NULL;
+    s->nptypes = 0;
+    s->uses = 1;
     s->next = c->stmts[h % STMT_BUCKETS];
     c->stmts[h % STMT_BUCKETS] = s;
     c->nstmts++;
@@ -528,6 +549,7 @@ static void stmt_remove(pgc_t *c, stmt_t *s)
         if (*pp == s) {
             *pp = s->next;
             c->nstmts--;
+            free(s->ptypes);
             free(s);
             return;
         }
@@ -540,6 +562,7 @@ static void stmt_clear(pgc_t *c)
         while (c->stmts[b]) {
             stmt_t *s = c->stmts[b];
             c->stmts[b] = s->next;
+            free(s->ptypes);
             free(s);
         }
     }
@@ -564,42 +587,65 @@ static bool stmt_room(pgc_t *c)
     return false;
 }
 
-/* Which way a query goes: unnamed the first time (one round trip, as a one-off statement
- * should), prepared from its second use on (Parse, then Bind/Execute only ever after). */
-static int send_request(pgc_t *c, pgop_t *op)
+/* The parameters only bytea can take against the types the server gave them: true when they
+ * all go to bytea; otherwise the op fails (pg.22021, what the server says of bytes that are not
+ * text) naming the first parameter that does not, what is wrong with it and what it should be. */
+static bool check_param_types(pgop_t *op, const Oid *ptypes, int np)
 {
-    int ok;
-    if (op->kind == K_QUERY && c->stmt_max > 0) {
-        uint32_t h = stmt_hash(op);
-        stmt_t *s = stmt_find(c, op, h);
-        if (s && s->state == ST_PARSING) { /* its Parse never completed: start afresh */
-            stmt_remove(c, s);
-            s = NULL;
+    for (int i = 0; i < op->nparams && i < np; i++) {
+        if (!fr_pg_param_needs_type(op->fmts[i], op->types[i]) || ptypes[i] == FR_OID_BYTEA)
+            continue;
+        size_t at = fr_pg_text_invalid_at(op->vals[i], (size_t)op->lens[i]);
+        unsigned char bad = at < (size_t)op->lens[i] ? (unsigned char)op->vals[i][at] : 0;
+        const char *tname = fr_pg_type_name(ptypes[i]);
+        char tbuf[24], what[24], msg[400];
+        if (!tname) {
+            snprintf(tbuf, sizeof tbuf, "type oid %u", (unsigned)ptypes[i]);
+            tname = tbuf;
         }
-        if (!s) {
-            if (stmt_room(c))
-                stmt_add(c, op, h, ST_SEEN);
-        } else if (s->state == ST_SEEN) {
-            s->state = ST_PARSING;
-            s->id = ++c->stmt_seq;
-            op->preparing = true;
-            op->stmt = s;
-        } else {
-            op->stmt = s;
-        }
+        if (bad)
+            snprintf(what, sizeof what, "byte 0x%02x", bad);
+        else
+            snprintf(what, sizeof what, "a NUL byte");
+        snprintf(msg, sizeof msg,
+                 "query parameter $%d is not valid UTF-8 text (%s at offset %zu) and the server "
+                 "takes it as %s; convert it to UTF-8, or send binary data as pg.bytea(s) to a "
+                 "bytea parameter",
+                 i + 1, what, at, tname);
+        op_fail(op, "pg.22021", false, msg);
+        return false;
     }
-    char name[24];
+    op->types_ok = true;
+    return true;
+}
+
+/* Send the op's next command: Parse (a statement to prepare), Describe (parameter types the
+ * server must say), or the statement itself. Returns 0 when sent, -1 when libpq could not send
+ * (the connection's error says why), 1 when the op failed without a word to the server (a
+ * parameter the cached types already refuse). */
+static int send_step(pgc_t *c, pgop_t *op)
+{
+    char name[24] = "";
+    int ok;
     if (op->stmt)
         snprintf(name, sizeof name, "fr_%d", op->stmt->id);
-    if (op->stmt && op->preparing)
+    if (op->preparing || (op->unnamed && !op->parsed)) {
         ok = PQsendPrepare(c->pg, name, op->sql, op->nparams, op->types);
-    else if (op->stmt)
+    } else if (op->check_types && !op->types_ok && op->stmt && op->stmt->ptypes) {
+        if (!check_param_types(op, op->stmt->ptypes, op->stmt->nptypes))
+            return 1;
+        return send_step(c, op);
+    } else if (op->check_types && !op->types_ok) {
+        ok = PQsendDescribePrepared(c->pg, name);
+        op->describing = ok;
+    } else if (op->stmt || op->unnamed) {
         ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->vals, op->lens, op->fmts, 0);
-    else if (op->kind == K_QUERY)
+    } else if (op->kind == K_QUERY) {
         ok = PQsendQueryParams(c->pg, op->sql, op->nparams, op->types, op->vals, op->lens, op->fmts,
                                0);
-    else
+    } else {
         ok = PQsendQuery(c->pg, op->sql);
+    }
     if (!ok) {
         if (op->stmt && op->preparing)
             stmt_remove(c, op->stmt);
@@ -614,6 +660,44 @@ static int send_request(pgc_t *c, pgop_t *op)
     return 0;
 }
 
+/* Which way a query goes: unnamed (one round trip, as a one-off statement should) until its
+ * prepare_from-th use, prepared from then on (Parse, then Bind/Execute only ever after). A
+ * query whose parameters need the server's types is prepared at once (Parse, Describe, then
+ * Execute), so that the types are asked once per connection. Returns as send_step. */
+static int send_request(pgc_t *c, pgop_t *op)
+{
+    op->unnamed = op->parsed = op->describing = false;
+    if (op->kind == K_QUERY && c->stmt_max > 0) {
+        uint32_t h = stmt_hash(op);
+        stmt_t *s = stmt_find(c, op, h);
+        if (s && s->state == ST_PARSING) { /* its Parse never completed: start afresh */
+            stmt_remove(c, s);
+            s = NULL;
+        }
+        bool now = op->check_types || c->prepare_from <= 1;
+        if (!s) {
+            if (stmt_room(c))
+                s = stmt_add(c, op, h, now ? ST_PARSING : ST_SEEN);
+            if (s && now) {
+                op->preparing = true;
+                op->stmt = s;
+            }
+        } else if (s->state == ST_SEEN && !now && ++s->uses < c->prepare_from) {
+            /* not yet: unnamed once more */
+        } else if (s->state == ST_SEEN) {
+            s->state = ST_PARSING;
+            s->id = ++c->stmt_seq;
+            op->preparing = true;
+            op->stmt = s;
+        } else {
+            op->stmt = s;
+        }
+    }
+    if (op->check_types && !op->types_ok && !op->stmt)
+        op->unnamed = true; /* no room in the cache (or none): the unnamed statement */
+    return send_step(c, op);
+}
+
 static void start_next(pgc_t *c)
 {
     while (!c->cur && c->qhead && c->state == S_READY && !c->draining && c->copy == COPY_NONE &&
@@ -625,7 +709,10 @@ static void start_next(pgc_t *c)
         op->queued = false;
         op->next = NULL;
         c->cur = op;
-        if (send_request(c, op) < 0) {
+        int rc = send_request(c, op);
+        if (rc > 0) {
+            op_finish(op); /* refused before anything was sent */
+        } else if (rc < 0) {
             op_fail(op, "pg.08006", PQstatus(c->pg) == CONNECTION_BAD, PQerrorMessage(c->pg));
             op_finish(op);
             if (PQstatus(c->pg) == CONNECTION_BAD) {
@@ -716,12 +803,37 @@ static void keep_result(pgop_t *op, PGresult *r)
     op->res = r;
 }
 
-/* A prepared statement's step is over. Returns true when the op goes on (Execute sent after the
- * Parse, or a re-prepare after the server lost the statement), false when it is finished. */
-static bool statement_done(pgc_t *c, pgop_t *op)
+/* One command of the op is over (libpq returned NULL). Returns true when the op goes on: the
+ * Describe or the Execute after a Parse, the Execute after a Describe, a re-prepare after the
+ * server lost the statement. False when the op is finished (its result or error is kept). */
+static bool step_done(pgc_t *c, pgop_t *op)
 {
     bool failed = op->res && PQresultStatus(op->res) == PGRES_FATAL_ERROR;
-    if (op->preparing && !failed) {
+    if (op->describing) {
+        op->describing = false;
+        if (failed)
+            return false;
+        int np = op->res ? PQnparams(op->res) : 0;
+        Oid *pt = malloc(sizeof(Oid) * (size_t)(np > 0 ? np : 1));
+        if (!pt) {
+            op_fail(op, "pg.53200", false, "out of memory");
+            return false;
+        }
+        for (int i = 0; i < np; i++)
+            pt[i] = PQparamtype(op->res, i);
+        PQclear(op->res);
+        op->res = NULL;
+        bool good = check_param_types(op, pt, np);
+        if (op->stmt) { /* the types are the statement's: asked once per connection */
+            free(op->stmt->ptypes);
+            op->stmt->ptypes = pt;
+            op->stmt->nptypes = np;
+        } else {
+            free(pt);
+        }
+        if (!good)
+            return false;
+    } else if (op->preparing && !failed) {
         op->stmt->state = ST_READY;
         op->preparing = false;
         PQclear(op->res);
@@ -730,7 +842,13 @@ static bool statement_done(pgc_t *c, pgop_t *op)
         stmt_remove(c, op->stmt);
         op->stmt = NULL;
         return false;
-    } else if (failed) {
+    } else if (op->unnamed && !op->parsed) {
+        if (failed)
+            return false;
+        op->parsed = true;
+        PQclear(op->res);
+        op->res = NULL;
+    } else if (failed && op->stmt) {
         /* 26000: DEALLOCATE / DISCARD ALL dropped it; 0A000: a table changed under it */
         const char *st = PQresultErrorField(op->res, PG_DIAG_SQLSTATE);
         if (!st || (strcmp(st, "26000") != 0 && strcmp(st, "0A000") != 0))
@@ -745,13 +863,25 @@ static bool statement_done(pgc_t *c, pgop_t *op)
         op->retried = true;
         PQclear(op->res);
         op->res = NULL;
+        int rc = send_request(c, op);
+        if (rc < 0) {
+            conn_lost(c, NULL);
+            return true; /* conn_lost finished the op */
+        }
+        if (rc > 0)
+            return false;
+        update_watch(c);
+        return true;
     } else {
         return false;
     }
-    if (send_request(c, op) < 0) {
+    int rc = send_step(c, op);
+    if (rc < 0) {
         conn_lost(c, NULL);
         return true; /* conn_lost finished the op */
     }
+    if (rc > 0)
+        return false;
     update_watch(c);
     return true;
 }
@@ -766,7 +896,7 @@ static void collect(pgc_t *c, pgop_t *op)
                 conn_lost(c, NULL);
                 return;
             }
-            if (op->stmt && statement_done(c, op)) {
+            if (step_done(c, op)) {
                 if (c->state != S_READY)
                     return;
                 continue; /* the Execute is on its way */
@@ -1260,337 +1390,7 @@ static void op_free(fr_op_t *base)
     free(op->buf);
 }
 
-/* ---- values: PostgreSQL text -> Lua -------------------------------------------------------- */
-
-enum {
-    O_BOOL = 16,
-    O_BYTEA = 17,
-    O_CHAR = 18,
-    O_NAME = 19,
-    O_INT8 = 20,
-    O_INT2 = 21,
-    O_INT4 = 23,
-    O_TEXT = 25,
-    O_OID = 26,
-    O_JSON = 114,
-    O_FLOAT4 = 700,
-    O_FLOAT8 = 701,
-    O_BPCHAR = 1042,
-    O_VARCHAR = 1043,
-    O_DATE = 1082,
-    O_TIME = 1083,
-    O_TIMESTAMP = 1114,
-    O_TIMESTAMPTZ = 1184,
-    O_INTERVAL = 1186,
-    O_TIMETZ = 1266,
-    O_NUMERIC = 1700,
-    O_UUID = 2950,
-    O_JSONB = 3802
-};
-
-static const struct typeinfo {
-    Oid oid;
-    const char *name;
-    Oid elem; /* for arrays */
-} types[] = {
-    {16, "bool", 0},
-    {17, "bytea", 0},
-    {18, "char", 0},
-    {19, "name", 0},
-    {20, "int8", 0},
-    {21, "int2", 0},
-    {23, "int4", 0},
-    {25, "text", 0},
-    {26, "oid", 0},
-    {114, "json", 0},
-    {142, "xml", 0},
-    {650, "cidr", 0},
-    {700, "float4", 0},
-    {701, "float8", 0},
-    {705, "unknown", 0},
-    {790, "money", 0},
-    {869, "inet", 0},
-    {1042, "bpchar", 0},
-    {1043, "varchar", 0},
-    {1082, "date", 0},
-    {1083, "time", 0},
-    {1114, "timestamp", 0},
-    {1184, "timestamptz", 0},
-    {1186, "interval", 0},
-    {1266, "timetz", 0},
-    {1700, "numeric", 0},
-    {2278, "void", 0},
-    {2950, "uuid", 0},
-    {3802, "jsonb", 0},
-    {1000, "bool[]", 16},
-    {1001, "bytea[]", 17},
-    {1002, "char[]", 18},
-    {1003, "name[]", 19},
-    {1005, "int2[]", 21},
-    {1007, "int4[]", 23},
-    {1009, "text[]", 25},
-    {1014, "bpchar[]", 1042},
-    {1015, "varchar[]", 1043},
-    {1016, "int8[]", 20},
-    {1021, "float4[]", 700},
-    {1022, "float8[]", 701},
-    {1028, "oid[]", 26},
-    {1115, "timestamp[]", 1114},
-    {1182, "date[]", 1082},
-    {1183, "time[]", 1083},
-    {1185, "timestamptz[]", 1184},
-    {1187, "interval[]", 1186},
-    {1231, "numeric[]", 1700},
-    {1270, "timetz[]", 1266},
-    {2951, "uuid[]", 2950},
-    {199, "json[]", 114},
-    {3807, "jsonb[]", 3802},
-    {791, "money[]", 790},
-    {1041, "inet[]", 869},
-    {651, "cidr[]", 650},
-    {143, "xml[]", 142},
-};
-
-static const struct typeinfo *type_of(Oid oid)
-{
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (types[i].oid == oid)
-            return &types[i];
-    return NULL;
-}
-
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-static void push_bytea(lua_State *L, const char *s, size_t len)
-{
-    if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
-        luaL_Buffer b;
-        char *out = luaL_buffinitsize(L, &b, (len - 2) / 2 + 1);
-        size_t n = 0;
-        for (size_t i = 2; i + 1 < len; i += 2) {
-            int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
-            if (hi < 0 || lo < 0)
-                break;
-            out[n++] = (char)(hi << 4 | lo);
-        }
-        luaL_pushresultsize(&b, n);
-        return;
-    }
-    /* bytea_output = escape */
-    char *tmp = malloc(len + 1);
-    if (!tmp)
-        luaL_error(L, "out of memory");
-    memcpy(tmp, s, len);
-    tmp[len] = 0;
-    size_t n;
-    unsigned char *u = PQunescapeBytea((unsigned char *)tmp, &n);
-    free(tmp);
-    if (!u)
-        luaL_error(L, "out of memory");
-    lua_pushlstring(L, (char *)u, n);
-    PQfreemem(u);
-}
-
-/* "2024-01-02 03:04:05.5+01" -> "2024-01-02T03:04:05.5+01:00"; BC and infinity unchanged. */
-static void push_timestamp(lua_State *L, const char *s, size_t len, bool tz)
-{
-    char buf[64];
-    const char *sp = memchr(s, ' ', len);
-    size_t at = sp ? (size_t)(sp - s) : 0;
-    /* only ISO style "YYYY-MM-DD hh:..." is rewritten (a session may have set another style) */
-    if (len + 4 > sizeof buf || !sp || memchr(sp + 1, ' ', len - at - 1) || at < 10 ||
-        s[at - 3] != '-' || s[at - 6] != '-' || at + 1 >= len ||
-        !isdigit((unsigned char)s[at + 1])) {
-        lua_pushlstring(L, s, len);
-        return;
-    }
-    memcpy(buf, s, len);
-    buf[sp - s] = 'T';
-    size_t n = len;
-    if (tz) {
-        /* the offset begins at the last + or - after the 'T' */
-        size_t i = n;
-        while (i > (size_t)(sp - s) && buf[i - 1] != '+' && buf[i - 1] != '-')
-            i--;
-        if (i > (size_t)(sp - s) && n - i == 2) {
-            memcpy(buf + n, ":00", 3);
-            n += 3;
-        }
-    }
-    lua_pushlstring(L, buf, n);
-}
-
-static bool parse_int(const char *s, size_t len, lua_Integer *out)
-{
-    size_t i = 0;
-    bool neg = false;
-    if (i < len && (s[i] == '-' || s[i] == '+'))
-        neg = s[i++] == '-';
-    if (i == len)
-        return false;
-    lua_Unsigned v = 0;
-    for (; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (lua_Unsigned)(s[i] - '0');
-    }
-    *out = neg ? (lua_Integer)(0 - v) : (lua_Integer)v;
-    return true;
-}
-
-static void push_array(lua_State *L, const char *s, size_t len, Oid elem, int null_idx);
-
-/* Set for the duration of one push_rows: numeric as numbers (conn:numeric("number")). */
-static bool numeric_as_number;
-
-static void push_numeric(lua_State *L, const char *s, size_t len)
-{
-    lua_Integer v;
-    char buf[400];
-    if (!numeric_as_number) {
-        lua_pushlstring(L, s, len);
-    } else if (parse_int(s, len, &v) && len < 19) {
-        lua_pushinteger(L, v);
-    } else if (len < sizeof buf) {
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        lua_pushnumber(L, strtod(buf, NULL)); /* NaN and Infinity too */
-    } else {
-        lua_pushlstring(L, s, len);
-    }
-}
-
-/* Push the Lua value of a non-NULL field in text format. */
-static void push_value(lua_State *L, Oid oid, const char *s, size_t len, int null_idx)
-{
-    switch (oid) {
-    case O_BOOL:
-        lua_pushboolean(L, len > 0 && s[0] == 't');
-        return;
-    case O_INT2:
-    case O_INT4:
-    case O_INT8:
-    case O_OID: {
-        lua_Integer v;
-        if (parse_int(s, len, &v))
-            lua_pushinteger(L, v);
-        else
-            lua_pushlstring(L, s, len);
-        return;
-    }
-    case O_FLOAT4:
-    case O_FLOAT8: {
-        char buf[64];
-        if (len >= sizeof buf) {
-            lua_pushlstring(L, s, len);
-            return;
-        }
-        memcpy(buf, s, len);
-        buf[len] = 0;
-        lua_pushnumber(L, strtod(buf, NULL));
-        return;
-    }
-    case O_NUMERIC:
-        push_numeric(L, s, len);
-        return;
-    case O_JSON:
-    case O_JSONB:
-        if (!fr_json_decode(L, s, len)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, s, len);
-        }
-        return;
-    case O_BYTEA:
-        push_bytea(L, s, len);
-        return;
-    case O_TIMESTAMP:
-        push_timestamp(L, s, len, false);
-        return;
-    case O_TIMESTAMPTZ:
-        push_timestamp(L, s, len, true);
-        return;
-    default: {
-        const struct typeinfo *ti = type_of(oid);
-        if (ti && ti->elem && len > 0 && (s[0] == '{' || s[0] == '[')) {
-            push_array(L, s, len, ti->elem, null_idx);
-            return;
-        }
-        lua_pushlstring(L, s, len);
-    }
-    }
-}
-
-static void parse_array(lua_State *L, const char *s, size_t len, size_t *pos, Oid elem,
-                        int null_idx, int depth)
-{
-    luaL_checkstack(L, 4, "array too deep");
-    if (depth > 64)
-        luaL_error(L, "pg: array nested too deep");
-    size_t i = *pos + 1; /* past '{' */
-    lua_newtable(L);
-    lua_Integer n = 0;
-    luaL_Buffer b;
-    while (i < len && s[i] != '}') {
-        if (s[i] == '{') {
-            parse_array(L, s, len, &i, elem, null_idx, depth + 1);
-        } else if (s[i] == '"') {
-            luaL_buffinit(L, &b);
-            i++;
-            while (i < len && s[i] != '"') {
-                if (s[i] == '\\' && i + 1 < len)
-                    i++;
-                luaL_addchar(&b, s[i]);
-                i++;
-            }
-            i++; /* closing quote */
-            luaL_pushresult(&b);
-            size_t l;
-            const char *e = lua_tolstring(L, -1, &l);
-            push_value(L, elem, e, l, null_idx);
-            lua_remove(L, -2);
-        } else {
-            size_t st = i;
-            while (i < len && s[i] != ',' && s[i] != '}')
-                i++;
-            size_t l = i - st;
-            if (l == 4 && strncasecmp(s + st, "NULL", 4) == 0)
-                lua_pushvalue(L, null_idx);
-            else
-                push_value(L, elem, s + st, l, null_idx);
-        }
-        lua_rawseti(L, -2, ++n);
-        if (i < len && s[i] == ',')
-            i++;
-    }
-    *pos = i + 1;
-}
-
-static void push_array(lua_State *L, const char *s, size_t len, Oid elem, int null_idx)
-{
-    size_t pos = 0;
-    if (s[0] == '[') { /* "[0:2]={...}": explicit bounds, elements still in order */
-        const char *eq = memchr(s, '=', len);
-        if (!eq) {
-            lua_pushlstring(L, s, len);
-            return;
-        }
-        pos = (size_t)(eq - s) + 1;
-    }
-    if (pos >= len || s[pos] != '{') {
-        lua_pushlstring(L, s, len);
-        return;
-    }
-    parse_array(L, s, len, &pos, elem, null_idx, 0);
-}
+/* ---- results -------------------------------------------------------------------------------- */
 
 static void push_error_fields(lua_State *L, const PGresult *r)
 {
@@ -1664,7 +1464,7 @@ static int raise_op_error(lua_State *L, pgop_t *op, const char *desc)
 }
 
 /* rows = {row1, row2, ..., columns = {{name=, type=, oid=}, ...}, affected = n, command = s} */
-static int push_rows(lua_State *L, PGresult *r)
+static int push_rows(lua_State *L, PGresult *r, int flags)
 {
     int nt = PQntuples(r), nf = PQnfields(r);
     luaL_checkstack(L, nf + 8, "too many columns");
@@ -1680,9 +1480,9 @@ static int push_rows(lua_State *L, PGresult *r)
         lua_createtable(L, 0, 3);
         lua_pushstring(L, PQfname(r, j));
         lua_setfield(L, -2, "name");
-        const struct typeinfo *ti = type_of(oids[j]);
-        if (ti)
-            lua_pushstring(L, ti->name);
+        const char *tname = fr_pg_type_name(oids[j]);
+        if (tname)
+            lua_pushstring(L, tname);
         else
             lua_pushfstring(L, "oid:%d", (int)oids[j]);
         lua_setfield(L, -2, "type");
@@ -1700,7 +1500,8 @@ static int push_rows(lua_State *L, PGresult *r)
             if (PQgetisnull(r, i, j))
                 lua_pushvalue(L, null_idx);
             else
-                push_value(L, oids[j], PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j), null_idx);
+                fr_pg_push_text(L, oids[j], PQgetvalue(r, i, j), (size_t)PQgetlength(r, i, j),
+                                flags);
             lua_rawset(L, -3);
         }
         lua_rawseti(L, rows, i + 1);
@@ -1719,151 +1520,8 @@ static int push_rows(lua_State *L, PGresult *r)
     return 1;
 }
 
-/* ---- values: Lua -> parameters ------------------------------------------------------------ */
-
-static bool valid_text(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char ch = s[i];
-        if (ch == 0)
-            return false;
-        if (ch < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        unsigned int cp;
-        if ((ch & 0xe0) == 0xc0) {
-            k = 1;
-            cp = ch & 0x1f;
-        } else if ((ch & 0xf0) == 0xe0) {
-            k = 2;
-            cp = ch & 0x0f;
-        } else if ((ch & 0xf8) == 0xf0) {
-            k = 3;
-            cp = ch & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i <= k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
-
-typedef struct {
-    int n;
-    const char **vals;
-    int *lens;
-    int *fmts;
-    Oid *types;
-} params_t;
-
-/* Convert the Lua values at first..first+n-1 in place (each replaced by the string sent) and
- * fill p, whose arrays live in a userdata pushed on the stack. */
-static void build_params(lua_State *L, int first, int n, params_t *p)
-{
-    p->n = n;
-    if (n == 0) {
-        p->vals = NULL;
-        p->lens = p->fmts = NULL;
-        p->types = NULL;
-        return;
-    }
-    if (n > 65535)
-        luaL_error(L, "too many query parameters (%d, at most 65535)", n);
-    size_t sz = (size_t)n * (sizeof(char *) + 2 * sizeof(int) + sizeof(Oid));
-    char *mem = lua_newuserdatauv(L, sz, 0);
-    p->vals = (const char **)mem;
-    p->lens = (int *)(mem + (size_t)n * sizeof(char *));
-    p->fmts = p->lens + n;
-    p->types = (Oid *)(p->fmts + n);
-    for (int i = 0; i < n; i++) {
-        int idx = first + i;
-        p->vals[i] = NULL;
-        p->lens[i] = 0;
-        p->fmts[i] = 0;
-        p->types[i] = 0;
-        int t = lua_type(L, idx);
-        if (t == LUA_TNIL || fr_json_isnull(L, idx))
-            continue;
-        switch (t) {
-        case LUA_TBOOLEAN:
-            p->vals[i] = lua_toboolean(L, idx) ? "t" : "f";
-            p->lens[i] = 1;
-            p->types[i] = O_BOOL;
-            continue;
-        case LUA_TNUMBER:
-            if (lua_isinteger(L, idx)) {
-                lua_pushfstring(L, "%I", (lua_Integer)lua_tointeger(L, idx));
-            } else {
-                double d = lua_tonumber(L, idx);
-                char buf[40];
-                if (isnan(d))
-                    strcpy(buf, "NaN");
-                else if (isinf(d))
-                    strcpy(buf, d > 0 ? "Infinity" : "-Infinity");
-                else
-                    snprintf(buf, sizeof buf, "%.17g", d);
-                lua_pushstring(L, buf);
-            }
-            lua_replace(L, idx);
-            break;
-        case LUA_TSTRING:
-            break;
-        case LUA_TTABLE:
-            if (lua_getmetatable(L, idx)) {
-                lua_rawgetp(L, LUA_REGISTRYINDEX, &bytea_key);
-                bool is_bytea = lua_rawequal(L, -1, -2);
-                lua_pop(L, 2);
-                if (is_bytea) {
-                    lua_rawgeti(L, idx, 1);
-                    if (lua_type(L, -1) != LUA_TSTRING)
-                        luaL_error(L, "pg.bytea value without a string");
-                    lua_replace(L, idx);
-                    size_t l;
-                    p->vals[i] = lua_tolstring(L, idx, &l);
-                    p->lens[i] = (int)l;
-                    p->fmts[i] = 1;
-                    p->types[i] = O_BYTEA;
-                    continue;
-                }
-            }
-            fr_json_encode(L, idx, false);
-            lua_replace(L, idx);
-            break;
-        default:
-            luaL_error(L,
-                       "query parameter $%d: cannot send a %s (expected nil, pg.null, boolean, "
-                       "number, string or table)",
-                       i + 1, luaL_typename(L, idx));
-        }
-        size_t l;
-        const char *s = lua_tolstring(L, idx, &l);
-        if (l > 0x7fffffff)
-            luaL_error(L, "query parameter $%d is too large", i + 1);
-        p->vals[i] = s;
-        p->lens[i] = (int)l;
-        if (t == LUA_TSTRING && !valid_text((const unsigned char *)s, l)) {
-            /* NUL bytes or not UTF-8: only bytea can hold it; sent in binary, as is */
-            p->fmts[i] = 1;
-            p->types[i] = O_BYTEA;
-        }
-    }
-}
-
 /* Copy a request so it can wait in the queue after the Lua values are gone. */
-static int copy_request(pgop_t *op, const char *sql, const params_t *p)
+static int copy_request(pgop_t *op, const char *sql, const fr_pg_params_t *p)
 {
     size_t sl = strlen(sql) + 1, total = sl;
     for (int i = 0; i < p->n; i++)
@@ -2023,9 +1681,7 @@ static int op_results(lua_State *L, fr_op_t *base)
             lua_pushinteger(L, aff && *aff ? strtoll(aff, NULL, 10) : 0);
             return op->get_end ? 2 : 1;
         }
-        numeric_as_number = op->numeric_number;
-        push_rows(L, r);
-        numeric_as_number = false;
+        push_rows(L, r, op->numeric_number ? FR_PG_NUMERIC_NUMBER : 0);
         return 1;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
@@ -2038,7 +1694,7 @@ static int op_results(lua_State *L, fr_op_t *base)
 }
 
 /* Start a request on c, or queue it behind the statement running there. */
-static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params_t *p)
+static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, fr_pg_params_t *p)
 {
     if (c->state == S_BROKEN)
         return raise_broken(L, c);
@@ -2049,10 +1705,30 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params
                           "pg: %s is not available in pipeline mode (conn:pipeline(false) "
                           "first)",
                           kind == K_EXEC ? "conn:exec" : "COPY");
+    bool check_types = false;
+    for (int i = 0; i < p->n && !check_types; i++)
+        check_types = fr_pg_param_needs_type(p->fmts[i], p->types[i]);
+    if (check_types && c->pipe) {
+        /* a Describe would have to wait in the middle of the pipeline */
+        for (int i = 0; i < p->n; i++) {
+            if (!fr_pg_param_needs_type(p->fmts[i], p->types[i]))
+                continue;
+            fr_error_push(L, "pg.22021", "", false);
+            lua_pushfstring(L,
+                            "query parameter $%d is not valid UTF-8 text; in pipeline mode "
+                            "binary data goes only as pg.bytea(s)",
+                            i + 1);
+            lua_setfield(L, -2, "message");
+            lua_pushliteral(L, "22021");
+            lua_setfield(L, -2, "sqlstate");
+            return lua_error(L);
+        }
+    }
     pgop_t *op = fr_op_new(L, sizeof *op, &query_vt);
     op->kind = kind;
     op->c = c;
     op->numeric_number = c->numeric_number;
+    op->check_types = check_types;
     if (kind == K_COPY_START) {
         op->nc = c;
         c->refs++;
@@ -2088,7 +1764,10 @@ static int run_request(lua_State *L, pgc_t *c, int kind, const char *sql, params
         op->fmts = p->fmts;
         op->types = p->types;
         c->cur = op;
-        if (send_request(c, op) < 0) {
+        int rc = send_request(c, op);
+        if (rc > 0) {
+            op_finish(op); /* refused before anything was sent: the task hears it at once */
+        } else if (rc < 0) {
             c->cur = NULL;
             char *m = scrubbed(PQerrorMessage(c->pg), c->secret);
             bool bad = PQstatus(c->pg) == CONNECTION_BAD;
@@ -2125,8 +1804,8 @@ static int l_query(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    params_t p;
-    build_params(L, 3, lua_gettop(L) - 2, &p);
+    fr_pg_params_t p;
+    fr_pg_params_build(L, 3, lua_gettop(L) - 2, &p);
     return run_request(L, c, K_QUERY, sql, &p);
 }
 
@@ -2135,7 +1814,7 @@ static int l_exec(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    params_t p = {0, NULL, NULL, NULL, NULL};
+    fr_pg_params_t p = {0, NULL, NULL, NULL, NULL};
     return run_request(L, c, K_EXEC, sql, &p);
 }
 
@@ -2144,7 +1823,7 @@ static int l_copy_start(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     const char *sql = luaL_checkstring(L, 2);
-    params_t p = {0, NULL, NULL, NULL, NULL};
+    fr_pg_params_t p = {0, NULL, NULL, NULL, NULL};
     int n = run_request(L, c, K_COPY_START, sql, &p);
     return n;
 }
@@ -2424,16 +2103,22 @@ static int l_cancel_timeout(lua_State *L)
     return 1;
 }
 
-/* conn:statement_cache(n): prepare at most n statements on this connection (0: none, for
- * poolers in transaction mode). Returns the previous limit. */
+/* conn:statement_cache([n [, prepare_from]]) -> previous n, previous prepare_from. Prepare at
+ * most n statements on this connection (0: none, for poolers in transaction mode), each from
+ * its prepare_from-th run (1: at once). In pipeline mode a statement is prepared at its first
+ * run whatever prepare_from says: there the Parse costs no round trip. */
 static int l_statement_cache(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     lua_Integer n = luaL_optinteger(L, 2, c->stmt_max);
+    lua_Integer from = luaL_optinteger(L, 3, c->prepare_from);
     luaL_argcheck(L, n >= 0 && n <= 100000, 2, "expected 0 .. 100000");
+    luaL_argcheck(L, from >= 1 && from <= 1000000, 3, "expected 1 .. 1000000");
     lua_pushinteger(L, c->stmt_max);
+    lua_pushinteger(L, c->prepare_from);
     c->stmt_max = (int)n;
-    return 1;
+    c->prepare_from = (int)from;
+    return 2;
 }
 
 static int l_backend_pid(lua_State *L)
@@ -2648,6 +2333,199 @@ static bool needs_resolving(const char *host)
     return true;
 }
 
+/* ---- a conninfo string libpq refuses: its message without the password -------------------
+ * libpq's parse errors quote pieces of the string, the whole of it for some URL errors. The
+ * string is copied with every password value (any key holding "password", in any case; the
+ * password of a URL's user:password@) replaced by ***, and the copy parsed again: its error is
+ * the same one, and holds no password. When the copy parses, the error was in the password
+ * itself, and nothing more is said. */
+
+static bool is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static bool names_password(const char *k, size_t n)
+{
+    for (size_t i = 0; i + 8 <= n; i++)
+        if (strncasecmp(k + i, "password", 8) == 0)
+            return true;
+    return false;
+}
+
+/* Append s[0..n) to out (sized by the caller: the copy is never longer than the original plus
+ * three bytes per password). */
+static void put(char **o, const char *s, size_t n)
+{
+    memcpy(*o, s, n);
+    *o += n;
+}
+
+static void redact_kv(const char *ci, char *out)
+{
+    const char *p = ci, *copied = ci;
+    char *o = out;
+    for (;;) {
+        while (*p && is_space(*p))
+            p++;
+        if (!*p)
+            break;
+        const char *key = p;
+        while (*p && !is_space(*p) && *p != '=')
+            p++;
+        size_t klen = (size_t)(p - key);
+        while (*p && is_space(*p))
+            p++;
+        if (*p != '=')
+            break; /* libpq stops here too: the rest is copied as it is */
+        p++;
+        while (*p && is_space(*p))
+            p++;
+        const char *val = p;
+        bool quoted = *p == '\'';
+        if (quoted) {
+            for (p++; *p && *p != '\''; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (*p)
+                p++;
+        } else {
+            for (; *p && !is_space(*p); p++)
+                if (*p == '\\' && p[1])
+                    p++;
+        }
+        if (!names_password(key, klen))
+            continue;
+        if (!quoted) {
+            /* a space left unquoted in a password ends the value where libpq sees it end, and
+             * its next word then shows in the error: words that are not a "key =" are taken
+             * as the password's */
+            for (;;) {
+                const char *q = p;
+                while (*q && is_space(*q))
+                    q++;
+                if (!*q)
+                    break;
+                const char *w = q;
+                while (*q && !is_space(*q) && *q != '=')
+                    q++;
+                const char *after = q;
+                while (*after && is_space(*after))
+                    after++;
+                if (*after == '=' || q == w)
+                    break;
+                p = q;
+            }
+        }
+        put(&o, copied, (size_t)(val - copied));
+        put(&o, "***", 3);
+        copied = p;
+    }
+    put(&o, copied, strlen(copied));
+    *o = 0;
+}
+
+static void redact_url(const char *ci, size_t prefix, char *out)
+{
+    const char *auth = ci + prefix, *p = auth;
+    char *o = out;
+    while (*p && *p != '@' && *p != '/')
+        p++;
+    const char *at = *p == '@' ? p : NULL;
+    if (!at && *p == '/') { /* a '/' left unencoded in the password: user:pa/ss@host */
+        const char *q = p;
+        while (*q && *q != '@' && *q != '?')
+            q++;
+        if (*q == '@')
+            at = q;
+    }
+    const char *copied = ci;
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        if (colon && colon + 1 < at) {
+            put(&o, copied, (size_t)(colon + 1 - copied));
+            put(&o, "***", 3);
+            copied = at;
+        }
+    }
+    /* query parameters: ?password=...&sslpassword=... */
+    const char *q = strchr(at ? at : auth, '?');
+    while (q) {
+        const char *key = q + 1, *eq = key;
+        while (*eq && *eq != '=' && *eq != '&')
+            eq++;
+        const char *end = eq;
+        while (*end && *end != '&')
+            end++;
+        /* the key may be percent-encoded */
+        char k[64];
+        size_t kn = 0;
+        for (const char *c = key; c < eq && kn < sizeof k; c++) {
+            int h, l;
+            if (*c == '%' && c + 2 < eq && (h = hexval(c[1])) >= 0 && (l = hexval(c[2])) >= 0) {
+                k[kn++] = (char)(h << 4 | l);
+                c += 2;
+            } else {
+                k[kn++] = *c;
+            }
+        }
+        if (*eq == '=' && names_password(k, kn)) {
+            put(&o, copied, (size_t)(eq + 1 - copied));
+            put(&o, "***", 3);
+            copied = end;
+        }
+        q = *end ? end : NULL;
+    }
+    put(&o, copied, strlen(copied));
+    *o = 0;
+}
+
+/* A copy of conninfo with every password replaced by *** (malloc'd), or NULL (no memory). */
+static char *conninfo_redacted(const char *ci)
+{
+    size_t n = strlen(ci);
+    char *out = malloc(n + n / 2 * 3 + 8); /* at most one *** per two bytes of the original */
+    if (!out)
+        return NULL;
+    if (strncmp(ci, "postgresql://", 13) == 0)
+        redact_url(ci, 13, out);
+    else if (strncmp(ci, "postgres://", 11) == 0)
+        redact_url(ci, 11, out);
+    else
+        redact_kv(ci, out);
+    return out;
+}
+
+/* "invalid connection string: <libpq's reason>", the password left out, pushed on the stack. */
+static void push_conninfo_error(lua_State *L, const char *ci)
+{
+    char *red = conninfo_redacted(ci), *perr = NULL;
+    PQconninfoOption *opts = red ? PQconninfoParse(red, &perr) : NULL;
+    if (opts) {
+        PQconninfoFree(opts);
+        lua_pushliteral(L, "invalid connection string: the password value is malformed (details "
+                           "withheld)");
+    } else {
+        char *m = scrubbed(perr ? perr : "out of memory", NULL);
+        lua_pushfstring(L, "invalid connection string: %s", m ? m : "out of memory");
+        free(m);
+    }
+    if (perr)
+        PQfreemem(perr);
+    free(red);
+}
+
 static int connect_error(lua_State *L, const char *msg)
 {
     fr_error_push(L, "pg.08001", msg, false);
@@ -2680,13 +2558,9 @@ static int l_connect(lua_State *L)
         char *perr = NULL;
         PQconninfoOption *opts = PQconninfoParse(ci, &perr);
         if (!opts) {
-            bool sensitive = strstr(ci, "password") || (strstr(ci, "://") && strchr(ci, '@'));
-            char *m = scrubbed(perr ? perr : "out of memory", NULL);
             if (perr)
-                PQfreemem(perr);
-            lua_pushfstring(L, "invalid connection string: %s",
-                            sensitive ? "(details withheld: it holds a password)" : m);
-            free(m);
+                PQfreemem(perr); /* it may quote the password: the redacted copy's is used */
+            push_conninfo_error(L, ci);
             return connect_error(L, lua_tostring(L, -1));
         }
         for (PQconninfoOption *o = opts; o->keyword; o++) {
@@ -2724,7 +2598,8 @@ static int l_connect(lua_State *L)
     }
     c->fd = -1;
     c->refs = 1;
-    c->stmt_max = 256;
+    c->stmt_max = 0; /* lua/pg sets its policy */
+    c->prepare_from = 2;
     c->cancel_timeout = 30;
     c->state = S_CONNECTING;
     c->next_all = all_conns;
@@ -2877,7 +2752,7 @@ static int l_waiter_tostring(lua_State *L)
 
 static int l_bytea_mt(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &bytea_key);
+    fr_pg_push_bytea_mt(L);
     return 1;
 }
 
@@ -2894,8 +2769,6 @@ int luaopen_pg_core(lua_State *L)
         registered = true;
         fr_at_shutdown(close_all);
     }
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &bytea_key);
 
     static const luaL_Reg conn_methods[] = {
         {"query", l_query},

@@ -27,8 +27,8 @@
  *     the query instead of adding headers), req.debug (return info in any case).
  *     info = {query=, authorization=, canonical_request=, string_to_sign=, signed_headers=}.
  *   sigv4.sha256_hex(s), sigv4.hmac_sha256(key, msg) (raw), sigv4.hex(s),
- *   sigv4.base64_encode(s), sigv4.base64_decode(s) -> string or nil, sigv4.uri_encode(s [,
- *   keep_slash]), sigv4.uri_decode(s)
+ *   sigv4.uri_encode(s [, keep_slash]), sigv4.uri_decode(s)
+ *   (base64 is json.base64_encode / json.base64_decode: one implementation, in json.c)
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -38,7 +38,6 @@
 
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co., see sha256_parts */
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "flowrun.h"
@@ -193,10 +192,29 @@ static inline void sb_reserve(sb_t *b, size_t more)
         sb_grow(b, more);
 }
 
+/* Append n bytes from p. p may point into the buffer itself (a piece built earlier in this
+ * signature): growing moves the buffer, so such a source is followed by its offset, never by
+ * the stale pointer. Appending a piece of the buffer is better said with sb_copy. */
 static void sb_add(sb_t *b, const char *p, size_t n)
 {
+    if (b->len + n > b->s->cap) {
+        uintptr_t base = (uintptr_t)b->s->buf, src = (uintptr_t)p;
+        bool inside = base && src >= base && src < base + b->s->cap;
+        size_t off = inside ? (size_t)(src - base) : 0;
+        sb_grow(b, n);
+        if (inside)
+            p = b->s->buf + off;
+    }
+    memmove(b->s->buf + b->len, p, n);
+    b->len += n;
+}
+
+/* Append the n bytes at offset off of the buffer (a piece built earlier): offsets stay valid
+ * when the buffer moves, pointers do not. */
+static void sb_copy(sb_t *b, size_t off, size_t n)
+{
     sb_reserve(b, n);
-    memcpy(b->s->buf + b->len, p, n);
+    memcpy(b->s->buf + b->len, b->s->buf + off, n);
     b->len += n;
 }
 
@@ -216,6 +234,7 @@ static bool unreserved(unsigned char c)
     return isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
 }
 
+/* Percent-encode bytes from outside the buffer (a piece of the buffer: sb_encode_at). */
 static void sb_encode(sb_t *b, const char *p, size_t n, bool keep_slash)
 {
     sb_reserve(b, 3 * n);
@@ -462,6 +481,9 @@ static char *dup_field(lua_State *L, int t, const char *name, bool required, siz
         luaL_error(L, "sigv4.new: field '%s' must be a string, got %s", name, luaL_typename(L, -1));
     size_t n;
     const char *v = lua_tolstring(L, -1, &n);
+    /* the keys are used as C strings: a NUL byte would sign with a shorter key than given */
+    if (!lenp && memchr(v, 0, n))
+        luaL_error(L, "sigv4.new: field '%s' must not contain NUL bytes", name);
     char *p = malloc(n + 1);
     if (!p)
         luaL_error(L, "sigv4: out of memory");
@@ -632,7 +654,7 @@ static int l_sign(lua_State *L)
 #define STR(var, lenvar, name)                                                                     \
     do {                                                                                           \
         if (vt != LUA_TSTRING)                                                                     \
-            return luaL_error(L, "sigv4: req.%s must be a string, got %s", name,                  \
+            return luaL_error(L, "sigv4: req.%s must be a string, got %s", name,                   \
                               lua_typename(L, vt));                                                \
         var = lua_tolstring(L, -1, &lenvar);                                                       \
     } while (0)
@@ -664,6 +686,10 @@ static int l_sign(lua_State *L)
             if (!lua_isnumber(L, -1))
                 return luaL_error(L, "sigv4: req.time must be a number (epoch seconds)");
             tval = lua_tonumber(L, -1);
+            /* a time_t conversion out of range is undefined, and years past 9999 do not fit
+             * the 16-character date */
+            if (!(tval >= 0 && tval < 253402300800.0))
+                return luaL_error(L, "sigv4: req.time must be epoch seconds from 1970 to 9999");
             has_time = true;
         } else if (KEY("presign")) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) <= 0)
@@ -678,12 +704,17 @@ static int l_sign(lua_State *L)
         return luaL_error(L, "sigv4: req.region is required");
     if (!service || !service_len)
         return luaL_error(L, "sigv4: req.service is required");
-    if (memchr(region, '/', region_len) || memchr(service, '/', service_len))
-        return luaL_error(L, "sigv4: region and service may not contain '/'");
+    /* both are in the scope and key the signing-key cache as C strings */
+    if (memchr(region, '/', region_len) || memchr(service, '/', service_len) ||
+        memchr(region, 0, region_len) || memchr(service, 0, service_len))
+        return luaL_error(L, "sigv4: region and service may not contain '/' or NUL bytes");
     bool presign = expires > 0;
     char amz[17];
     if (date_s) {
-        if (date_len != 16 || date_s[8] != 'T' || date_s[15] != 'Z')
+        bool shape = date_len == 16 && date_s[8] == 'T' && date_s[15] == 'Z';
+        for (size_t i = 0; shape && i < 15; i++)
+            shape = i == 8 || (date_s[i] >= '0' && date_s[i] <= '9');
+        if (!shape)
             return luaL_error(L, "sigv4: req.date must look like 20150830T123600Z");
         memcpy(amz, date_s, 16);
         amz[16] = 0;
@@ -849,7 +880,7 @@ static int l_sign(lua_State *L)
         size_t cred_off = b.len;
         sb_adds(&b, s->access_key);
         sb_addc(&b, '/');
-        sb_add(&b, s->buf + scope_off, scope_len);
+        sb_copy(&b, scope_off, scope_len);
         size_t cred_len = b.len - cred_off;
         QADD("X-Amz-Credential", sb_encode_at(&b, cred_off, cred_len, false));
         QADD("X-Amz-Date", sb_add(&b, amz, 16));
@@ -868,10 +899,9 @@ static int l_sign(lua_State *L)
     for (size_t i = 0; i < nq; i++) {
         if (i)
             sb_addc(&b, '&');
-        sb_reserve(&b, qs[i].kl + qs[i].vl + 1);
-        sb_add(&b, s->buf + qs[i].k, qs[i].kl);
+        sb_copy(&b, qs[i].k, qs[i].kl);
         sb_addc(&b, '=');
-        sb_add(&b, s->buf + qs[i].v, qs[i].vl);
+        sb_copy(&b, qs[i].v, qs[i].vl);
     }
     size_t cq_len = b.len - cq_off;
 
@@ -913,10 +943,9 @@ static int l_sign(lua_State *L)
     size_t cr_off = b.len;
     sb_add(&b, method, method_len);
     sb_addc(&b, '\n');
-    sb_reserve(&b, cp_len + cq_len + 2);
-    sb_add(&b, s->buf + cp_off, cp_len);
+    sb_copy(&b, cp_off, cp_len);
     sb_addc(&b, '\n');
-    sb_add(&b, s->buf + cq_off, cq_len);
+    sb_copy(&b, cq_off, cq_len);
     sb_addc(&b, '\n');
     for (size_t i = 0; i < nh; i++) {
         if (i > 0 && !strcmp(hs[i - 1].lname, hs[i].lname)) {
@@ -932,8 +961,7 @@ static int l_sign(lua_State *L)
     if (nh)
         sb_addc(&b, '\n');
     sb_addc(&b, '\n');
-    sb_reserve(&b, sh_len + 66);
-    sb_add(&b, s->buf + sh_off, sh_len);
+    sb_copy(&b, sh_off, sh_len);
     sb_addc(&b, '\n');
     sb_add(&b, phex, strlen(phex));
     size_t cr_len = b.len - cr_off;
@@ -946,8 +974,7 @@ static int l_sign(lua_State *L)
     sb_adds(&b, "AWS4-HMAC-SHA256\n");
     sb_add(&b, amz, 16);
     sb_addc(&b, '\n');
-    sb_reserve(&b, scope_len + 66);
-    sb_add(&b, s->buf + scope_off, scope_len);
+    sb_copy(&b, scope_off, scope_len);
     sb_addc(&b, '\n');
     sb_add(&b, crhex, 64);
     size_t sts_len = b.len - sts_off;
@@ -963,8 +990,7 @@ static int l_sign(lua_State *L)
     size_t auth_off = 0, auth_len = 0, q_off = 0, q_len = 0;
     if (presign) {
         q_off = b.len;
-        sb_reserve(&b, cq_len);
-        sb_add(&b, s->buf + cq_off, cq_len);
+        sb_copy(&b, cq_off, cq_len);
         sb_adds(&b, "&X-Amz-Signature=");
         sb_add(&b, sig, 64);
         if (s->token && omit_token) {
@@ -977,10 +1003,9 @@ static int l_sign(lua_State *L)
         sb_adds(&b, "AWS4-HMAC-SHA256 Credential=");
         sb_adds(&b, s->access_key);
         sb_addc(&b, '/');
-        sb_reserve(&b, scope_len + sh_len + 100);
-        sb_add(&b, s->buf + scope_off, scope_len);
+        sb_copy(&b, scope_off, scope_len);
         sb_adds(&b, ", SignedHeaders=");
-        sb_add(&b, s->buf + sh_off, sh_len);
+        sb_copy(&b, sh_off, sh_len);
         sb_adds(&b, ", Signature=");
         sb_add(&b, sig, 64);
         auth_len = b.len - auth_off;
@@ -1094,50 +1119,6 @@ static int l_hex(lua_State *L)
     return 1;
 }
 
-static int l_b64enc(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    luaL_Buffer b;
-    size_t out = 4 * ((n + 2) / 3);
-    char *o = luaL_buffinitsize(L, &b, out + 1);
-    int w = n ? EVP_EncodeBlock((unsigned char *)o, (const unsigned char *)s, (int)n) : 0;
-    luaL_pushresultsize(&b, (size_t)w);
-    return 1;
-}
-
-static int l_b64dec(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    /* strip whitespace first; EVP_DecodeBlock wants a clean multiple of 4 */
-    luaL_Buffer clean;
-    luaL_buffinit(L, &clean);
-    for (size_t i = 0; i < n; i++)
-        if (!isspace((unsigned char)s[i]))
-            luaL_addchar(&clean, s[i]);
-    luaL_pushresult(&clean);
-    size_t cn;
-    const char *c = lua_tolstring(L, -1, &cn);
-    if (cn % 4) {
-        lua_pushnil(L);
-        return 1;
-    }
-    luaL_Buffer b;
-    char *o = luaL_buffinitsize(L, &b, cn / 4 * 3 + 1);
-    int w = cn ? EVP_DecodeBlock((unsigned char *)o, (const unsigned char *)c, (int)cn) : 0;
-    if (w < 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if (cn >= 1 && c[cn - 1] == '=')
-        w--;
-    if (cn >= 2 && c[cn - 2] == '=')
-        w--;
-    luaL_pushresultsize(&b, (size_t)w);
-    return 1;
-}
-
 static int l_uri_encode(lua_State *L)
 {
     size_t n;
@@ -1186,15 +1167,10 @@ static int luaopen_sigv4(lua_State *L)
     static const luaL_Reg meth[] = {{"sign", l_sign}, {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {
         {"__gc", l_close}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"new", l_new},
-                                     {"sha256_hex", l_sha256_hex},
-                                     {"hmac_sha256", l_hmac_sha256},
-                                     {"hex", l_hex},
-                                     {"base64_encode", l_b64enc},
-                                     {"base64_decode", l_b64dec},
-                                     {"uri_encode", l_uri_encode},
-                                     {"uri_decode", l_uri_decode},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"new", l_new}, {"sha256_hex", l_sha256_hex}, {"hmac_sha256", l_hmac_sha256},
+        {"hex", l_hex}, {"uri_encode", l_uri_encode}, {"uri_decode", l_uri_decode},
+        {NULL, NULL}};
     if (luaL_newmetatable(L, SIGNER_MT)) {
         luaL_setfuncs(L, meta, 0);
         luaL_newlib(L, meth);

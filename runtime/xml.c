@@ -6,7 +6,8 @@
  *     node = {name = "ListBucketResult", attrs = {xmlns = "..."}, text = "...", [1] = child, ...}
  *     Children are nodes in the array part, in document order. `text` is the element's
  *     character data; for an element with children, whitespace-only text is left out.
- *     A malformed or truncated document gives nil and "xml: line L, column C: <reason>".
+ *     A malformed or truncated document gives nil and an "xml.decode" error object whose
+ *     message is "invalid XML at line L, column C: <reason>". A non-string argument raises.
  *   xml.escape(s) -> s with & < > " ' escaped, for building request bodies.
  *
  * Ownership: the expat parser and the text buffer belong to a userdata ("flowrun.xml.parser")
@@ -161,8 +162,8 @@ static int l_decode(lua_State *L)
         return luaL_error(L, "xml: document of %d MB is too large", (int)(n >> 20));
     enum XML_Status st = XML_Parse(x->p, s, (int)n, XML_TRUE);
     if (st != XML_STATUS_OK || x->too_deep || x->oom || lua_gettop(L) != 3) {
-        const char *why = x->too_deep ? "elements nested too deep"
-                          : x->oom    ? "out of memory"
+        const char *why = x->too_deep           ? "elements nested too deep"
+                          : x->oom              ? "out of memory"
                           : st != XML_STATUS_OK ? XML_ErrorString(XML_GetErrorCode(x->p))
                                                 : "no root element";
         unsigned long line = XML_GetCurrentLineNumber(x->p);
@@ -170,7 +171,9 @@ static int l_decode(lua_State *L)
         xs_free(x);
         lua_settop(L, 0);
         lua_pushnil(L);
-        lua_pushfstring(L, "xml: line %d, column %d: %s", (int)line, (int)col, why);
+        lua_pushfstring(L, "invalid XML at line %d, column %d: %s", (int)line, (int)col, why);
+        fr_error_push(L, "xml.decode", lua_tostring(L, -1), false);
+        lua_remove(L, -2);
         return 2;
     }
     xs_free(x);
@@ -210,9 +213,10 @@ static int l_escape(lua_State *L)
 
 static int luaopen_xml(lua_State *L)
 {
-    static const luaL_Reg meta[] = {
-        {"__gc", l_parser_gc}, {"__close", l_parser_gc}, {"__tostring", l_parser_tostring},
-        {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_parser_gc},
+                                    {"__close", l_parser_gc},
+                                    {"__tostring", l_parser_tostring},
+                                    {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"decode", l_decode}, {"escape", l_escape}, {NULL, NULL}};
     if (luaL_newmetatable(L, PARSER_MT))
         luaL_setfuncs(L, meta, 0);

@@ -8,13 +8,14 @@ packages=(
   # build
   gcc make pkg-config
   liblua5.4-dev libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libpq-dev
-  libexpat1-dev libedit-dev libh2o-dev
+  libexpat1-dev libedit-dev libh2o-dev zlib1g-dev
   # run time: the command line's option parser
   lua-argparse
   # tests
   lua5.4 postgresql lua-busted lua-lpeg lua-filesystem perl
   python3 python3-botocore ca-certificates openssl
   python3-croniter  # oracle of tests/py/test_schedule_oracle.py (runs under /usr/bin/python3)
+  clang libclang-rt-14-dev   # the libFuzzer targets (tests/fuzz) and their smoke run
   # benchmarks
   nginx-light wrk hyperfine python3-psycopg2 time
 )

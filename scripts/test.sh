@@ -11,16 +11,18 @@ if [ "${ASAN:-0}" = 1 ]; then
   build=build-asan
   san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   make -s BUILD=$build BIN=$build/flowrun CFLAGS="-O1 -g $san" LDFLAGS="$san" all ctests
+  make -s fuzz-build
   export FLOWRUN=$root/$build/flowrun
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=86"
   export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 else
   build=build
-  make -s all ctests
+  make -s all ctests fuzz-build
   export FLOWRUN=$root/flowrun
 fi
 export FLOWRUN_BUILD=$root/$build
+export FUZZ_BUILD=$root/build-fuzz
 # The tests talk to loopback only: a credential chain that ran to its end must never reach the
 # EC2 metadata address. Tests of IMDS point AWS_EC2_METADATA_SERVICE_ENDPOINT at a local server.
 export AWS_EC2_METADATA_DISABLED=true
@@ -50,6 +52,7 @@ for s in tests/servers/*.sh; do
   eval "$env_lines"
 done
 
-tests=( $build/tests/*.t tests/lua/*.lua tests/py/*.py )
+# tests/fuzz/smoke.sh: each libFuzzer target over its committed corpus and a few seconds more
+tests=( $build/tests/*.t tests/lua/*.lua tests/py/*.py tests/fuzz/smoke.sh )
 [ -n "${TESTS:-}" ] && tests=( $TESTS )
 prove --exec scripts/run-test --timer "${tests[@]}"

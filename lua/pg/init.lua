@@ -14,7 +14,8 @@
 --   conn:close() (also <close> and __gc); conn:status() "ready"|"busy"|"broken"|"closed";
 --   conn:transaction_status(), conn:backend_pid(), conn:parameter(name)
 --   conn:numeric("number") numeric as Lua numbers; conn:statement_cache(0) no prepared
---   statements (PgBouncer in transaction mode); conn:pipeline(true) libpq pipeline mode;
+--   statements (PgBouncer in transaction mode; pg.statement_cache is the default policy);
+--   conn:pipeline(true) libpq pipeline mode;
 --   conn:cancel_timeout(s): a cancelled statement that has not stopped after s seconds
 --   (default 30) gets its connection closed instead (pg.08006, retryable)
 --   local pool = pg.pool { conninfo = "...", size = 8, on_connect = fn }
@@ -29,8 +30,11 @@
 -- Parameters are sent apart from the SQL text ($1, $2 ...), like untyped literals: the server
 -- infers each type from the statement; cast ($1::int8) where nothing tells it. nil and pg.null
 -- are NULL, booleans are bool, numbers are sent exactly (integers as int64), tables as JSON,
--- pg.bytea(s) (and strings holding NUL bytes or invalid UTF-8) as bytea, pg.array(t) as a
--- PostgreSQL array.
+-- pg.bytea(s) as bytea, pg.array(t) as a PostgreSQL array. A string that is not text
+-- PostgreSQL can hold (not UTF-8, or with a NUL byte) goes as it is only to a parameter the
+-- server says is bytea (the statement is prepared and described first); anywhere else it is
+-- refused with pg.22021 naming the parameter, never stored as bytea's hex text. In pipeline
+-- mode such a string must be given as pg.bytea(s).
 --
 -- Errors are error objects: code "pg.<SQLSTATE>", sqlstate, message, detail, hint, position,
 -- severity (+ table, column, constraint, context, server); a lost connection is pg.08006,
@@ -126,15 +130,29 @@ function M.conninfo_table(t)
   return out
 end
 
+-- The statement cache's policy, applied to every connection pg.connect and pg.pool open (the
+-- mechanism is pg.core's): each connection prepares at most `size` statements, a query from
+-- its `prepare_from`-th run (the first run goes as a one-off unnamed statement: one round
+-- trip; from the second, Parse once and Bind/Execute only ever after). A full cache evicts
+-- statements not prepared yet, never prepared ones. conn:statement_cache(n, from) changes it
+-- for one connection (0 behind PgBouncer in transaction mode).
+M.statement_cache = { size = 256, prepare_from = 2 }
+
+local function open(conninfo)
+  if conninfo == nil then conninfo = "" end
+  if type(conninfo) == "table" then conninfo = M.conninfo_table(conninfo) end
+  local conn = core.connect(conninfo)
+  conn:statement_cache(M.statement_cache.size, M.statement_cache.prepare_from)
+  return conn
+end
+
 -- pg.connect(conninfo) -> conn. Waits. conninfo: "host=... dbname=..." (libpq key/value),
 -- "postgresql://user@host/db", or a table of libpq keywords (an AWS database secret's table,
 -- secrets.get_json(id), works as it is); PG* environment variables, .pgpass and sslmode
 -- apply as in psql. Raises pg.08001 (retryable), pg.28P01 (wrong password), pg.3D000 (no such
 -- database) ...; never with the password in the message.
 function M.connect(conninfo)
-  if conninfo == nil then conninfo = "" end
-  if type(conninfo) == "table" then conninfo = M.conninfo_table(conninfo) end
-  return core.connect(conninfo)
+  return open(conninfo)
 end
 
 local function is_error(err, code) return flow.is_error(err, code) end
@@ -399,7 +417,7 @@ function Pool:acquire()
       self.open = self.open - 1
     elseif self.open < self.size then
       self.open = self.open + 1
-      local ok, conn = pcall(core.connect, self.conninfo)
+      local ok, conn = pcall(open, self.conninfo)
       if ok and self.on_connect then
         local hook_ok, err = pcall(self.on_connect, conn)
         if not hook_ok then conn:close(); ok, conn = false, err end

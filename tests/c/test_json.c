@@ -51,6 +51,62 @@ int main(void)
     tap_ok(lua_pcall(L, 1, 1, 0) != LUA_OK, "a function cannot be encoded");
     tap_ok(strstr(lua_tostring(L, -1), "at $.f") != NULL, "the error names the path");
 
+    /* base64: the one implementation (json.base64_*, formerly also in sigv4.c) */
+    static const struct {
+        const char *plain, *enc;
+    } vec[] = {{"", ""},
+               {"f", "Zg=="},
+               {"fo", "Zm8="},
+               {"foo", "Zm9v"},
+               {"foob", "Zm9vYg=="},
+               {"fooba", "Zm9vYmE="},
+               {"foobar", "Zm9vYmFy"}};
+    int good = 0;
+    for (size_t i = 0; i < sizeof vec / sizeof vec[0]; i++) {
+        char enc[16], dec[16], why[96];
+        size_t n = fr_base64_encode(vec[i].plain, strlen(vec[i].plain), enc), dn = 99;
+        good += n == strlen(vec[i].enc) && !memcmp(enc, vec[i].enc, n) &&
+                fr_base64_decode(vec[i].enc, n, dec, &dn, why, sizeof why) &&
+                dn == strlen(vec[i].plain) && !memcmp(dec, vec[i].plain, dn);
+    }
+    tap_ok(good == 7, "base64: the RFC 4648 test vectors both ways");
+    unsigned char all[256], back[256 + 3];
+    char enc[400], why[96];
+    for (int i = 0; i < 256; i++)
+        all[i] = (unsigned char)i;
+    good = 0;
+    for (size_t n = 0; n <= 256; n++) {
+        size_t en = fr_base64_encode(all, n, enc), dn = 0;
+        good += en == 4 * ((n + 2) / 3) && fr_base64_decode(enc, en, back, &dn, why, sizeof why) &&
+                dn == n && !memcmp(back, all, n);
+    }
+    tap_ok(good == 257, "base64: every length 0..256 round-trips, all byte values");
+    size_t dn = 0;
+    tap_ok(fr_base64_decode(" Zm9v\r\nYmFy\n", 12, back, &dn, why, sizeof why) && dn == 6 &&
+               !memcmp(back, "foobar", 6),
+           "base64: whitespace and line breaks are skipped");
+    static const struct {
+        const char *in, *why;
+    } bad[] = {{"Zm9", "not a multiple of 4"},      {"Zm9vY", "not a multiple of 4"},
+               {"Zm9=v", "data after the padding"}, {"Z===", "'=' at offset 1"},
+               {"====", "'=' at offset 0"},         {"Zg==Zg==", "data after the padding"},
+               {"Zg===", "'=' at offset 4"},        {"Zm9\x80", "byte 0x80 at offset 3"},
+               {"Zm-_", "byte 0x2d at offset 2"},   {"Zm9v\0AAA", "byte 0x00 at offset 4"}};
+    good = 0;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t n = strlen(bad[i].in);
+        if (i == sizeof bad / sizeof bad[0] - 1)
+            n = 8; /* with its NUL byte */
+        why[0] = 0;
+        bool ok = fr_base64_decode(bad[i].in, n, back, &dn, why, sizeof why);
+        if (!ok && strstr(why, bad[i].why))
+            good++;
+        else
+            printf("# %s: %s\n", bad[i].in, ok ? "accepted" : why);
+    }
+    tap_ok(good == (int)(sizeof bad / sizeof bad[0]),
+           "base64: malformed input is refused, saying where");
+
     lua_close(L);
     return tap_done();
 }

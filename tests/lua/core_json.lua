@@ -1,6 +1,7 @@
 -- The json module: exact integers, null, empty arrays vs objects, errors, base64.
 local t = require "tap"
 local json = require "json"
+local flow = require "flow"
 
 t.test("round trips", function()
   local doc = '{"a":[1,2.5,"x",true,false,null],"b":{"c":{}},"d":[],"big":9007199254740993}'
@@ -54,7 +55,16 @@ t.test("base64", function()
   end
   t.eq(json.base64_encode("hello"), "aGVsbG8=", "known value")
   t.eq(json.base64_decode(json.base64_encode(bytes)), bytes, "all byte values")
-  t.eq(select(2, json.base64_decode("abc")), "invalid base64: length is not a multiple of 4", "bad length")
+  local v, err = json.base64_decode("abc")
+  t.eq(v, nil, "bad length: nil")
+  t.ok(flow.is_error(err, "json.base64"), "and a json.base64 error object")
+  t.eq(err and err.message, "invalid base64: length is not a multiple of 4", "bad length")
+  v, err = json.base64_decode("aGVs\nbG8=\n")
+  t.eq(v, "hello", "line breaks are skipped")
+  for _, bad in ipairs { "aGVsbG8", "aG=sbG8=", "aGVsbG8=aGVs", "aGVs!G8=", "====", "a===" } do
+    v, err = json.base64_decode(bad)
+    t.ok(v == nil and flow.is_error(err, "json.base64"), "refused: " .. bad)
+  end
 end)
 
 t.test("large documents", function()

@@ -79,6 +79,9 @@ t.test("an AWS database secret's table connects as it is", function()
   local conn = pg.connect(secret)
   t.eq(conn:query("SELECT current_user AS u")[1].u, user, "username is the user")
   conn:close()
+  local pool = pg.pool { conninfo = secret, size = 1 }
+  t.eq(pool:query("SELECT current_user AS u")[1].u, user, "a pool takes the secret's table too")
+  pool:close()
   t.eq(pg.conninfo_table({ username = "u", database = "d", port = 5432, engine = "postgres" }),
     { user = "u", dbname = "d", port = "5432" }, "the translation")
   t.eq(pg.conninfo_table({ user = "a", username = "b" }), { user = "a" }, "libpq's own key wins")
@@ -104,6 +107,33 @@ t.test("connection failures", function()
   err = t.raises(function() pg.connect("host=x password=abc def=") end, "pg.08001", "bad syntax")
   t.unlike(tostring(err), "abc", "a conninfo with a password is not echoed")
   t.raises(function() pg.connect(42) end, "expected a conninfo", "wrong type")
+end)
+
+t.test("an invalid conninfo: libpq's reason kept, the password left out", function()
+  local secret = "s3cr3t-Pw"
+  local cases = {
+    -- conninfo, what the message must say
+    { "host=x bogus=1", 'invalid connection option "bogus"' },
+    { "host=x password=" .. secret .. " bogus=1", 'invalid connection option "bogus"' },
+    { "host=x PassWord = " .. secret .. "   zzz", 'invalid connection option "PassWord"' },
+    { "host=x password='" .. secret .. " \\' q' zzz", 'missing "=" after "zzz"' },
+    { "host=x password='" .. secret, "the password value is malformed" },
+    { "host=x password=se cret", "the password value is malformed" },
+    { "host=x sslpassword=" .. secret .. " dbname=d junk", 'missing "=" after "junk"' },
+    { "postgresql://user@[::1", 'IPv6 host address in URI: "postgresql://user@%[::1"' },
+    { "postgresql://user:" .. secret .. "@[::1", '"postgresql://user:%*%*%*@%[::1"' },
+    { "postgres://user:" .. secret .. "@[::1", '"postgres://user:%*%*%*@%[::1"' },
+    { "postgresql://h/db?password=" .. secret .. "&x", 'URI query parameter: "x"' },
+    { "postgresql://h/db?PASS%77ORD=" .. secret .. "&bogus=1", 'invalid URI query parameter: "PASSwORD"' },
+    { "postgresql://u:%zz" .. secret .. "@h/db", "the password value is malformed" },
+  }
+  for _, case in ipairs(cases) do
+    local err = t.raises(function() pg.connect(case[1]) end, "pg.08001", "refused: " .. case[1]:gsub(secret, "<pw>"))
+    t.like(err and err.message, "^invalid connection string: .*" .. case[2], "  says " .. case[2])
+    t.unlike(tostring(err), "s3cr3t", "  without the password")
+    t.unlike(tostring(err), "cret[^%-]", "  nor a piece of it")
+    t.eq(err and err.retryable, false, "  not retryable")
+  end
 end)
 
 t.test("a Unix socket connection", function()

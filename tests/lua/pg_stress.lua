@@ -1,5 +1,6 @@
 -- pg: cancellation at random moments across every kind of operation (pooled queries,
--- transactions, COPY both ways, a shared connection, pipeline mode). Afterwards every
+-- transactions, COPY both ways, a shared connection, pipeline mode, a binary string whose
+-- parameter type the server is asked for first). Afterwards every
 -- connection must answer and nothing may be left alive. Deterministic seeds; about 1 s each.
 local t = require "tap"
 local pg = require "pg"
@@ -24,7 +25,7 @@ local function run(seed, max_timeout_ms)
   local ok_n, timeout_n, other = 0, 0, {}
   local hs = {}
   for i = 1, 300 do
-    local kind, delay, to = rnd(6), rnd(30) / 1000, rnd(max_timeout_ms) / 1000
+    local kind, delay, to = rnd(7), rnd(30) / 1000, rnd(max_timeout_ms) / 1000
     hs[i] = flow.spawn(function()
       local ok, err = pcall(flow.timeout, to, function()
         if kind == 0 then
@@ -38,6 +39,9 @@ local function run(seed, max_timeout_ms)
         elseif kind == 4 then
           return shared:copy_to("COPY (SELECT generate_series(1, 20000)) TO STDOUT",
             function() end)
+        elseif kind == 5 then -- Parse, Describe, Execute: cancelled at any of them
+          return shared:query("SELECT pg_sleep($1), length($2::bytea), $3::int", delay,
+            "\255binary\0" .. i % 3, i % 5)
         end
         local n = 0
         return pool:with(function(c)

@@ -118,6 +118,54 @@ t.test("bytea both ways: every byte value", function()
   t.eq(one("SELECT ''::bytea b").b, "")
 end)
 
+t.test("strings that are not text: refused for text, sent as they are to bytea", function()
+  c:exec("DROP TABLE IF EXISTS pg_types_bin; CREATE TABLE pg_types_bin (id int, s text, b bytea)")
+  local latin1 = "caf\233" -- "café" in ISO 8859-1: not UTF-8
+  local err = t.raises(function()
+    c:query("INSERT INTO pg_types_bin (id, s) VALUES ($1, $2)", 1, latin1)
+  end, "pg.22021", "not UTF-8 into a text column: an error, not bytea hex")
+  t.like(err and err.message, "query parameter %$2 is not valid UTF%-8 text %(byte 0xe9 at offset 3%)",
+    "the message names the parameter, the byte and where")
+  t.like(err and err.message, "takes it as text", "and what the server wanted")
+  t.eq(err and err.sqlstate, "22021"); t.eq(err and err.retryable, false)
+  t.eq(c:query("SELECT count(*) AS n FROM pg_types_bin")[1].n, 0, "nothing stored")
+  t.raises(function() c:query("INSERT INTO pg_types_bin (id, s) VALUES ($1, $2)", 2, latin1) end,
+    "pg.22021", "the same statement again (types known): refused again")
+  c:query("INSERT INTO pg_types_bin (id, s) VALUES ($1, $2)", 3, "café")
+  t.eq(one("SELECT s FROM pg_types_bin WHERE id = 3").s, "café", "UTF-8 text still goes as text")
+  err = t.raises(function() c:query("SELECT $1::text AS s", "a\0b") end, "pg.22021", "a NUL byte")
+  t.like(err and err.message, "a NUL byte at offset 1", "says so")
+  err = t.raises(function() c:query("SELECT $1::int4 + 1 AS x", "\255\255\255\255") end, "pg.22021",
+    "four bytes for an int4 parameter are not taken as a binary int4")
+  t.like(err and err.message, "takes it as int4")
+  local blob = "\0\1\255\254 not utf8 \192\175"
+  c:query("INSERT INTO pg_types_bin (id, b) VALUES ($1, $2)", 4, blob)
+  c:query("INSERT INTO pg_types_bin (id, b) VALUES ($1, $2)", 5, blob .. "!")
+  t.eq(one("SELECT b FROM pg_types_bin WHERE id = 4").b, blob, "raw bytes into a bytea column")
+  t.eq(one([[SELECT count(*) AS n FROM pg_prepared_statements
+    WHERE statement = 'INSERT INTO pg_types_bin (id, b) VALUES ($1, $2)']]).n, 1,
+    "prepared at its first use, so its parameter types are asked once")
+  t.eq(one("SELECT b FROM pg_types_bin WHERE id = 5").b, blob .. "!", "again, from the cache")
+  c:exec("DISCARD ALL"); c:exec("SET TimeZone = 'UTC'")
+  c:query("INSERT INTO pg_types_bin (id, b) VALUES ($1, $2)", 6, blob)
+  t.eq(one("SELECT b FROM pg_types_bin WHERE id = 6").b, blob, "after DISCARD ALL: prepared again")
+  t.raises(function() c:query("SELECT $1::bytea AS b, $2::int AS i", blob) end, "pg.08P01",
+    "a parameter missing: still the server's own error")
+  local old = c:statement_cache(0)
+  t.raises(function() c:query("INSERT INTO pg_types_bin (id, s) VALUES ($1, $2)", 7, latin1) end,
+    "pg.22021", "without the statement cache: refused too")
+  c:query("INSERT INTO pg_types_bin (id, b) VALUES ($1, $2)", 8, blob)
+  t.eq(one("SELECT b FROM pg_types_bin WHERE id = 8").b, blob, "and bytea accepted")
+  c:statement_cache(old)
+  local p = pg.connect(ci)
+  p:pipeline(true)
+  t.raises(function() p:query("SELECT $1::bytea AS b", blob) end, "pg.22021",
+    "pipeline mode: refused at once (no Describe in a pipeline)")
+  t.eq(p:query("SELECT $1::bytea AS b", pg.bytea(blob))[1].b, blob, "pg.bytea goes in a pipeline")
+  p:close()
+  t.eq(one("SELECT 1 AS one").one, 1, "the connection is fine after all this")
+end)
+
 t.test("dates and timestamps as ISO 8601", function()
   local r = one("SELECT '2024-02-29'::date d, '2024-02-29 13:14:15.123456'::timestamp ts, "
     .. "'2024-02-29 13:14:15+00'::timestamptz tz, '2024-02-29 13:14:15'::timestamp t0, "
@@ -257,6 +305,38 @@ t.test("statement cache: DDL under a prepared statement and DISCARD ALL", functi
   c:statement_cache(0)
   t.eq(c:query("SELECT $1::int x", 3)[1].x, 3, "without the cache")
   c:statement_cache(old)
+end)
+
+t.test("statement cache policy is lua/pg's: size and from which run a query is prepared", function()
+  t.eq(pg.statement_cache, { size = 256, prepare_from = 2 }, "the default policy")
+  local function prepared(pattern)
+    local n = 0
+    for _, r in ipairs(c:query("SELECT statement FROM pg_prepared_statements")) do
+      if r.statement:find(pattern, 1, true) then n = n + 1 end
+    end
+    return n
+  end
+  c:exec("DEALLOCATE ALL")
+  local size, from = c:statement_cache(10, 3)
+  t.eq({ size, from }, { 256, 2 }, "conn:statement_cache returns the previous size and run")
+  c:query("SELECT 'third' AS a"); c:query("SELECT 'third' AS a")
+  t.eq(prepared("'third'"), 0, "prepare_from 3: not prepared after two runs")
+  c:query("SELECT 'third' AS a")
+  t.eq(prepared("'third'"), 1, "prepared at the third")
+  c:statement_cache(10, 1)
+  c:query("SELECT 'first' AS a")
+  t.eq(prepared("'first'"), 1, "prepare_from 1: prepared at the first run")
+  t.raises(function() c:statement_cache(10, 0) end, "expected 1", "prepare_from below 1 is misuse")
+  c:statement_cache(256, 2)
+  local raw = pg.core.connect(ci)
+  t.eq(raw:statement_cache(), 0, "pg.core alone prepares nothing: the policy is not in C")
+  raw:close()
+  local saved = pg.statement_cache
+  pg.statement_cache = { size = 7, prepare_from = 4 }
+  local other = pg.connect(ci)
+  t.eq({ other:statement_cache() }, { 7, 4 }, "pg.connect applies pg.statement_cache")
+  other:close()
+  pg.statement_cache = saved
 end)
 
 c:close()
