@@ -221,10 +221,7 @@ end
 -- gunzip when the text is gzip (EMR writes its logs gzipped); nil when it cannot.
 local function maybe_gunzip(body)
   if body:sub(1, 2) ~= "\31\139" then return body end
-  local ok, gz = pcall(require, "gzip")
-  if not ok then return nil end
-  local ok2, text = pcall(gz.decompress, body)
-  return ok2 and text or nil
+  return (require("zlib").gunzip(body, 16 << 20))
 end
 
 local function tail(text, n)

@@ -37,7 +37,12 @@ function M.metadata(database, name)
     error(body, 0)
   end
   if body:sub(1, 2) == "\31\139" then   -- write.metadata.compression-codec=gzip
-    body = require("gzip").decompress(body)
+    local text, gerr = require("zlib").gunzip(body)
+    if not text then
+      error(operator.fail("iceberg.metadata", string.format("%s.%s: %s is gzip that cannot be read "
+        .. "(%s)", database, name, loc, tostring(gerr and gerr.message or gerr))), 2)
+    end
+    body = text
   end
   local okj, meta = pcall(json.decode, body)
   if not okj or type(meta) ~= "table" then

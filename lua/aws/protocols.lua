@@ -462,7 +462,7 @@ function M.parse(svc, op_name, op, resp)
   if p == "query" then
     local root, err = xml.decode(body)
     if not root then
-      return nil, { bad = true, message = err .. "; answer begins: " .. first_bytes(body) }
+      return nil, { bad = true, message = err.message .. "; answer begins: " .. first_bytes(body) }
     end
     local wrapper = op.result_wrapper and child(root, op.result_wrapper) or root
     if out_shape then result = xml_value(shapes, op.output, wrapper) end
@@ -478,7 +478,7 @@ function M.parse(svc, op_name, op, resp)
     elseif body ~= "" and out_shape then
       local root, err = xml.decode(body)
       if not root then
-        return nil, { bad = true, message = err .. "; answer begins: " .. first_bytes(body) }
+        return nil, { bad = true, message = err.message .. "; answer begins: " .. first_bytes(body) }
       end
       if payload then
         result[payload] = xml_value(shapes, pm.shape, root)

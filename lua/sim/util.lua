@@ -1,5 +1,5 @@
 -- sim/util.lua — wire helpers shared by the simulator's services: AWS-shaped JSON and XML
--- answers and errors, URL and form parsing, XML escaping, base64, gzip (stored blocks), dates.
+-- answers and errors, URL and form parsing, XML escaping, base64 and gzip (the runtime's), dates.
 -- Pure functions; the only state is the request-id counter.
 local json = require "json"
 
@@ -145,70 +145,12 @@ end
 
 ---- base64 ------------------------------------------------------------------------------------
 
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local enc, dec = {}, {}
-for i = 0, 63 do
-  local c = B64:sub(i + 1, i + 1)
-  enc[i], dec[c:byte()] = c, i
-end
-
-function M.b64encode(s)
-  local out, n = {}, #s
-  for i = 1, n - 2, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local v = a << 16 | b << 8 | c
-    out[#out + 1] = enc[v >> 18] .. enc[v >> 12 & 63] .. enc[v >> 6 & 63] .. enc[v & 63]
-  end
-  local rest = n % 3
-  if rest == 1 then
-    local v = s:byte(n) << 16
-    out[#out + 1] = enc[v >> 18] .. enc[v >> 12 & 63] .. "=="
-  elseif rest == 2 then
-    local a, b = s:byte(n - 1, n)
-    local v = a << 16 | b << 8
-    out[#out + 1] = enc[v >> 18] .. enc[v >> 12 & 63] .. enc[v >> 6 & 63] .. "="
-  end
-  return table.concat(out)
-end
-
-function M.b64decode(s)
-  s = s:gsub("[^%w%+/]", "")
-  local out, n = {}, #s
-  for i = 1, n, 4 do
-    local a, b, c, d = s:byte(i, i + 3)
-    local v = (dec[a] or 0) << 18 | (dec[b] or 0) << 12 | (dec[c] or 0) << 6 | (dec[d] or 0)
-    local left = n - i + 1
-    if left >= 4 then
-      out[#out + 1] = string.char(v >> 16, v >> 8 & 255, v & 255)
-    elseif left == 3 then
-      out[#out + 1] = string.char(v >> 16, v >> 8 & 255)
-    elseif left == 2 then
-      out[#out + 1] = string.char(v >> 16)
-    end
-  end
-  return table.concat(out)
-end
+-- base64 is the runtime's (json.base64_*: one implementation in C); a token that does not decode
+-- is nil, as an unknown continuation token should be
+function M.b64encode(s) return require("json").base64_encode(s) end
+function M.b64decode(s) return (require("json").base64_decode(s)) end
 
 ---- hashing and gzip --------------------------------------------------------------------------
-
-local crc_table
-function M.crc32(s)
-  if not crc_table then
-    crc_table = {}
-    for i = 0, 255 do
-      local c = i
-      for _ = 1, 8 do
-        if c & 1 == 1 then c = 0xEDB88320 ~ (c >> 1) else c = c >> 1 end
-      end
-      crc_table[i] = c
-    end
-  end
-  local crc = 0xFFFFFFFF
-  for i = 1, #s do
-    crc = crc_table[(crc ~ s:byte(i)) & 0xFF] ~ (crc >> 8)
-  end
-  return crc ~ 0xFFFFFFFF
-end
 
 -- An ETag-looking digest (32 hex digits): the first half of the body's SHA-256 (the signer's, in
 -- C: the simulator's raw files reach megabytes). Not MD5: nothing in the simulator depends on
@@ -217,19 +159,10 @@ function M.etag(s)
   return require("aws.sigv4").sha256_hex(s):sub(1, 32)
 end
 
--- gzip member with stored (uncompressed) deflate blocks: what EMR's log files look like to a
--- reader, without needing a compressor.
+-- a gzip member with stored (uncompressed) deflate blocks: what EMR's log files look like to a
+-- reader, and the text stays readable in the simulator's state file
 function M.gzip_stored(data)
-  local out = {"\31\139\8\0\0\0\0\0\0\255"}
-  local pos, n = 1, #data
-  repeat
-    local chunk = data:sub(pos, pos + 65534)
-    pos = pos + #chunk
-    local final = pos > n and 1 or 0
-    out[#out + 1] = string.pack("<BI2I2", final, #chunk, (~#chunk) & 0xFFFF) .. chunk
-  until pos > n
-  out[#out + 1] = string.pack("<I4I4", M.crc32(data), n & 0xFFFFFFFF)
-  return table.concat(out)
+  return require("zlib").gzip(data, 0)
 end
 
 ---- misc --------------------------------------------------------------------------------------
