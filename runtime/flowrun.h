@@ -52,6 +52,12 @@ fr_module_t *fr_modules(void);
         fr_module_register(&fr_module_##fn);                                                   \
     }
 
+/* ---- the process (sys.c) -------------------------------------------------------------------- */
+/* Where the Lua trees are ($FLOWRUN_ROOT, beside the binary, PREFIX/share/flowrun). */
+const char *fr_root(void);
+/* Where the shared C units (<unit>.so) are. */
+const char *fr_moddir(void);
+
 /* ---- the loop and the clock ---------------------------------------------------------------- */
 uv_loop_t *fr_loop(void);
 /* Monotonic seconds since start; follows virtual time when it is on. */
@@ -136,9 +142,18 @@ int fr_error_raise(lua_State *L, const char *code, bool retryable, const char *f
 bool fr_error_is(lua_State *L, int idx, const char *code);
 
 /* ---- logging (log.c) ----------------------------------------------------------------------
- * Debug categories come from --debug / FLOWRUN_DEBUG ("aws", "http", "pg", "sched", "all"). */
+ * Debug categories come from --debug / FLOWRUN_DEBUG ("aws", "http", "pg", "sched", "all"); the
+ * list lives in log.c only. */
 bool fr_debug_enabled(const char *category);
-void fr_debug_set(const char *categories);
+/* Read FLOWRUN_DEBUG now (main.c, at start): an unknown category is a warning on stderr. */
+void fr_debug_init(void);
+/* Set the categories ("aws,http"; "" or NULL: none). false when one is unknown: its name is
+ * copied into bad and nothing changes. */
+bool fr_debug_set(const char *categories, char *bad, size_t badlen);
+/* "aws, http, pg, sched, all": for messages */
+const char *fr_debug_known(void);
+/* For Lua bindings: set from the string at idx; pushes true, or nil and an error object. */
+int fr_debug_set_lua(lua_State *L, int idx);
 void fr_log(const char *category, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- JSON (json.c, pure) ------------------------------------------------------------------- */

@@ -14,19 +14,9 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <lualib.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#ifndef FR_PREFIX
-#define FR_PREFIX "/usr/local"
-#endif
-
-static char root[PATH_MAX];
-static char moddir[PATH_MAX];
 
 /* C units that link a heavy library are shared objects (<moddir>/<unit>.so), loaded on the
  * first require of one of their modules, so a run that does not use them does not pay for
@@ -37,66 +27,6 @@ static const struct {
     {"http", "http"},          {"pg.core", "pg"},           {"xml", "xml"},
     {"aws.sigv4", "sigv4"},    {"flow.readline", "repl"},
 };
-
-static bool is_root(const char *dir)
-{
-    char p[PATH_MAX + 32];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/lua/flow/init.lua", dir);
-    return stat(p, &st) == 0;
-}
-
-/* Where the Lua trees are: $FLOWRUN_ROOT, the binary's directory or its parent (build tree),
- * PREFIX/share/flowrun beside an installed binary, or the compiled-in prefix. */
-static void find_root(void)
-{
-    const char *env = getenv("FLOWRUN_ROOT");
-    if (env && is_root(env)) {
-        snprintf(root, sizeof root, "%s", env);
-        return;
-    }
-    char exe[PATH_MAX];
-    size_t len = sizeof exe;
-    if (uv_exepath(exe, &len) == 0) {
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = 0;
-        const char *cands[] = {"%s", "%s/..", "%s/../share/flowrun"};
-        for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-            char p[PATH_MAX + 32];
-            snprintf(p, sizeof p, cands[i], exe);
-            char real[PATH_MAX];
-            if (realpath(p, real) && is_root(real)) {
-                snprintf(root, sizeof root, "%s", real);
-                return;
-            }
-        }
-    }
-    snprintf(root, sizeof root, "%s/share/flowrun", FR_PREFIX);
-}
-
-/* Where the shared C units are: beside the build tree's binary (build/lib), beside a build
- * directory's binary (BUILD/lib), or PREFIX/lib/flowrun. */
-static void find_moddir(void)
-{
-    char exe[PATH_MAX];
-    size_t len = sizeof exe;
-    if (uv_exepath(exe, &len) == 0) {
-        char *slash = strrchr(exe, '/');
-        if (slash)
-            *slash = 0;
-        const char *cands[] = {"%s/build/lib", "%s/lib", "%s/../lib/flowrun"};
-        for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-            char p[PATH_MAX + 32], probe[PATH_MAX + 64];
-            struct stat st;
-            snprintf(p, sizeof p, cands[i], exe);
-            snprintf(probe, sizeof probe, "%s/http.so", p);
-            if (stat(probe, &st) == 0 && realpath(p, moddir))
-                return;
-        }
-    }
-    snprintf(moddir, sizeof moddir, "%s/lib/flowrun", FR_PREFIX);
-}
 
 static fr_module_t *find_module(const char *name)
 {
@@ -114,7 +44,7 @@ static int load_shared(lua_State *L)
     fr_module_t *m = find_module(name);
     if (!m) {
         char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/%s.so", moddir, unit);
+        snprintf(path, sizeof path, "%s/%s.so", fr_moddir(), unit);
         /* its constructors register its modules (fr_module_register, exported by this
          * binary); the handle stays open for the life of the process */
         if (!dlopen(path, RTLD_NOW | RTLD_LOCAL))
@@ -133,6 +63,7 @@ static void set_paths(lua_State *L)
 {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
+    const char *root = fr_root();
     lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/stdlib/?.lua;%s/stdlib/?/init.lua;%s",
                     root, root, root, root, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
@@ -177,70 +108,6 @@ static void warnf(void *ud, const char *msg, int tocont)
     warn_len = 0;
 }
 
-/* ---- module flow.sys: facts about the process for the Lua CLI --------------------------------- */
-static int l_isatty(lua_State *L)
-{
-    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
-    return 1;
-}
-
-static int l_getpid(lua_State *L)
-{
-    lua_pushinteger(L, getpid());
-    return 1;
-}
-
-static int l_set_debug(lua_State *L)
-{
-    fr_debug_set(luaL_optstring(L, 1, ""));
-    return 0;
-}
-
-/* sys.kill(pid, signal_name_or_number) -> true or nil, message (tests, process control) */
-static int l_kill(lua_State *L)
-{
-    int pid = (int)luaL_checkinteger(L, 1);
-    int sig = SIGTERM;
-    if (lua_type(L, 2) == LUA_TNUMBER)
-        sig = (int)lua_tointeger(L, 2);
-    else if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *s = lua_tostring(L, 2);
-        sig = strcmp(s, "INT") == 0 ? SIGINT : strcmp(s, "KILL") == 0 ? SIGKILL : SIGTERM;
-    }
-    int rc = uv_kill(pid, sig);
-    if (rc != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, uv_strerror(rc));
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int luaopen_sys(lua_State *L)
-{
-    static const luaL_Reg f[] = {{"isatty", l_isatty},
-                                 {"getpid", l_getpid},
-                                 {"set_debug", l_set_debug},
-                                 {"kill", l_kill},
-                                 {NULL, NULL}};
-    luaL_newlib(L, f);
-    lua_pushstring(L, root);
-    lua_setfield(L, -2, "root");
-    lua_pushstring(L, moddir);
-    lua_setfield(L, -2, "moddir");
-    lua_pushliteral(L, FR_VERSION);
-    lua_setfield(L, -2, "version");
-    lua_pushliteral(L, LUA_RELEASE);
-    lua_setfield(L, -2, "lua_version");
-    lua_pushstring(L, uv_version_string());
-    lua_setfield(L, -2, "uv_version");
-    return 1;
-}
-
-FR_MODULE("flow.sys", luaopen_sys)
-
-
 int main(int argc, char **argv)
 {
     lua_State *L = luaL_newstate();
@@ -250,8 +117,7 @@ int main(int argc, char **argv)
     }
     luaL_openlibs(L);
     lua_setwarnf(L, warnf, NULL);
-    find_root();
-    find_moddir();
+    fr_debug_init();
     fr_sched_init(L);
     set_paths(L);
 

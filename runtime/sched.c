@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -1011,31 +1010,9 @@ static int l_cancel_all(lua_State *L)
     return 0;
 }
 
-/* core.fsync(file): flush a Lua file handle and fsync it. Returns true or nil, message. */
-static int l_fsync(lua_State *L)
-{
-    luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
-    if (!p->closef)
-        return luaL_error(L, "attempt to use a closed file");
-    if (fflush(p->f) != 0 || fsync(fileno(p->f)) != 0)
-        return luaL_fileresult(L, 0, NULL);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* core.flock(file) -> true, or nil, message when another process holds the lock. Takes an
- * exclusive lock on a Lua file handle without waiting; the kernel drops it when the file is
- * closed or the process dies, so a crashed run leaves no stale lock behind. */
-static int l_flock(lua_State *L)
-{
-    luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
-    if (!p->closef)
-        return luaL_error(L, "attempt to use a closed file");
-    if (flock(fileno(p->f), LOCK_EX | LOCK_NB) != 0)
-        return luaL_fileresult(L, 0, NULL);
-    lua_pushboolean(L, 1);
-    return 1;
-}
+/* sys.c: flow.core keeps these two names only until lua/flow/journal.lua calls flow.sys's */
+int fr_sys_fsync(lua_State *L);
+int fr_sys_flock(lua_State *L);
 
 static const luaL_Reg core_funcs[] = {
     {"spawn", l_spawn},
@@ -1053,8 +1030,8 @@ static const luaL_Reg core_funcs[] = {
     {"stats", l_stats},
     {"signal", l_signal},
     {"cancel_all", l_cancel_all},
-    {"fsync", l_fsync},
-    {"flock", l_flock},
+    {"fsync", fr_sys_fsync}, /* transitional: sys.fsync */
+    {"flock", fr_sys_flock}, /* transitional: sys.flock */
     {NULL, NULL},
 };
 
