@@ -109,9 +109,20 @@ void fr_op_complete(void *op);
 /* Free an op that was never waited on (starting the work failed). */
 void fr_op_discard(void *op);
 
-/* Arm the op's timer: it completes when fr_now() reaches `deadline` (used by sleep). */
+/* Arm the op's timer: it completes when fr_now() reaches `deadline` (used by sleep). A
+ * deadline FR_FOREVER or more seconds away (or not a number) arms nothing: the op waits until
+ * it completes otherwise or is cancelled, and keeps the process waiting meanwhile. */
 void fr_timer_start(fr_op_t *op, double deadline);
 void fr_timer_stop(fr_op_t *op);
+
+/* ---- durations ------------------------------------------------------------------------------
+ * The one place a duration in seconds is checked and converted; every C primitive that takes
+ * seconds uses it (Lua: flow.core.duration). NaN, a negative number or a non-number raises a
+ * usage error naming `what` ("flow.sleep", "http.request timeout"). FR_FOREVER seconds or more
+ * (about 127 million years, where the loop's millisecond clock ends) and +inf mean "forever":
+ * HUGE_VAL is returned, and fr_timer_start arms nothing for it. */
+#define FR_FOREVER 4.0e15
+double fr_duration_arg(lua_State *L, int idx, const char *what);
 
 /* Request cancellation of a task (false when it already finished). */
 bool fr_task_cancel(fr_task_t *t);

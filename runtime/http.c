@@ -8,17 +8,18 @@
  *                max_body=} -> {status=, headers=, body=} | nil, err
  *     Waits (suspends only the calling task). headers: a map name -> value, or an array of
  *     {name, value}; response header names are lower-cased, repeated ones joined with ", ".
- *     timeout: total seconds (default 60), connect_timeout: seconds (default 10), max_body:
- *     bytes (default 1 GiB). TLS peers are always verified (system store, or ca_file). Proxies
- *     come from the usual environment variables (curl reads them). Failures are error objects
- *     with code http.timeout, http.connect, http.reset, http.truncated, http.tls, http.url,
- *     http.too_large or http.error, and fields url (without its query), curl_code.
- *     Cancelling the task removes the transfer from the multi handle at once.
+ *     timeout: total seconds (default 60), connect_timeout: seconds (default 10), checked by
+ *     fr_duration_arg (math.huge: no limit); max_body: bytes (default 1 GiB). TLS peers are always
+ * verified (system store, or ca_file). Proxies come from the usual environment variables (curl
+ * reads them). Failures are error objects with code http.timeout, http.connect, http.reset,
+ * http.truncated, http.tls, http.url, http.too_large or http.error, and fields url (without its
+ * query), curl_code. Cancelling the task removes the transfer from the multi handle at once.
  *
  * Ownership: the multi handle, the uv_timer and the uv_poll handles are owned here (handles
  * are malloc'd and freed in their close callbacks); easy handles belong to the op in flight,
  * then return to a small idle pool; everything is released by the shutdown hook.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -447,17 +448,27 @@ static const fr_op_vt_t http_vt = {"http.request", vt_results, vt_cancel, vt_fre
 
 /* ---- Lua binding ---------------------------------------------------------------------------- */
 
+/* A duration field of the request table in seconds (fr_duration_arg's rule), or def. */
 static double opt_seconds(lua_State *L, const char *name, double def)
 {
     lua_getfield(L, 1, name);
     double v = def;
     if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-            luaL_error(L, "http.request: %s must be a positive number of seconds", name);
-        v = lua_tonumber(L, -1);
+        char what[64];
+        snprintf(what, sizeof what, "http.request %s", name);
+        v = fr_duration_arg(L, -1, what);
     }
     lua_pop(L, 1);
     return v;
+}
+
+/* Seconds as curl's milliseconds: at least 1 (0 means "no limit" to curl); forever as `none`. */
+static long curl_ms(double s, long none)
+{
+    if (s >= FR_FOREVER)
+        return none;
+    double ms = ceil(s * 1000.0);
+    return ms < 1 ? 1 : (long)ms;
 }
 
 static const char *opt_string(lua_State *L, const char *name, size_t *len)
@@ -466,8 +477,7 @@ static const char *opt_string(lua_State *L, const char *name, size_t *len)
     const char *v = NULL;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "http.request: %s must be a string, got %s", name,
-                       luaL_typename(L, -1));
+            luaL_error(L, "http.request: %s must be a string, got %s", name, luaL_typename(L, -1));
         v = lua_tolstring(L, -1, len);
     }
     lua_pop(L, 1); /* still referenced by the argument table */
@@ -636,8 +646,9 @@ static int l_request(lua_State *L)
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, op);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, op->hdrs);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
+    /* no total limit for "forever"; connecting has no "none" (0 is curl's 300 s default) */
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, curl_ms(timeout, 0));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, curl_ms(connect_timeout, (long)FR_FOREVER));
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -75,6 +75,7 @@ static struct {
     int io_pending; /* pending ops with vt->io */
     fr_op_t **heap;
     int heap_len, heap_cap;
+    int forever; /* ops whose timer would fire "forever" from now: in no heap, they wait */
     uv_timer_t timer;
     uv_signal_t sigint, sigterm;
     uint64_t t0;     /* uv_hrtime at start */
@@ -171,13 +172,22 @@ static void rearm_timer(void)
         uv_timer_stop(&S.timer);
         return;
     }
-    double delay = S.heap[0]->deadline - fr_now();
+    double delay = S.heap[0]->deadline - fr_now(); /* < FR_FOREVER: fits in milliseconds */
     uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1000.0);
     uv_timer_start(&S.timer, timer_cb, ms, 0);
 }
 
+/* heap_index of an op whose deadline is forever away: it is counted, not in the heap */
+#define FOREVER_SLOT (-2)
+
 void fr_timer_start(fr_op_t *op, double deadline)
 {
+    if (!(deadline - fr_now() < FR_FOREVER)) { /* also NaN: never a spin */
+        op->deadline = HUGE_VAL;
+        op->heap_index = FOREVER_SLOT;
+        S.forever++;
+        return;
+    }
     if (S.heap_len == S.heap_cap) {
         int cap = S.heap_cap ? S.heap_cap * 2 : 256;
         fr_op_t **h = realloc(S.heap, (size_t)cap * sizeof *h);
@@ -199,6 +209,11 @@ void fr_timer_start(fr_op_t *op, double deadline)
 void fr_timer_stop(fr_op_t *op)
 {
     int i = op->heap_index;
+    if (i == FOREVER_SLOT) {
+        op->heap_index = -1;
+        S.forever--;
+        return;
+    }
     if (i < 0)
         return;
     op->heap_index = -1;
@@ -291,7 +306,7 @@ static void live_unlink(fr_task_t *t)
 
 static void free_op(fr_op_t *op)
 {
-    if (op->heap_index >= 0)
+    if (op->heap_index != -1)
         fr_timer_stop(op);
     if (op->vt->io)
         S.io_pending--;
@@ -416,7 +431,7 @@ static void interrupt(fr_task_t *t)
 {
     fr_op_t *op = t->op;
     if (op && op->state == FR_OP_PENDING) {
-        if (op->heap_index >= 0)
+        if (op->heap_index != -1)
             fr_timer_stop(op);
         bool stopped = op->vt->cancel ? op->vt->cancel(op) : true;
         if (stopped) {
@@ -597,7 +612,7 @@ static void join_fire(fr_op_t *op, fr_task_t *target)
                 j->fired = i + 1;
     }
     join_unlink(j);
-    if (op->heap_index >= 0)
+    if (op->heap_index != -1)
         fr_timer_stop(op);
     fr_op_complete(op);
 }
@@ -641,7 +656,9 @@ static bool task_done(const fr_task_t *t)
 static int join(lua_State *L, bool all, const char *fname)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    double timeout = luaL_optnumber(L, 2, -1);
+    double timeout = -1; /* none */
+    if (!lua_isnoneornil(L, 2))
+        timeout = fr_duration_arg(L, 2, all ? "wait_all timeout" : "wait_any timeout");
     int n = (int)luaL_len(L, 1);
     if (n == 0 && timeout < 0 && !all)
         return luaL_argerror(L, 1, "no tasks to wait for");
@@ -903,17 +920,44 @@ static int l_spawn(lua_State *L)
 /* ---- sleep ----------------------------------------------------------------------------------- */
 static const fr_op_vt_t sleep_vt = {"flow.sleep", NULL, NULL, NULL, false};
 
-/* flow.sleep(seconds): waits; 0 gives other tasks a turn. */
+/* flow.sleep(seconds): waits; 0 gives other tasks a turn; math.huge waits until cancelled. */
 static int l_sleep(lua_State *L)
 {
-    double s = luaL_checknumber(L, 1);
-    luaL_argcheck(L, s >= 0 && s == s, 1, "expected a duration >= 0 in seconds");
+    double s = fr_duration_arg(L, 1, "flow.sleep");
     fr_op_t *op = fr_op_new(L, sizeof *op, &sleep_vt);
     if (s == 0)
         op->state = FR_OP_DONE; /* fr_op_wait queues the task at once */
     else
         fr_timer_start(op, fr_now() + s);
     return fr_op_wait(L, op);
+}
+
+/* ---- durations ------------------------------------------------------------------------------- */
+double fr_duration_arg(lua_State *L, int idx, const char *what)
+{
+    int isnum;
+    lua_Number s = lua_tonumberx(L, idx, &isnum);
+    if (!isnum)
+        luaL_error(L, "%s: number expected (a duration in seconds), got %s", what,
+                   luaL_typename(L, idx));
+    if (s != s)
+        luaL_error(L, "%s: expected a duration >= 0 in seconds, got NaN", what);
+    if (s < 0)
+        luaL_error(L, "%s: expected a duration >= 0 in seconds, got %s", what,
+                   luaL_tolstring(L, idx, NULL));
+    return s < FR_FOREVER ? s : HUGE_VAL;
+}
+
+/* core.duration(v [, what]) -> seconds, math.huge for "forever"; raises as fr_duration_arg. */
+static int l_duration(lua_State *L)
+{
+    const char *what = luaL_optstring(L, 2, "duration");
+    double s = fr_duration_arg(L, 1, what);
+    if (lua_type(L, 1) == LUA_TNUMBER && s < FR_FOREVER)
+        lua_pushvalue(L, 1); /* an integer stays one */
+    else
+        lua_pushnumber(L, s);
+    return 1;
 }
 
 /* ---- shield ---------------------------------------------------------------------------------- */
@@ -988,7 +1032,7 @@ static int l_stats(lua_State *L)
     lua_setfield(L, -2, "ops");
     lua_pushinteger(L, S.io_pending);
     lua_setfield(L, -2, "io");
-    lua_pushinteger(L, S.heap_len);
+    lua_pushinteger(L, S.heap_len + S.forever);
     lua_setfield(L, -2, "timers");
     lua_pushinteger(L, S.next_id);
     lua_setfield(L, -2, "spawned");
@@ -1017,6 +1061,7 @@ int fr_sys_flock(lua_State *L);
 static const luaL_Reg core_funcs[] = {
     {"spawn", l_spawn},
     {"sleep", l_sleep},
+    {"duration", l_duration},
     {"wait_any", l_wait_any},
     {"wait_all", l_wait_all},
     {"first_results", l_first_results},
@@ -1188,6 +1233,12 @@ bool fr_sched_run(fr_task_t *main, bool all)
             uv_ref((uv_handle_t *)&S.timer);
         else
             uv_unref((uv_handle_t *)&S.timer);
+        /* a task waiting "forever" (flow.sleep(math.huge)) is no deadlock: it waits for a
+         * signal, which is what can end it */
+        if (S.forever > 0)
+            uv_ref((uv_handle_t *)&S.sigint);
+        else
+            uv_unref((uv_handle_t *)&S.sigint);
         if (!uv_loop_alive(&S.loop)) {
             report_deadlock();
             return false;
@@ -1217,6 +1268,7 @@ void fr_sched_shutdown(void)
 {
     for (int i = 0; i < S.nshutdown; i++)
         S.shutdown_fns[i]();
+    uv_unref((uv_handle_t *)&S.sigint); /* referenced while a task waited forever */
     uv_run(&S.loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&S.timer, NULL);
     uv_close((uv_handle_t *)&S.sigint, NULL);
