@@ -15,6 +15,20 @@
  * heap slot and a small op, not a libuv handle. Virtual time: when nothing is runnable and no
  * I/O op is pending, the clock jumps to the next deadline.
  *
+ * Signals (SIGINT, SIGTERM, SIGHUP) have a handler of our own: the first is recorded and wakes
+ * the loop (uv_async_send), which cancels every task (or lets the REPL's hook take it); a
+ * second one, while the first is pending or once it was taken, ends the process at once with
+ * 128+signal, from the handler itself, so it works even while Lua code spins.
+ *
+ * Code that never waits (`while true do end`) is reached by a watchdog: a POSIX timer, armed
+ * only while tasks run, signals the main thread every WATCH_MS; when the same resume of a task
+ * is still running at two ticks in a row, the handler sets a count hook on that task
+ * (lua_sethook is async-signal-safe by design). The hook, running in the task, delivers a
+ * pending signal, raises flow.cancelled if the task is cancelled and not shielded, and else
+ * yields it when a timer is due, so the loop fires timers (flow.timeout, --timeout) and the
+ * task is resumed later (with the cancellation error, if that is what the timer decided). The
+ * hook is never on the normal path: a task that waits or finishes within WATCH_MS never sees it.
+ *
  * Ownership: fr_op_t memory is malloc'd by fr_op_new and freed by the scheduler (free_op),
  * or by fr_op_complete for an op a cancel detached.
  */
@@ -26,8 +40,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
+
+#ifndef sigev_notify_thread_id /* glibc before 2.35 */
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+/* A task that runs this long without yielding (two watchdog ticks: WATCH_MS to 2*WATCH_MS)
+ * is reached by the hook. */
+#define WATCH_MS 100
 
 #define TASK_MT "flowrun.task"
 
@@ -51,6 +75,8 @@ struct fr_task {
     bool cancelled; /* cancellation requested */
     bool observed;  /* its outcome was read by a waiter */
     bool is_main;
+    bool preempted; /* it yielded from the watchdog's hook, not from a wait */
+    bool closing;   /* its to-be-closed variables are being closed after it failed */
     int shield;
     fr_op_t *op; /* the op it waits on */
     fr_task_t *next_ready;
@@ -77,16 +103,32 @@ static struct {
     int heap_len, heap_cap;
     int forever; /* ops whose timer would fire "forever" from now: in no heap, they wait */
     uv_timer_t timer;
-    uv_signal_t sigint, sigterm;
+    uv_async_t wake; /* the signal handler's way into the loop */
     uint64_t t0;     /* uv_hrtime at start */
     double wall0;    /* wall clock at start */
     double voffset;  /* seconds virtual time has jumped */
     bool virtual_time;
-    int signal;      /* first signal received */
+    volatile sig_atomic_t signal; /* the signal taken as "stop everything" (0: none) */
     bool (*interrupt_hook)(int sig);
     void (*shutdown_fns[16])(void);
     int nshutdown;
 } S;
+
+/* What the signal handlers read and write; the handlers run on the main thread only (a signal
+ * that lands on a worker thread is sent on to it), so they interrupt the code below but never
+ * run beside it. */
+static struct {
+    volatile sig_atomic_t pending; /* received, not yet delivered */
+    volatile sig_atomic_t closed;  /* the loop is gone: nothing to wake */
+    pid_t main_tid;
+    bool watch_ok; /* the watchdog timer exists */
+    bool armed;
+    timer_t watch;
+    lua_State *volatile running; /* the coroutine of the task being resumed, or NULL */
+    volatile unsigned epoch;     /* bumped at each resume (and after the hook raised) */
+    volatile unsigned seen;      /* the epoch at the last tick */
+    volatile unsigned stale;     /* an epoch seen at two ticks in a row */
+} W;
 
 uv_loop_t *fr_loop(void)
 {
@@ -322,6 +364,11 @@ void *fr_op_new(lua_State *L, size_t size, const fr_op_vt_t *vt)
     if (!t)
         luaL_error(L, "cannot wait here: %s can only be called inside a flowrun task (not "
                       "from a plain coroutine)", vt->name);
+    if (t->closing)
+        luaL_error(L,
+                   "cannot wait here: %s was called by a __close handler while its task was %s "
+                   "(cleanup that waits belongs in flow.shield)",
+                   vt->name, t->cancelled ? "being cancelled" : "failing");
     if (!lua_isyieldable(L))
         luaL_error(L, "cannot wait here: %s was called across a C boundary (a table.sort "
                       "comparator, a __gc or other metamethod called from C)", vt->name);
@@ -466,6 +513,168 @@ void fr_sched_cancel_all(void)
         fr_task_cancel(t);
 }
 
+/* ---- signals and the watchdog ---------------------------------------------------------------- */
+static const char *signal_name(int sig)
+{
+    return sig == SIGINT    ? "SIGINT"
+           : sig == SIGTERM ? "SIGTERM"
+           : sig == SIGHUP  ? "SIGHUP"
+                            : "signal";
+}
+
+/* The first signal, in the loop or in a task's hook: the REPL's hook may take it (Ctrl-C
+ * cancels the running line); otherwise it is the signal, and every task is cancelled. */
+static void deliver_signal(void)
+{
+    int sig = W.pending;
+    if (!sig)
+        return;
+    if (S.interrupt_hook && S.interrupt_hook(sig)) {
+        W.pending = 0; /* handled: the next one is a first one again */
+        return;
+    }
+    S.signal = sig; /* before pending is cleared: a signal in between is a second one */
+    W.pending = 0;
+    fr_sched_cancel_all();
+}
+
+static bool timer_due(void)
+{
+    return S.heap_len > 0 && S.heap[0]->deadline <= fr_now();
+}
+
+/* The count hook the watchdog sets on a task that has not yielded for a while (and run_task on
+ * a preempted task that was cancelled meanwhile). It turns itself off first. */
+static void watch_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    fr_task_t *t = fr_task_current(L);
+    if (!t || t->co != L || t->state != T_RUNNING || W.stale != W.epoch)
+        return; /* inherited by a new coroutine, or set for a resume that is over */
+    if (W.pending)
+        deliver_signal();
+    if (t->cancelled && t->shield == 0) {
+        /* raised again only if the task goes on without yielding for another while (a pcall
+         * that swallows it): not in the cleanup code that follows a caught cancellation */
+        W.epoch++;
+        fr_error_push(L, "flow.cancelled", "task cancelled", false);
+        lua_error(L);
+    }
+    if (timer_due() && lua_isyieldable(L)) {
+        t->preempted = true;
+        lua_yield(L, 0); /* run_task takes it for a bare yield: the task gets another turn */
+    }
+}
+
+/* Both handlers run on the main thread only (see forward_signal) and may interrupt any code of
+ * it; they touch only W, S.signal, uv_async_send and lua_sethook, all async-signal-safe. */
+static bool forward_signal(int sig)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (tid == W.main_tid)
+        return false;
+    /* a libuv or libcurl worker thread got a process-directed signal: the main thread's
+     * handler decides, with the main thread's state */
+    syscall(SYS_tgkill, getpid(), W.main_tid, sig);
+    return true;
+}
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    if (forward_signal(sig)) {
+        errno = saved;
+        return;
+    }
+    if (S.signal || W.pending) { /* the second signal: exit at once */
+        char msg[64];
+        const char *name = signal_name(sig);
+        size_t n = 0;
+        for (const char *p = "\nflowrun: second "; *p;)
+            msg[n++] = *p++;
+        for (const char *p = name; *p;)
+            msg[n++] = *p++;
+        for (const char *p = ", exiting now\n"; *p;)
+            msg[n++] = *p++;
+        ssize_t w = write(2, msg, n);
+        (void)w;
+        _exit(128 + sig);
+    }
+    W.pending = sig;
+    if (!W.closed)
+        uv_async_send(&S.wake);
+    errno = saved;
+}
+
+/* The watchdog's tick: a task whose resume was already running at the previous tick has run
+ * WATCH_MS or more without yielding; the hook takes it from here. */
+static void on_tick(int sig)
+{
+    (void)sig;
+    lua_State *co = W.running;
+    if (!co)
+        return;
+    unsigned e = W.epoch;
+    if (e == W.seen) {
+        W.stale = e;
+        lua_sethook(co, watch_hook, LUA_MASKCOUNT, 1);
+    }
+    W.seen = e;
+}
+
+/* Ticks only while tasks run: an idle process is not woken. */
+static void watch(bool on)
+{
+    if (!W.watch_ok || W.armed == on)
+        return;
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (on) {
+        its.it_value.tv_nsec = WATCH_MS * 1000000L;
+        its.it_interval = its.it_value;
+    }
+    timer_settime(W.watch, 0, &its, NULL);
+    W.armed = on;
+}
+
+static void wake_cb(uv_async_t *h)
+{
+    (void)h;
+    deliver_signal();
+}
+
+static void install_signals(void)
+{
+    W.main_tid = (pid_t)syscall(SYS_gettid);
+    uv_async_init(&S.loop, &S.wake, wake_cb);
+    uv_unref((uv_handle_t *)&S.wake);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    int tick = SIGRTMIN;
+    sigemptyset(&sa.sa_mask); /* the handlers do not interrupt each other */
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
+    sigaddset(&sa.sa_mask, tick);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    struct sigaction old;
+    /* started under nohup: the terminal closing is not our business */
+    if (sigaction(SIGHUP, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+        sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = on_tick;
+    sigaction(tick, &sa, NULL);
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID; /* the main thread, where the Lua state runs */
+    sev.sigev_signo = tick;
+    sev.sigev_notify_thread_id = W.main_tid;
+    W.watch_ok = timer_create(CLOCK_MONOTONIC, &sev, &W.watch) == 0;
+}
+
 /* ---- finishing a task ------------------------------------------------------------------------ */
 static void join_fire(fr_op_t *op, fr_task_t *target);
 
@@ -484,6 +693,26 @@ static void finish(fr_task_t *t, int state)
     wake_waiters(t);
     luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
     t->ref = LUA_NOREF;
+}
+
+static int to_text(lua_State *L)
+{
+    luaL_tolstring(L, 1, NULL);
+    return 1;
+}
+
+/* A __close method raised while the task's variables were closed after it failed or was
+ * cancelled (typically: it tried to wait). The error at the top of L is reported, not dropped. */
+static void report_close_failure(lua_State *L, fr_task_t *t)
+{
+    lua_pushcfunction(L, to_text);
+    lua_pushvalue(L, -2);
+    const char *msg = lua_pcall(L, 1, 1, 0) == LUA_OK ? lua_tostring(L, -1) : NULL;
+    fprintf(stderr,
+            "flowrun: warning: task %d: a __close handler failed while the task was %s: %s\n",
+            t->id, t->cancelled ? "being cancelled" : "failing",
+            msg ? msg : "(an error value that cannot be shown)");
+    lua_pop(L, 1);
 }
 
 /* traceback_of(err, co) -> "message\nstack traceback: ..." of the failed coroutine. */
@@ -511,7 +740,18 @@ static void run_task(fr_task_t *t)
         nargs = t->nargs;
     }
     t->state = T_RUNNING;
+    W.epoch++;
+    if (t->preempted) {
+        /* it was spinning when the hook yielded it: still stale, and a cancellation decided
+         * meanwhile (a timeout) is raised at once */
+        t->preempted = false;
+        W.stale = W.epoch;
+        if (t->cancelled && t->shield == 0)
+            lua_sethook(co, watch_hook, LUA_MASKCOUNT, 1);
+    }
+    W.running = co;
     int st = lua_resume(co, S.L, nargs, &nres);
+    W.running = NULL;
     if (st == LUA_YIELD) {
         if (t->state == T_RUNNING) {
             /* a bare coroutine.yield() in a task: give others a turn */
@@ -533,6 +773,8 @@ static void run_task(fr_task_t *t)
         return;
     }
     /* error: keep a traceback for the report, then close pending to-be-closed variables */
+    if (lua_gethook(co))
+        lua_sethook(co, NULL, 0, 0); /* the watchdog's hook has no business in __close */
     lua_State *L = S.L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the task */
     lua_pushcfunction(L, traceback_of);
@@ -548,16 +790,19 @@ static void run_task(fr_task_t *t)
     lua_pop(L, 1);
     lua_pushvalue(co, -1);
     lua_xmove(co, L, 1); /* keep the error while the thread resets */
-    if (lua_resetthread(co) != LUA_OK && lua_gettop(co) > 0) {
-        /* the error object (the original, or a failing __close method's) is on top */
+    t->closing = true;
+    int rs = lua_resetthread(co);
+    t->closing = false;
+    if (rs != LUA_OK && lua_gettop(co) > 0) {
+        /* on top: the original error, or the error of a __close method that failed; the task
+         * keeps the error that ended it and the other one is reported, not dropped */
+        lua_xmove(co, L, 1);
+        if (!lua_rawequal(L, -1, -2))
+            report_close_failure(L, t);
         lua_pop(L, 1);
-        if (lua_gettop(co) > 1)
-            lua_replace(co, 1);
-        lua_settop(co, 1);
-    } else {
-        lua_settop(co, 0);
-        lua_xmove(L, co, 1);
     }
+    lua_settop(co, 0);
+    lua_xmove(L, co, 1);
     if (t->cancelled && !fr_error_is(co, -1, "flow.cancelled")) {
         lua_settop(co, 0);
         fr_error_push(co, "flow.cancelled", "task cancelled", false);
@@ -1098,19 +1343,6 @@ static int luaopen_flow_core(lua_State *L)
 FR_MODULE("flow.core", luaopen_flow_core)
 
 /* ---- start, run, stop ------------------------------------------------------------------------- */
-static void signal_cb(uv_signal_t *h, int sig)
-{
-    (void)h;
-    if (S.interrupt_hook && S.interrupt_hook(sig))
-        return;
-    if (S.signal) { /* the second signal: exit at once */
-        fprintf(stderr, "\nflowrun: second %s, exiting now\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-        _exit(128 + sig);
-    }
-    S.signal = sig;
-    fr_sched_cancel_all();
-}
-
 void fr_sched_init(lua_State *L)
 {
     S.L = L;
@@ -1126,12 +1358,7 @@ void fr_sched_init(lua_State *L)
     S.wall0 = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     uv_timer_init(&S.loop, &S.timer);
     uv_unref((uv_handle_t *)&S.timer);
-    uv_signal_init(&S.loop, &S.sigint);
-    uv_signal_init(&S.loop, &S.sigterm);
-    uv_signal_start(&S.sigint, signal_cb, SIGINT);
-    uv_signal_start(&S.sigterm, signal_cb, SIGTERM);
-    uv_unref((uv_handle_t *)&S.sigint);
-    uv_unref((uv_handle_t *)&S.sigterm);
+    install_signals();
     signal(SIGPIPE, SIG_IGN);
     luaL_newmetatable(L, TASK_MT);
     luaL_newlib(L, task_methods);
@@ -1150,6 +1377,7 @@ void fr_sched_init(lua_State *L)
  * 256 tasks, due timers are fired so that their tasks go ahead of the rest. */
 static void run_ready(void)
 {
+    watch(true);
     fr_task_t *last = S.ready.tail;
     int budget = S.live_count + 1;
     unsigned n = 0;
@@ -1163,16 +1391,17 @@ static void run_ready(void)
         if ((++n & 255) == 0 && S.heap_len > 0 && S.heap[0]->deadline <= fr_now())
             fire_timers();
     }
+    watch(false);
 }
 
 /* One turn of the loop that does not block. uv_run polls nothing when no handle is referenced,
- * and the signal watchers are not (they must not keep the process alive), so one is referenced
- * for this turn: a signal gets through even while tasks only take turns or the clock jumps. */
+ * and the signal handle is not (it must not keep the process alive), so it is referenced for
+ * this turn: I/O gets through even while tasks only take turns or the clock jumps. */
 static void poll_nowait(void)
 {
-    uv_ref((uv_handle_t *)&S.sigint);
+    uv_ref((uv_handle_t *)&S.wake);
     uv_run(&S.loop, UV_RUN_NOWAIT);
-    uv_unref((uv_handle_t *)&S.sigint);
+    uv_unref((uv_handle_t *)&S.wake);
 }
 
 static void report_deadlock(void)
@@ -1201,6 +1430,8 @@ bool fr_sched_run(fr_task_t *main, bool all)
     main->is_main = true;
     bool cancelled_rest = false;
     for (;;) {
+        if (W.pending)
+            deliver_signal();
         if (any_ready())
             run_ready();
         if (task_done(main)) {
@@ -1236,9 +1467,9 @@ bool fr_sched_run(fr_task_t *main, bool all)
         /* a task waiting "forever" (flow.sleep(math.huge)) is no deadlock: it waits for a
          * signal, which is what can end it */
         if (S.forever > 0)
-            uv_ref((uv_handle_t *)&S.sigint);
+            uv_ref((uv_handle_t *)&S.wake);
         else
-            uv_unref((uv_handle_t *)&S.sigint);
+            uv_unref((uv_handle_t *)&S.wake);
         if (!uv_loop_alive(&S.loop)) {
             report_deadlock();
             return false;
@@ -1268,11 +1499,16 @@ void fr_sched_shutdown(void)
 {
     for (int i = 0; i < S.nshutdown; i++)
         S.shutdown_fns[i]();
-    uv_unref((uv_handle_t *)&S.sigint); /* referenced while a task waited forever */
+    uv_unref((uv_handle_t *)&S.wake); /* referenced while a task waited forever */
     uv_run(&S.loop, UV_RUN_DEFAULT);
+    if (W.watch_ok) {
+        watch(false);
+        timer_delete(W.watch);
+        W.watch_ok = false;
+    }
+    W.closed = 1; /* a signal from now on is recorded (a second one still exits) */
     uv_close((uv_handle_t *)&S.timer, NULL);
-    uv_close((uv_handle_t *)&S.sigint, NULL);
-    uv_close((uv_handle_t *)&S.sigterm, NULL);
+    uv_close((uv_handle_t *)&S.wake, NULL);
     uv_walk(&S.loop, close_walk, NULL);
     uv_run(&S.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&S.loop) != 0)
