@@ -20,8 +20,10 @@
  * second one, while the first is pending or once it was taken, ends the process at once with
  * 128+signal, from the handler itself, so it works even while Lua code spins.
  *
- * Code that never waits (`while true do end`) is reached by a watchdog: a POSIX timer, armed
- * only while tasks run, signals the main thread every WATCH_MS; when the same resume of a task
+ * Code that never waits (`while true do end`) is reached by a watchdog: a POSIX timer signals
+ * the main thread every WATCH_MS while tasks run (it disarms itself after two idle ticks, so an
+ * idle process is not woken and a busy one makes no system call for it); when the same resume
+ * of a task
  * is still running at two ticks in a row, the handler sets a count hook on that task
  * (lua_sethook is async-signal-safe by design). The hook, running in the task, delivers a
  * pending signal, raises flow.cancelled if the task is cancelled and not shielded, and else
@@ -121,8 +123,10 @@ static struct {
     volatile sig_atomic_t pending; /* received, not yet delivered */
     volatile sig_atomic_t closed;  /* the loop is gone: nothing to wake */
     pid_t main_tid;
-    bool watch_ok; /* the watchdog timer exists */
-    bool armed;
+    volatile sig_atomic_t watch_ok; /* the watchdog timer exists */
+    volatile sig_atomic_t armed;    /* and ticks */
+    volatile sig_atomic_t in_run;   /* run_ready is running tasks */
+    int idle_ticks;                 /* ticks in a row outside run_ready */
     timer_t watch;
     lua_State *volatile running; /* the coroutine of the task being resumed, or NULL */
     volatile unsigned epoch;     /* bumped at each resume (and after the hook raised) */
@@ -607,11 +611,30 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+static void set_watch(bool on)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (on) {
+        its.it_value.tv_nsec = WATCH_MS * 1000000L;
+        its.it_interval = its.it_value;
+    }
+    timer_settime(W.watch, 0, &its, NULL); /* async-signal-safe */
+    W.armed = on;
+}
+
 /* The watchdog's tick: a task whose resume was already running at the previous tick has run
- * WATCH_MS or more without yielding; the hook takes it from here. */
+ * WATCH_MS or more without yielding; the hook takes it from here. Two ticks in a row with no
+ * task running disarm the timer (run_ready arms it again), so an idle process sleeps. */
 static void on_tick(int sig)
 {
     (void)sig;
+    if (!W.in_run) {
+        if (++W.idle_ticks >= 2 && W.watch_ok)
+            set_watch(false);
+        return;
+    }
+    W.idle_ticks = 0;
     lua_State *co = W.running;
     if (!co)
         return;
@@ -623,19 +646,14 @@ static void on_tick(int sig)
     W.seen = e;
 }
 
-/* Ticks only while tasks run: an idle process is not woken. */
+/* Around run_ready. No system call while the timer ticks already: in_run is set before armed
+ * is read, and the tick handler disarms only when in_run is not set, so the timer cannot be
+ * disarmed behind run_ready's back. */
 static void watch(bool on)
 {
-    if (!W.watch_ok || W.armed == on)
-        return;
-    struct itimerspec its;
-    memset(&its, 0, sizeof its);
-    if (on) {
-        its.it_value.tv_nsec = WATCH_MS * 1000000L;
-        its.it_interval = its.it_value;
-    }
-    timer_settime(W.watch, 0, &its, NULL);
-    W.armed = on;
+    W.in_run = on;
+    if (on && !W.armed && W.watch_ok)
+        set_watch(true);
 }
 
 static void wake_cb(uv_async_t *h)
@@ -1502,9 +1520,9 @@ void fr_sched_shutdown(void)
     uv_unref((uv_handle_t *)&S.wake); /* referenced while a task waited forever */
     uv_run(&S.loop, UV_RUN_DEFAULT);
     if (W.watch_ok) {
-        watch(false);
+        W.watch_ok = 0; /* first: a tick still on its way must not touch the timer */
+        set_watch(false);
         timer_delete(W.watch);
-        W.watch_ok = false;
     }
     W.closed = 1; /* a signal from now on is recorded (a second one still exits) */
     uv_close((uv_handle_t *)&S.timer, NULL);
