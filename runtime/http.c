@@ -9,11 +9,13 @@
  *     Waits (suspends only the calling task). headers: a map name -> value, or an array of
  *     {name, value}; response header names are lower-cased, repeated ones joined with ", ".
  *     timeout: total seconds (default 60), connect_timeout: seconds (default 10), checked by
- *     fr_duration_arg (math.huge: no limit); max_body: bytes (default 1 GiB). TLS peers are always
- * verified (system store, or ca_file). Proxies come from the usual environment variables (curl
- * reads them). Failures are error objects with code http.timeout, http.connect, http.reset,
- * http.truncated, http.tls, http.url, http.too_large or http.error, and fields url (without its
- * query), curl_code. Cancelling the task removes the transfer from the multi handle at once.
+ *     fr_duration_arg (math.huge: no limit); max_body: bytes (default 1 GiB). TLS peers are
+ *     always verified (system store, or ca_file). Proxies come from the usual environment
+ *     variables (curl reads them). Failures are error objects with code http.timeout,
+ *     http.connect, http.reset, http.truncated, http.tls, http.url, http.too_large or
+ *     http.error (also when libcurl cannot start the transfer), and fields url (without its
+ *     query), curl_code. A bad argument (a header with a line break, a timeout that is not a
+ *     duration) raises. Cancelling the task removes the transfer from the multi handle at once.
  *
  * Ownership: the multi handle, the uv_timer and the uv_poll handles are owned here (handles
  * are malloc'd and freed in their close callbacks); easy handles belong to the op in flight,
@@ -557,11 +559,26 @@ static char *url_without_query(const char *url)
     return u;
 }
 
+/* Starting failed because of the request (a header with a line break) or memory: raises. */
 static int start_fail(lua_State *L, http_op_t *op, const char *why)
 {
     op_release(op);
     fr_op_discard(op);
     return luaL_error(L, "http.request: %s", why);
+}
+
+/* Starting failed in libcurl: nil and an http.error object, like a failed transfer. */
+static int start_error(lua_State *L, http_op_t *op, const char *why)
+{
+    if (op) {
+        op_release(op);
+        fr_op_discard(op);
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "http.request: %s", why);
+    fr_error_push(L, "http.error", lua_tostring(L, -1), false);
+    lua_remove(L, -2);
+    return 2;
 }
 
 static int l_request(lua_State *L)
@@ -590,7 +607,7 @@ static int l_request(lua_State *L)
     lua_pop(L, 1);
     check_headers(L);
     if (!http_init())
-        return luaL_error(L, "http.request: cannot initialise libcurl");
+        return start_error(L, NULL, "cannot initialise libcurl");
 
     http_op_t *op = fr_op_new(L, sizeof *op, &http_vt);
     /* from here: no Lua error without releasing the op (start_fail) */
@@ -672,7 +689,7 @@ static int l_request(lua_State *L)
     if (fr_debug_enabled("http"))
         fr_log("http", "%s %s (%zu bytes)", op->method, op->url, op->body_len);
     if (curl_multi_add_handle(H.multi, e) != CURLM_OK)
-        return start_fail(L, op, "curl_multi_add_handle failed");
+        return start_error(L, op, "curl_multi_add_handle failed");
     op->in_multi = true;
     return fr_op_wait(L, op);
 }
