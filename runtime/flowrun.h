@@ -132,11 +132,13 @@ fr_task_t *fr_task_spawn(lua_State *L, int nargs);
 bool fr_sched_run(fr_task_t *main, bool all);
 void fr_sched_shutdown(void);
 void fr_sched_cancel_all(void);
+/* The signal that stopped everything (SIGINT, SIGTERM, SIGHUP), or 0. */
 int fr_sched_signal(void);
 bool fr_task_ok(fr_task_t *t);
 lua_State *fr_task_thread(fr_task_t *t);
-/* A hook that may take SIGINT/SIGTERM first (the REPL: cancel the running line); true when
- * it handled the signal. */
+/* A hook that may take SIGINT/SIGTERM/SIGHUP first (the REPL: Ctrl-C cancels the running
+ * line); true when it handled the signal. Called from the loop or from the watchdog's hook in
+ * the running task (never from the signal handler), so it may cancel tasks and complete ops. */
 void fr_sched_set_interrupt_hook(bool (*hook)(int sig));
 
 /* The task running on L, or NULL (main thread, a non-task coroutine). */
