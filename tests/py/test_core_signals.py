@@ -173,6 +173,30 @@ def second_signal_before_the_first_was_delivered():
     tap.ok(time.time() - t0 < 1, "at once")
 
 
+EXECUTE = write("execute.lua", PRELUDE + """
+mark("started")
+local ok, how, code = os.execute("sleep 1; exit 3")
+mark("execute returned " .. tostring(ok) .. " " .. how .. " " .. code)
+flow.sleep(5)
+mark("not cancelled")
+""")
+
+
+@tap.test
+def signal_during_os_execute_is_not_lost():
+    # system() ignores SIGINT while its command runs: the signal was discarded and the run
+    # went on to success. Now it is recorded and cancels the run once the command returns.
+    t0 = time.time()
+    p, mark = start([EXECUTE], "execute")
+    tap.ok(wait_for(lambda: "started" in read(mark)), "in os.execute")
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    rc, _, err = finish(p)
+    tap.eq(rc, 130, "SIGINT during os.execute: 130 " + err)
+    tap.ok(time.time() - t0 < 3, "once the command returned, not after the next 5 s sleep")
+    tap.ok("not cancelled" not in read(mark), "the run was cancelled")
+
+
 TIMEOUTS = write("timeouts.lua", PRELUDE + """
 local t0 = flow.now()
 local ok, err = pcall(flow.timeout, 0.2, function() while true do end end)
