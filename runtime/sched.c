@@ -23,13 +23,15 @@
  * Code that never waits (`while true do end`) is reached by a watchdog: a POSIX timer signals
  * the main thread every WATCH_MS while tasks run (it disarms itself after two idle ticks, so an
  * idle process is not woken and a busy one makes no system call for it); when the same resume
- * of a task
- * is still running at two ticks in a row, the handler sets a count hook on that task
+ * of a task is still running at two ticks in a row, the handler sets a count hook on that task
  * (lua_sethook is async-signal-safe by design). The hook, running in the task, delivers a
  * pending signal, raises flow.cancelled if the task is cancelled and not shielded, and else
  * yields it when a timer is due, so the loop fires timers (flow.timeout, --timeout) and the
  * task is resumed later (with the cancellation error, if that is what the timer decided). The
  * hook is never on the normal path: a task that waits or finishes within WATCH_MS never sees it.
+ * Limits: the hook is set on the task's own coroutine, so a plain coroutine the task resumed
+ * is reached only when it yields back; a C function that does not return (a blocking read) is
+ * not interrupted, and only a second signal ends the process then.
  *
  * Ownership: fr_op_t memory is malloc'd by fr_op_new and freed by the scheduler (free_op),
  * or by fr_op_complete for an op a cancel detached.
