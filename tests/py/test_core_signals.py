@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -418,7 +419,8 @@ def pty_read(fd, until=None, timeout=5.0):
 
 @tap.test
 def repl_ctrl_c_stops_a_spinning_line():
-    home = tempfile.mkdtemp(prefix="flowrun-home-")
+    home = os.path.join(TMP, "home")
+    os.makedirs(home)
     pid, fd = pty.fork()
     if pid == 0:
         os.environ["HOME"] = home
@@ -439,4 +441,5 @@ def repl_ctrl_c_stops_a_spinning_line():
     tap.eq(os.waitstatus_to_exitcode(status), 0, "Ctrl-D exits 0")
 
 
+shutil.rmtree(TMP, ignore_errors=True)
 tap.done()
