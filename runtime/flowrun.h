@@ -109,9 +109,20 @@ void fr_op_complete(void *op);
 /* Free an op that was never waited on (starting the work failed). */
 void fr_op_discard(void *op);
 
-/* Arm the op's timer: it completes when fr_now() reaches `deadline` (used by sleep). */
+/* Arm the op's timer: it completes when fr_now() reaches `deadline` (used by sleep). A
+ * deadline FR_FOREVER or more seconds away (or not a number) arms nothing: the op waits until
+ * it completes otherwise or is cancelled, and keeps the process waiting meanwhile. */
 void fr_timer_start(fr_op_t *op, double deadline);
 void fr_timer_stop(fr_op_t *op);
+
+/* ---- durations ------------------------------------------------------------------------------
+ * The one place a duration in seconds is checked and converted; every C primitive that takes
+ * seconds uses it (Lua: flow.core.duration). NaN, a negative number or a non-number raises a
+ * usage error naming `what` ("flow.sleep", "http.request timeout"). FR_FOREVER seconds or more
+ * (about 127 million years, where the loop's millisecond clock ends) and +inf mean "forever":
+ * HUGE_VAL is returned, and fr_timer_start arms nothing for it. */
+#define FR_FOREVER 4.0e15
+double fr_duration_arg(lua_State *L, int idx, const char *what);
 
 /* Request cancellation of a task (false when it already finished). */
 bool fr_task_cancel(fr_task_t *t);
@@ -121,11 +132,13 @@ fr_task_t *fr_task_spawn(lua_State *L, int nargs);
 bool fr_sched_run(fr_task_t *main, bool all);
 void fr_sched_shutdown(void);
 void fr_sched_cancel_all(void);
+/* The signal that stopped everything (SIGINT, SIGTERM, SIGHUP), or 0. */
 int fr_sched_signal(void);
 bool fr_task_ok(fr_task_t *t);
 lua_State *fr_task_thread(fr_task_t *t);
-/* A hook that may take SIGINT/SIGTERM first (the REPL: cancel the running line); true when
- * it handled the signal. */
+/* A hook that may take SIGINT/SIGTERM/SIGHUP first (the REPL: Ctrl-C cancels the running
+ * line); true when it handled the signal. Called from the loop or from the watchdog's hook in
+ * the running task (never from the signal handler), so it may cancel tasks and complete ops. */
 void fr_sched_set_interrupt_hook(bool (*hook)(int sig));
 
 /* The task running on L, or NULL (main thread, a non-task coroutine). */

@@ -8,17 +8,20 @@
  *                max_body=} -> {status=, headers=, body=} | nil, err
  *     Waits (suspends only the calling task). headers: a map name -> value, or an array of
  *     {name, value}; response header names are lower-cased, repeated ones joined with ", ".
- *     timeout: total seconds (default 60), connect_timeout: seconds (default 10), max_body:
- *     bytes (default 1 GiB). TLS peers are always verified (system store, or ca_file). Proxies
- *     come from the usual environment variables (curl reads them). Failures are error objects
- *     with code http.timeout, http.connect, http.reset, http.truncated, http.tls, http.url,
- *     http.too_large or http.error, and fields url (without its query), curl_code.
- *     Cancelling the task removes the transfer from the multi handle at once.
+ *     timeout: total seconds (default 60), connect_timeout: seconds (default 10), checked by
+ *     fr_duration_arg (math.huge: no limit); max_body: bytes (default 1 GiB). TLS peers are
+ *     always verified (system store, or ca_file). Proxies come from the usual environment
+ *     variables (curl reads them). Failures are error objects with code http.timeout,
+ *     http.connect, http.reset, http.truncated, http.tls, http.url, http.too_large or
+ *     http.error (also when libcurl cannot start the transfer), and fields url (without its
+ *     query), curl_code. A bad argument (a header with a line break, a timeout that is not a
+ *     duration) raises. Cancelling the task removes the transfer from the multi handle at once.
  *
  * Ownership: the multi handle, the uv_timer and the uv_poll handles are owned here (handles
  * are malloc'd and freed in their close callbacks); easy handles belong to the op in flight,
  * then return to a small idle pool; everything is released by the shutdown hook.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -447,17 +450,27 @@ static const fr_op_vt_t http_vt = {"http.request", vt_results, vt_cancel, vt_fre
 
 /* ---- Lua binding ---------------------------------------------------------------------------- */
 
+/* A duration field of the request table in seconds (fr_duration_arg's rule), or def. */
 static double opt_seconds(lua_State *L, const char *name, double def)
 {
     lua_getfield(L, 1, name);
     double v = def;
     if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-            luaL_error(L, "http.request: %s must be a positive number of seconds", name);
-        v = lua_tonumber(L, -1);
+        char what[64];
+        snprintf(what, sizeof what, "http.request %s", name);
+        v = fr_duration_arg(L, -1, what);
     }
     lua_pop(L, 1);
     return v;
+}
+
+/* Seconds as curl's milliseconds: at least 1 (0 means "no limit" to curl); forever as `none`. */
+static long curl_ms(double s, long none)
+{
+    if (s >= FR_FOREVER)
+        return none;
+    double ms = ceil(s * 1000.0);
+    return ms < 1 ? 1 : (long)ms;
 }
 
 static const char *opt_string(lua_State *L, const char *name, size_t *len)
@@ -466,8 +479,7 @@ static const char *opt_string(lua_State *L, const char *name, size_t *len)
     const char *v = NULL;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "http.request: %s must be a string, got %s", name,
-                       luaL_typename(L, -1));
+            luaL_error(L, "http.request: %s must be a string, got %s", name, luaL_typename(L, -1));
         v = lua_tolstring(L, -1, len);
     }
     lua_pop(L, 1); /* still referenced by the argument table */
@@ -547,11 +559,26 @@ static char *url_without_query(const char *url)
     return u;
 }
 
+/* Starting failed because of the request (a header with a line break) or memory: raises. */
 static int start_fail(lua_State *L, http_op_t *op, const char *why)
 {
     op_release(op);
     fr_op_discard(op);
     return luaL_error(L, "http.request: %s", why);
+}
+
+/* Starting failed in libcurl: nil and an http.error object, like a failed transfer. */
+static int start_error(lua_State *L, http_op_t *op, const char *why)
+{
+    if (op) {
+        op_release(op);
+        fr_op_discard(op);
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "http.request: %s", why);
+    fr_error_push(L, "http.error", lua_tostring(L, -1), false);
+    lua_remove(L, -2);
+    return 2;
 }
 
 static int l_request(lua_State *L)
@@ -580,7 +607,7 @@ static int l_request(lua_State *L)
     lua_pop(L, 1);
     check_headers(L);
     if (!http_init())
-        return luaL_error(L, "http.request: cannot initialise libcurl");
+        return start_error(L, NULL, "cannot initialise libcurl");
 
     http_op_t *op = fr_op_new(L, sizeof *op, &http_vt);
     /* from here: no Lua error without releasing the op (start_fail) */
@@ -636,8 +663,9 @@ static int l_request(lua_State *L)
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, op);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, op->hdrs);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout * 1000));
+    /* no total limit for "forever"; connecting has no "none" (0 is curl's 300 s default) */
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, curl_ms(timeout, 0));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, curl_ms(connect_timeout, (long)FR_FOREVER));
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -661,7 +689,7 @@ static int l_request(lua_State *L)
     if (fr_debug_enabled("http"))
         fr_log("http", "%s %s (%zu bytes)", op->method, op->url, op->body_len);
     if (curl_multi_add_handle(H.multi, e) != CURLM_OK)
-        return start_fail(L, op, "curl_multi_add_handle failed");
+        return start_error(L, op, "curl_multi_add_handle failed");
     op->in_multi = true;
     return fr_op_wait(L, op);
 }

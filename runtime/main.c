@@ -12,11 +12,17 @@
 #include "flowrun.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <lualib.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
 
 /* C units that link a heavy library are shared objects (<moddir>/<unit>.so), loaded on the
  * first require of one of their modules, so a run that does not use them does not pay for
@@ -83,6 +89,48 @@ static void set_paths(lua_State *L)
     lua_pop(L, 2);
 }
 
+/* os.execute(cmd) as Lua's, without system(): system() ignores SIGINT and SIGQUIT in the
+ * caller while the command runs, so a Ctrl-C then was lost and the run went on. Here the
+ * caller's handlers stay: the signal is recorded (and cancels the run once the command
+ * returns); the command gets the default dispositions as with system(). It still blocks the
+ * loop, as it always did: flow.exec is the call that does not. */
+static int l_os_execute(lua_State *L)
+{
+    const char *cmd = luaL_optstring(L, 1, NULL);
+    if (!cmd) { /* is a shell available? */
+        lua_pushboolean(L, access("/bin/sh", X_OK) == 0);
+        return 1;
+    }
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, dfl;
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGTERM);
+    sigaddset(&dfl, SIGHUP);
+    sigaddset(&dfl, SIGQUIT);
+    sigaddset(&dfl, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &dfl);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid;
+    int rc = posix_spawn(&pid, "/bin/sh", NULL, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        errno = rc;
+        return luaL_fileresult(L, 0, NULL);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return luaL_fileresult(L, 0, NULL);
+    }
+    errno = 0; /* luaL_execresult reads a non-zero errno as a failure to run */
+    return luaL_execresult(L, status);
+}
+
 /* Lua warnings (errors raised in __gc metamethods among them) go to stderr; an error in a
  * finalizer makes the exit status 1, since the work it should have done did not happen. */
 static char warn_buf[1024];
@@ -116,6 +164,10 @@ int main(int argc, char **argv)
         return 1;
     }
     luaL_openlibs(L);
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, l_os_execute);
+    lua_setfield(L, -2, "execute");
+    lua_pop(L, 1);
     lua_setwarnf(L, warnf, NULL);
     fr_debug_init();
     fr_sched_init(L);

@@ -15,6 +15,24 @@
  * heap slot and a small op, not a libuv handle. Virtual time: when nothing is runnable and no
  * I/O op is pending, the clock jumps to the next deadline.
  *
+ * Signals (SIGINT, SIGTERM, SIGHUP) have a handler of our own: the first is recorded and wakes
+ * the loop (uv_async_send), which cancels every task (or lets the REPL's hook take it); a
+ * second one, while the first is pending or once it was taken, ends the process at once with
+ * 128+signal, from the handler itself, so it works even while Lua code spins.
+ *
+ * Code that never waits (`while true do end`) is reached by a watchdog: a POSIX timer signals
+ * the main thread every WATCH_MS while tasks run (it disarms itself after two idle ticks, so an
+ * idle process is not woken and a busy one makes no system call for it); when the same resume
+ * of a task is still running at two ticks in a row, the handler sets a count hook on that task
+ * (lua_sethook is async-signal-safe by design). The hook, running in the task, delivers a
+ * pending signal, raises flow.cancelled if the task is cancelled and not shielded, and else
+ * yields it when a timer is due, so the loop fires timers (flow.timeout, --timeout) and the
+ * task is resumed later (with the cancellation error, if that is what the timer decided). The
+ * hook is never on the normal path: a task that waits or finishes within WATCH_MS never sees it.
+ * Limits: the hook is set on the task's own coroutine, so a plain coroutine the task resumed
+ * is reached only when it yields back; a C function that does not return (a blocking read) is
+ * not interrupted, and only a second signal ends the process then.
+ *
  * Ownership: fr_op_t memory is malloc'd by fr_op_new and freed by the scheduler (free_op),
  * or by fr_op_complete for an op a cancel detached.
  */
@@ -26,8 +44,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
+
+#ifndef sigev_notify_thread_id /* glibc before 2.35 */
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
+
+/* A task that runs this long without yielding (two watchdog ticks: WATCH_MS to 2*WATCH_MS)
+ * is reached by the hook. */
+#define WATCH_MS 100
 
 #define TASK_MT "flowrun.task"
 
@@ -51,6 +79,8 @@ struct fr_task {
     bool cancelled; /* cancellation requested */
     bool observed;  /* its outcome was read by a waiter */
     bool is_main;
+    bool preempted; /* it yielded from the watchdog's hook, not from a wait */
+    bool closing;   /* its to-be-closed variables are being closed after it failed */
     int shield;
     fr_op_t *op; /* the op it waits on */
     fr_task_t *next_ready;
@@ -75,17 +105,36 @@ static struct {
     int io_pending; /* pending ops with vt->io */
     fr_op_t **heap;
     int heap_len, heap_cap;
+    int forever; /* ops whose timer would fire "forever" from now: in no heap, they wait */
     uv_timer_t timer;
-    uv_signal_t sigint, sigterm;
+    uv_async_t wake; /* the signal handler's way into the loop */
     uint64_t t0;     /* uv_hrtime at start */
     double wall0;    /* wall clock at start */
     double voffset;  /* seconds virtual time has jumped */
     bool virtual_time;
-    int signal;      /* first signal received */
+    volatile sig_atomic_t signal; /* the signal taken as "stop everything" (0: none) */
     bool (*interrupt_hook)(int sig);
     void (*shutdown_fns[16])(void);
     int nshutdown;
 } S;
+
+/* What the signal handlers read and write; the handlers run on the main thread only (a signal
+ * that lands on a worker thread is sent on to it), so they interrupt the code below but never
+ * run beside it. */
+static struct {
+    volatile sig_atomic_t pending; /* received, not yet delivered */
+    volatile sig_atomic_t closed;  /* the loop is gone: nothing to wake */
+    pid_t main_tid;
+    volatile sig_atomic_t watch_ok; /* the watchdog timer exists */
+    volatile sig_atomic_t armed;    /* and ticks */
+    volatile sig_atomic_t in_run;   /* run_ready is running tasks */
+    int idle_ticks;                 /* ticks in a row outside run_ready */
+    timer_t watch;
+    lua_State *volatile running; /* the coroutine of the task being resumed, or NULL */
+    volatile unsigned epoch;     /* bumped at each resume (and after the hook raised) */
+    volatile unsigned seen;      /* the epoch at the last tick */
+    volatile unsigned stale;     /* an epoch seen at two ticks in a row */
+} W;
 
 uv_loop_t *fr_loop(void)
 {
@@ -171,13 +220,22 @@ static void rearm_timer(void)
         uv_timer_stop(&S.timer);
         return;
     }
-    double delay = S.heap[0]->deadline - fr_now();
+    double delay = S.heap[0]->deadline - fr_now(); /* < FR_FOREVER: fits in milliseconds */
     uint64_t ms = delay <= 0 ? 0 : (uint64_t)ceil(delay * 1000.0);
     uv_timer_start(&S.timer, timer_cb, ms, 0);
 }
 
+/* heap_index of an op whose deadline is forever away: it is counted, not in the heap */
+#define FOREVER_SLOT (-2)
+
 void fr_timer_start(fr_op_t *op, double deadline)
 {
+    if (!(deadline - fr_now() < FR_FOREVER)) { /* also NaN: never a spin */
+        op->deadline = HUGE_VAL;
+        op->heap_index = FOREVER_SLOT;
+        S.forever++;
+        return;
+    }
     if (S.heap_len == S.heap_cap) {
         int cap = S.heap_cap ? S.heap_cap * 2 : 256;
         fr_op_t **h = realloc(S.heap, (size_t)cap * sizeof *h);
@@ -199,6 +257,11 @@ void fr_timer_start(fr_op_t *op, double deadline)
 void fr_timer_stop(fr_op_t *op)
 {
     int i = op->heap_index;
+    if (i == FOREVER_SLOT) {
+        op->heap_index = -1;
+        S.forever--;
+        return;
+    }
     if (i < 0)
         return;
     op->heap_index = -1;
@@ -291,7 +354,7 @@ static void live_unlink(fr_task_t *t)
 
 static void free_op(fr_op_t *op)
 {
-    if (op->heap_index >= 0)
+    if (op->heap_index != -1)
         fr_timer_stop(op);
     if (op->vt->io)
         S.io_pending--;
@@ -307,6 +370,11 @@ void *fr_op_new(lua_State *L, size_t size, const fr_op_vt_t *vt)
     if (!t)
         luaL_error(L, "cannot wait here: %s can only be called inside a flowrun task (not "
                       "from a plain coroutine)", vt->name);
+    if (t->closing)
+        luaL_error(L,
+                   "cannot wait here: %s was called by a __close handler while its task was %s "
+                   "(cleanup that waits belongs in flow.shield)",
+                   vt->name, t->cancelled ? "being cancelled" : "failing");
     if (!lua_isyieldable(L))
         luaL_error(L, "cannot wait here: %s was called across a C boundary (a table.sort "
                       "comparator, a __gc or other metamethod called from C)", vt->name);
@@ -416,7 +484,7 @@ static void interrupt(fr_task_t *t)
 {
     fr_op_t *op = t->op;
     if (op && op->state == FR_OP_PENDING) {
-        if (op->heap_index >= 0)
+        if (op->heap_index != -1)
             fr_timer_stop(op);
         bool stopped = op->vt->cancel ? op->vt->cancel(op) : true;
         if (stopped) {
@@ -451,6 +519,182 @@ void fr_sched_cancel_all(void)
         fr_task_cancel(t);
 }
 
+/* ---- signals and the watchdog ---------------------------------------------------------------- */
+static const char *signal_name(int sig)
+{
+    return sig == SIGINT    ? "SIGINT"
+           : sig == SIGTERM ? "SIGTERM"
+           : sig == SIGHUP  ? "SIGHUP"
+                            : "signal";
+}
+
+/* The first signal, in the loop or in a task's hook: the REPL's hook may take it (Ctrl-C
+ * cancels the running line); otherwise it is the signal, and every task is cancelled. */
+static void deliver_signal(void)
+{
+    int sig = W.pending;
+    if (!sig)
+        return;
+    if (S.interrupt_hook && S.interrupt_hook(sig)) {
+        W.pending = 0; /* handled: the next one is a first one again */
+        return;
+    }
+    S.signal = sig; /* before pending is cleared: a signal in between is a second one */
+    W.pending = 0;
+    fr_sched_cancel_all();
+}
+
+static bool timer_due(void)
+{
+    return S.heap_len > 0 && S.heap[0]->deadline <= fr_now();
+}
+
+/* The count hook the watchdog sets on a task that has not yielded for a while (and run_task on
+ * a preempted task that was cancelled meanwhile). It turns itself off first. */
+static void watch_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    fr_task_t *t = fr_task_current(L);
+    if (!t || t->co != L || t->state != T_RUNNING || W.stale != W.epoch)
+        return; /* inherited by a new coroutine, or set for a resume that is over */
+    if (W.pending)
+        deliver_signal();
+    if (t->cancelled && t->shield == 0) {
+        /* raised again only if the task goes on without yielding for another while (a pcall
+         * that swallows it): not in the cleanup code that follows a caught cancellation */
+        W.epoch++;
+        fr_error_push(L, "flow.cancelled", "task cancelled", false);
+        lua_error(L);
+    }
+    if (timer_due() && lua_isyieldable(L)) {
+        t->preempted = true;
+        lua_yield(L, 0); /* run_task takes it for a bare yield: the task gets another turn */
+    }
+}
+
+/* Both handlers run on the main thread only (see forward_signal) and may interrupt any code of
+ * it; they touch only W, S.signal, uv_async_send and lua_sethook, all async-signal-safe. */
+static bool forward_signal(int sig)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (tid == W.main_tid)
+        return false;
+    /* a libuv or libcurl worker thread got a process-directed signal: the main thread's
+     * handler decides, with the main thread's state */
+    syscall(SYS_tgkill, getpid(), W.main_tid, sig);
+    return true;
+}
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    if (forward_signal(sig)) {
+        errno = saved;
+        return;
+    }
+    if (S.signal || W.pending) { /* the second signal: exit at once */
+        char msg[64];
+        const char *name = signal_name(sig);
+        size_t n = 0;
+        for (const char *p = "\nflowrun: second "; *p;)
+            msg[n++] = *p++;
+        for (const char *p = name; *p;)
+            msg[n++] = *p++;
+        for (const char *p = ", exiting now\n"; *p;)
+            msg[n++] = *p++;
+        ssize_t w = write(2, msg, n);
+        (void)w;
+        _exit(128 + sig);
+    }
+    W.pending = sig;
+    if (!W.closed)
+        uv_async_send(&S.wake);
+    errno = saved;
+}
+
+static void set_watch(bool on)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (on) {
+        its.it_value.tv_nsec = WATCH_MS * 1000000L;
+        its.it_interval = its.it_value;
+    }
+    timer_settime(W.watch, 0, &its, NULL); /* async-signal-safe */
+    W.armed = on;
+}
+
+/* The watchdog's tick: a task whose resume was already running at the previous tick has run
+ * WATCH_MS or more without yielding; the hook takes it from here. Two ticks in a row with no
+ * task running disarm the timer (run_ready arms it again), so an idle process sleeps. */
+static void on_tick(int sig)
+{
+    (void)sig;
+    if (!W.in_run) {
+        if (++W.idle_ticks >= 2 && W.watch_ok)
+            set_watch(false);
+        return;
+    }
+    W.idle_ticks = 0;
+    lua_State *co = W.running;
+    if (!co)
+        return;
+    unsigned e = W.epoch;
+    if (e == W.seen) {
+        W.stale = e;
+        lua_sethook(co, watch_hook, LUA_MASKCOUNT, 1);
+    }
+    W.seen = e;
+}
+
+/* Around run_ready. No system call while the timer ticks already: in_run is set before armed
+ * is read, and the tick handler disarms only when in_run is not set, so the timer cannot be
+ * disarmed behind run_ready's back. */
+static void watch(bool on)
+{
+    W.in_run = on;
+    if (on && !W.armed && W.watch_ok)
+        set_watch(true);
+}
+
+static void wake_cb(uv_async_t *h)
+{
+    (void)h;
+    deliver_signal();
+}
+
+static void install_signals(void)
+{
+    W.main_tid = (pid_t)syscall(SYS_gettid);
+    uv_async_init(&S.loop, &S.wake, wake_cb);
+    uv_unref((uv_handle_t *)&S.wake);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    int tick = SIGRTMIN;
+    sigemptyset(&sa.sa_mask); /* the handlers do not interrupt each other */
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
+    sigaddset(&sa.sa_mask, tick);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    struct sigaction old;
+    /* started under nohup: the terminal closing is not our business */
+    if (sigaction(SIGHUP, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+        sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = on_tick;
+    sigaction(tick, &sa, NULL);
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID; /* the main thread, where the Lua state runs */
+    sev.sigev_signo = tick;
+    sev.sigev_notify_thread_id = W.main_tid;
+    W.watch_ok = timer_create(CLOCK_MONOTONIC, &sev, &W.watch) == 0;
+}
+
 /* ---- finishing a task ------------------------------------------------------------------------ */
 static void join_fire(fr_op_t *op, fr_task_t *target);
 
@@ -469,6 +713,26 @@ static void finish(fr_task_t *t, int state)
     wake_waiters(t);
     luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
     t->ref = LUA_NOREF;
+}
+
+static int to_text(lua_State *L)
+{
+    luaL_tolstring(L, 1, NULL);
+    return 1;
+}
+
+/* A __close method raised while the task's variables were closed after it failed or was
+ * cancelled (typically: it tried to wait). The error at the top of L is reported, not dropped. */
+static void report_close_failure(lua_State *L, fr_task_t *t)
+{
+    lua_pushcfunction(L, to_text);
+    lua_pushvalue(L, -2);
+    const char *msg = lua_pcall(L, 1, 1, 0) == LUA_OK ? lua_tostring(L, -1) : NULL;
+    fprintf(stderr,
+            "flowrun: warning: task %d: a __close handler failed while the task was %s: %s\n",
+            t->id, t->cancelled ? "being cancelled" : "failing",
+            msg ? msg : "(an error value that cannot be shown)");
+    lua_pop(L, 1);
 }
 
 /* traceback_of(err, co) -> "message\nstack traceback: ..." of the failed coroutine. */
@@ -496,7 +760,18 @@ static void run_task(fr_task_t *t)
         nargs = t->nargs;
     }
     t->state = T_RUNNING;
+    W.epoch++;
+    if (t->preempted) {
+        /* it was spinning when the hook yielded it: still stale, and a cancellation decided
+         * meanwhile (a timeout) is raised at once */
+        t->preempted = false;
+        W.stale = W.epoch;
+        if (t->cancelled && t->shield == 0)
+            lua_sethook(co, watch_hook, LUA_MASKCOUNT, 1);
+    }
+    W.running = co;
     int st = lua_resume(co, S.L, nargs, &nres);
+    W.running = NULL;
     if (st == LUA_YIELD) {
         if (t->state == T_RUNNING) {
             /* a bare coroutine.yield() in a task: give others a turn */
@@ -518,6 +793,8 @@ static void run_task(fr_task_t *t)
         return;
     }
     /* error: keep a traceback for the report, then close pending to-be-closed variables */
+    if (lua_gethook(co))
+        lua_sethook(co, NULL, 0, 0); /* the watchdog's hook has no business in __close */
     lua_State *L = S.L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref); /* the task */
     lua_pushcfunction(L, traceback_of);
@@ -533,16 +810,19 @@ static void run_task(fr_task_t *t)
     lua_pop(L, 1);
     lua_pushvalue(co, -1);
     lua_xmove(co, L, 1); /* keep the error while the thread resets */
-    if (lua_resetthread(co) != LUA_OK && lua_gettop(co) > 0) {
-        /* the error object (the original, or a failing __close method's) is on top */
+    t->closing = true;
+    int rs = lua_resetthread(co);
+    t->closing = false;
+    if (rs != LUA_OK && lua_gettop(co) > 0) {
+        /* on top: the original error, or the error of a __close method that failed; the task
+         * keeps the error that ended it and the other one is reported, not dropped */
+        lua_xmove(co, L, 1);
+        if (!lua_rawequal(L, -1, -2))
+            report_close_failure(L, t);
         lua_pop(L, 1);
-        if (lua_gettop(co) > 1)
-            lua_replace(co, 1);
-        lua_settop(co, 1);
-    } else {
-        lua_settop(co, 0);
-        lua_xmove(L, co, 1);
     }
+    lua_settop(co, 0);
+    lua_xmove(L, co, 1);
     if (t->cancelled && !fr_error_is(co, -1, "flow.cancelled")) {
         lua_settop(co, 0);
         fr_error_push(co, "flow.cancelled", "task cancelled", false);
@@ -597,7 +877,7 @@ static void join_fire(fr_op_t *op, fr_task_t *target)
                 j->fired = i + 1;
     }
     join_unlink(j);
-    if (op->heap_index >= 0)
+    if (op->heap_index != -1)
         fr_timer_stop(op);
     fr_op_complete(op);
 }
@@ -641,7 +921,9 @@ static bool task_done(const fr_task_t *t)
 static int join(lua_State *L, bool all, const char *fname)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    double timeout = luaL_optnumber(L, 2, -1);
+    double timeout = -1; /* none */
+    if (!lua_isnoneornil(L, 2))
+        timeout = fr_duration_arg(L, 2, all ? "wait_all timeout" : "wait_any timeout");
     int n = (int)luaL_len(L, 1);
     if (n == 0 && timeout < 0 && !all)
         return luaL_argerror(L, 1, "no tasks to wait for");
@@ -903,17 +1185,44 @@ static int l_spawn(lua_State *L)
 /* ---- sleep ----------------------------------------------------------------------------------- */
 static const fr_op_vt_t sleep_vt = {"flow.sleep", NULL, NULL, NULL, false};
 
-/* flow.sleep(seconds): waits; 0 gives other tasks a turn. */
+/* flow.sleep(seconds): waits; 0 gives other tasks a turn; math.huge waits until cancelled. */
 static int l_sleep(lua_State *L)
 {
-    double s = luaL_checknumber(L, 1);
-    luaL_argcheck(L, s >= 0 && s == s, 1, "expected a duration >= 0 in seconds");
+    double s = fr_duration_arg(L, 1, "flow.sleep");
     fr_op_t *op = fr_op_new(L, sizeof *op, &sleep_vt);
     if (s == 0)
         op->state = FR_OP_DONE; /* fr_op_wait queues the task at once */
     else
         fr_timer_start(op, fr_now() + s);
     return fr_op_wait(L, op);
+}
+
+/* ---- durations ------------------------------------------------------------------------------- */
+double fr_duration_arg(lua_State *L, int idx, const char *what)
+{
+    int isnum;
+    lua_Number s = lua_tonumberx(L, idx, &isnum);
+    if (!isnum)
+        luaL_error(L, "%s: number expected (a duration in seconds), got %s", what,
+                   luaL_typename(L, idx));
+    if (s != s)
+        luaL_error(L, "%s: expected a duration >= 0 in seconds, got NaN", what);
+    if (s < 0)
+        luaL_error(L, "%s: expected a duration >= 0 in seconds, got %s", what,
+                   luaL_tolstring(L, idx, NULL));
+    return s < FR_FOREVER ? s : HUGE_VAL;
+}
+
+/* core.duration(v [, what]) -> seconds, math.huge for "forever"; raises as fr_duration_arg. */
+static int l_duration(lua_State *L)
+{
+    const char *what = luaL_optstring(L, 2, "duration");
+    double s = fr_duration_arg(L, 1, what);
+    if (lua_type(L, 1) == LUA_TNUMBER && s < FR_FOREVER)
+        lua_pushvalue(L, 1); /* an integer stays one */
+    else
+        lua_pushnumber(L, s);
+    return 1;
 }
 
 /* ---- shield ---------------------------------------------------------------------------------- */
@@ -988,7 +1297,7 @@ static int l_stats(lua_State *L)
     lua_setfield(L, -2, "ops");
     lua_pushinteger(L, S.io_pending);
     lua_setfield(L, -2, "io");
-    lua_pushinteger(L, S.heap_len);
+    lua_pushinteger(L, S.heap_len + S.forever);
     lua_setfield(L, -2, "timers");
     lua_pushinteger(L, S.next_id);
     lua_setfield(L, -2, "spawned");
@@ -1011,12 +1320,11 @@ static int l_cancel_all(lua_State *L)
 }
 
 /* sys.c: flow.core keeps these two names only until lua/flow/journal.lua calls flow.sys's */
-int fr_sys_fsync(lua_State *L);
-int fr_sys_flock(lua_State *L);
 
 static const luaL_Reg core_funcs[] = {
     {"spawn", l_spawn},
     {"sleep", l_sleep},
+    {"duration", l_duration},
     {"wait_any", l_wait_any},
     {"wait_all", l_wait_all},
     {"first_results", l_first_results},
@@ -1030,8 +1338,6 @@ static const luaL_Reg core_funcs[] = {
     {"stats", l_stats},
     {"signal", l_signal},
     {"cancel_all", l_cancel_all},
-    {"fsync", fr_sys_fsync}, /* transitional: sys.fsync */
-    {"flock", fr_sys_flock}, /* transitional: sys.flock */
     {NULL, NULL},
 };
 
@@ -1053,19 +1359,6 @@ static int luaopen_flow_core(lua_State *L)
 FR_MODULE("flow.core", luaopen_flow_core)
 
 /* ---- start, run, stop ------------------------------------------------------------------------- */
-static void signal_cb(uv_signal_t *h, int sig)
-{
-    (void)h;
-    if (S.interrupt_hook && S.interrupt_hook(sig))
-        return;
-    if (S.signal) { /* the second signal: exit at once */
-        fprintf(stderr, "\nflowrun: second %s, exiting now\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-        _exit(128 + sig);
-    }
-    S.signal = sig;
-    fr_sched_cancel_all();
-}
-
 void fr_sched_init(lua_State *L)
 {
     S.L = L;
@@ -1081,12 +1374,7 @@ void fr_sched_init(lua_State *L)
     S.wall0 = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     uv_timer_init(&S.loop, &S.timer);
     uv_unref((uv_handle_t *)&S.timer);
-    uv_signal_init(&S.loop, &S.sigint);
-    uv_signal_init(&S.loop, &S.sigterm);
-    uv_signal_start(&S.sigint, signal_cb, SIGINT);
-    uv_signal_start(&S.sigterm, signal_cb, SIGTERM);
-    uv_unref((uv_handle_t *)&S.sigint);
-    uv_unref((uv_handle_t *)&S.sigterm);
+    install_signals();
     signal(SIGPIPE, SIG_IGN);
     luaL_newmetatable(L, TASK_MT);
     luaL_newlib(L, task_methods);
@@ -1105,6 +1393,7 @@ void fr_sched_init(lua_State *L)
  * 256 tasks, due timers are fired so that their tasks go ahead of the rest. */
 static void run_ready(void)
 {
+    watch(true);
     fr_task_t *last = S.ready.tail;
     int budget = S.live_count + 1;
     unsigned n = 0;
@@ -1118,16 +1407,17 @@ static void run_ready(void)
         if ((++n & 255) == 0 && S.heap_len > 0 && S.heap[0]->deadline <= fr_now())
             fire_timers();
     }
+    watch(false);
 }
 
 /* One turn of the loop that does not block. uv_run polls nothing when no handle is referenced,
- * and the signal watchers are not (they must not keep the process alive), so one is referenced
- * for this turn: a signal gets through even while tasks only take turns or the clock jumps. */
+ * and the signal handle is not (it must not keep the process alive), so it is referenced for
+ * this turn: I/O gets through even while tasks only take turns or the clock jumps. */
 static void poll_nowait(void)
 {
-    uv_ref((uv_handle_t *)&S.sigint);
+    uv_ref((uv_handle_t *)&S.wake);
     uv_run(&S.loop, UV_RUN_NOWAIT);
-    uv_unref((uv_handle_t *)&S.sigint);
+    uv_unref((uv_handle_t *)&S.wake);
 }
 
 static void report_deadlock(void)
@@ -1156,6 +1446,8 @@ bool fr_sched_run(fr_task_t *main, bool all)
     main->is_main = true;
     bool cancelled_rest = false;
     for (;;) {
+        if (W.pending)
+            deliver_signal();
         if (any_ready())
             run_ready();
         if (task_done(main)) {
@@ -1188,6 +1480,12 @@ bool fr_sched_run(fr_task_t *main, bool all)
             uv_ref((uv_handle_t *)&S.timer);
         else
             uv_unref((uv_handle_t *)&S.timer);
+        /* a task waiting "forever" (flow.sleep(math.huge)) is no deadlock: it waits for a
+         * signal, which is what can end it */
+        if (S.forever > 0)
+            uv_ref((uv_handle_t *)&S.wake);
+        else
+            uv_unref((uv_handle_t *)&S.wake);
         if (!uv_loop_alive(&S.loop)) {
             report_deadlock();
             return false;
@@ -1217,10 +1515,16 @@ void fr_sched_shutdown(void)
 {
     for (int i = 0; i < S.nshutdown; i++)
         S.shutdown_fns[i]();
+    uv_unref((uv_handle_t *)&S.wake); /* referenced while a task waited forever */
     uv_run(&S.loop, UV_RUN_DEFAULT);
+    if (W.watch_ok) {
+        W.watch_ok = 0; /* first: a tick still on its way must not touch the timer */
+        set_watch(false);
+        timer_delete(W.watch);
+    }
+    W.closed = 1; /* a signal from now on is recorded (a second one still exits) */
     uv_close((uv_handle_t *)&S.timer, NULL);
-    uv_close((uv_handle_t *)&S.sigint, NULL);
-    uv_close((uv_handle_t *)&S.sigterm, NULL);
+    uv_close((uv_handle_t *)&S.wake, NULL);
     uv_walk(&S.loop, close_walk, NULL);
     uv_run(&S.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&S.loop) != 0)

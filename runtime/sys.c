@@ -553,7 +553,8 @@ static int luaopen_sys(lua_State *L)
         {"unlink", l_unlink},
         {"fsync", l_fsync},
         {"fsync_dir", l_fsync_dir},
-        {"flock", l_flock},       {"truncate", l_truncate},
+        {"flock", l_flock},
+        {"truncate", l_truncate},
         {"isatty", l_isatty},
         {"winsize", l_winsize},
         {"getpid", l_getpid},
@@ -580,15 +581,3 @@ static int luaopen_sys(lua_State *L)
 }
 
 FR_MODULE("flow.sys", luaopen_sys)
-
-/* flow.core.fsync / flow.core.flock, until lua/flow/journal.lua uses flow.sys: the same
- * functions (so the same results: true | nil, err). Remove with their entries in sched.c. */
-int fr_sys_fsync(lua_State *L)
-{
-    return l_fsync(L);
-}
-
-int fr_sys_flock(lua_State *L)
-{
-    return l_flock(L);
-}

@@ -93,4 +93,15 @@ t.test("cancelling the task terminates the child", function()
   os.remove(pidfile)
 end)
 
+t.test("os.execute returns what Lua's does (it is not system(), which drops a Ctrl-C)", function()
+  t.eq({ os.execute("true") }, { true, "exit", 0 }, "success")
+  t.eq({ os.execute("exit 3") }, { nil, "exit", 3 }, "an exit status")
+  t.eq({ os.execute("kill -TERM $$") }, { nil, "signal", 15 }, "a signal")
+  t.eq({ os.execute() }, { true }, "a shell is there")
+  t.eq({ os.execute("kill -INT $$") }, { nil, "signal", 2 }, "SIGINT has its default action")
+  -- flowrun ignores SIGPIPE; the command must not inherit that (nor ignore SIGINT, SIGQUIT)
+  t.eq(os.execute([[m=$(awk '/^SigIgn/ { print $2 }' /proc/$$/status); [ $((0x$m & 0x1006)) = 0 ] ]]),
+    true, "the command ignores none of SIGINT, SIGQUIT, SIGPIPE")
+end)
+
 t.done()

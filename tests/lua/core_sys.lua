@@ -4,6 +4,7 @@ local flow = require "flow"
 local sys = require "flow.sys"
 
 local base = (os.getenv("FLOWRUN_TEST_TMP") or "/tmp") .. "/core_sys." .. sys.getpid()
+local FLOWRUN = os.getenv("FLOWRUN") or (sys.root .. "/flowrun") -- the binary under test
 assert(sys.mkdir(base))
 
 local function write(path, text)
@@ -163,7 +164,7 @@ t.test("flock: exclusive, without waiting; released on close", function()
   t.like(err and err.message, "run%.lock is locked by another process", "naming the file")
   t.eq(err and err.path, path, "err.path")
   -- and a real other process
-  local r = flow.exec({ sys.root .. "/flowrun", "-e",
+  local r = flow.exec({ FLOWRUN, "-e",
     ("local f = io.open(%q, 'a'); local ok, e = require('flow.sys').flock(f); return e.code"):format(path) })
   t.like(r.stdout, "sys.locked", "another process gets sys.locked")
   a:close()
@@ -175,14 +176,14 @@ end)
 t.test("isatty and winsize", function()
   local f = assert(io.open(base .. "/tty.txt", "w"))
   t.eq(sys.isatty(99), false, "a descriptor that is not open is not a terminal")
-  local r = flow.exec({ sys.root .. "/flowrun", "-e", "return require('flow.sys').isatty(0)" },
+  local r = flow.exec({ FLOWRUN, "-e", "return require('flow.sys').isatty(0)" },
     { stdin = "" })
   t.like(r.stdout, "false", "a pipe is not a terminal")
   f:close()
   local ok, err = sys.winsize(99)
   fails("sys.EBADF", nil, "winsize of a closed descriptor", ok, err)
   t.like(err and err.message, "descriptor 99", "names the descriptor")
-  r = flow.exec({ sys.root .. "/flowrun", "-e",
+  r = flow.exec({ FLOWRUN, "-e",
     "local c, e = require('flow.sys').winsize(0) return e.code" }, { stdin = "" })
   t.like(r.stdout, "sys.ENOTTY", "winsize of a pipe: sys.ENOTTY")
   t.raises(function() sys.isatty(-1) end, "bad argument #1 to 'isatty'", "a negative fd raises")
@@ -229,7 +230,7 @@ t.test("cwd, realpath, homedir, hostname", function()
   t.eq(sys.realpath(base .. "/s.link"), sys.realpath(base) .. "/s.txt", "realpath follows links")
   t.eq(sys.realpath(base .. "/p/../p/q"), sys.realpath(base) .. "/p/q", "and resolves ..")
   fails("sys.ENOENT", base .. "/zzz", "realpath of nothing", sys.realpath(base .. "/zzz"))
-  local r = flow.exec({ sys.root .. "/flowrun", "-e", "return require('flow.sys').homedir()" },
+  local r = flow.exec({ FLOWRUN, "-e", "return require('flow.sys').homedir()" },
     { env = { HOME = "/some/home" } })
   t.like(r.stdout, '"/some/home"', "homedir follows HOME")
   t.eq(sys.hostname(), assert(io.open("/proc/sys/kernel/hostname")):read("l"), "hostname")
@@ -253,7 +254,7 @@ t.test("set_debug: known categories; an unknown one is refused and lists them", 
   t.ok(not log.debug_enabled("http"), "turns them off")
   t.eq(sys.set_debug(), true, "nil too")
   t.eq(select(2, log.set_debug("nope")).code, "sys.EINVAL", "log.set_debug checks the same way")
-  local r = flow.exec({ sys.root .. "/flowrun", "-e", "return 1" }, { env = { FLOWRUN_DEBUG = "asw" } })
+  local r = flow.exec({ FLOWRUN, "-e", "return 1" }, { env = { FLOWRUN_DEBUG = "asw" } })
   t.like(r.stderr, "FLOWRUN_DEBUG: unknown debug category 'asw'", "FLOWRUN_DEBUG is checked too")
 end)
 

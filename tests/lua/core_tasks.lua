@@ -291,4 +291,63 @@ t.test("virtual time jumps over waits on timers only", function()
   t.ok(core.stats().timers == 0, "no timers left")
 end)
 
+t.test("durations: one rule for every call that takes seconds", function()
+  local d = core.duration
+  t.eq(d(1.5), 1.5, "a number is seconds")
+  t.eq(math.type(d(2)), "integer", "an integer stays one")
+  t.eq(d(0), 0, "0")
+  t.eq(d("3"), 3, "a numeric string, as Lua converts it")
+  t.eq(d(math.huge), math.huge, "math.huge is forever")
+  t.eq(d(1e308), math.huge, "so is anything beyond the loop's clock")
+  t.eq(d(4e15), math.huge, "from about 127 million years on")
+  t.eq(d(3.9e15), 3.9e15, "below that a number stays itself")
+  t.raises(function() d(0 / 0, "my timeout") end, "my timeout: .*got NaN", "NaN raises, naming what")
+  t.raises(function() d(-1, "my timeout") end, "my timeout: .*>= 0.*got %-1", "negative raises")
+  t.raises(function() d(-math.huge) end, "duration: .*got %-inf", "-inf raises")
+  t.raises(function() d("soon") end, "number expected", "not a number raises")
+  local h = flow.spawn(function() return 1 end)
+  for _, bad in ipairs({ 0 / 0, -1 }) do
+    local what = tostring(bad)
+    t.raises(function() flow.sleep(bad) end, "flow.sleep: expected a duration", "sleep(" .. what .. ")")
+    t.raises(function() flow.wait_any({ h }, bad) end, "wait_any timeout", "wait_any(hs, " .. what .. ")")
+    t.raises(function() flow.wait_all({ h }, bad) end, "wait_all timeout", "wait_all(hs, " .. what .. ")")
+    t.raises(function() flow.timeout(bad, function() end) end, "timeout", "flow.timeout(" .. what .. ")")
+    t.raises(function() flow.exec("true", { timeout = bad }) end, "timeout",
+      "flow.exec timeout " .. what)
+    local http = require "http"
+    t.raises(function() http.request { url = "http://127.0.0.1:9/", timeout = bad } end,
+      "http.request timeout: expected a duration", "http.request timeout " .. what)
+    t.raises(function() http.request { url = "http://127.0.0.1:9/", connect_timeout = bad } end,
+      "http.request connect_timeout: expected a duration", "http.request connect_timeout " .. what)
+  end
+  h:wait()
+end)
+
+t.test("durations: forever waits until cancelled, without a timer and without spinning", function()
+  local c0 = os.clock()
+  local inner = flow.spawn(flow.sleep, math.huge)
+  local hs = {
+    flow.spawn(flow.sleep, math.huge),
+    flow.spawn(flow.sleep, 1e308),
+    flow.spawn(flow.wait_any, { inner }, math.huge),
+    flow.spawn(flow.timeout, 1e300, flow.sleep, math.huge),
+    inner,
+  }
+  flow.sleep(0.3)
+  local cpu = os.clock() - c0
+  for i, h in ipairs(hs) do t.eq(h:status(), "waiting", "forever wait " .. i .. " still waits") end
+  t.ok(cpu < 0.1, ("the process idles meanwhile (%.3f s of CPU in 0.3 s)"):format(cpu))
+  for _, h in ipairs(hs) do h:cancel() end
+  for _, h in ipairs(hs) do flow.wait_any({ h }) end
+  for i, h in ipairs(hs) do t.eq(h:status(), "cancelled", "forever wait " .. i .. " cancelled") end
+  t.eq(flow.timeout(math.huge, function() flow.sleep(0.01); return "done" end), "done",
+    "flow.timeout(math.huge, fn) returns fn's result")
+  local w = flow.spawn(flow.sleep, 0.02)
+  t.eq(flow.wait_any({ w }, 1e308), 1, "wait_any with a forever timeout returns when a task ends")
+  local r, err = require("http").request { url = "http://127.0.0.1:9/", timeout = math.huge,
+    connect_timeout = math.huge }
+  t.ok(r == nil and err.code == "http.connect", "http.request takes forever timeouts (no limit)")
+  t.eq(core.stats().timers, 0, "no timer left behind")
+end)
+
 t.done()

@@ -280,4 +280,23 @@ def install_tree():
            "the installed binary finds its share/flowrun tree")
 
 
+@tap.test
+def terminal_size_and_isatty():
+    import fcntl
+    import struct
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        # the child waits for its size to be set, then reports what flow.sys sees
+        os.read(0, 1)
+        os.execv(FLOWRUN, [FLOWRUN, "-e", "local s = require('flow.sys') "
+                           "return {s.isatty(0), s.isatty(1), s.winsize(1)}"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 37, 123, 0, 0))
+    os.write(fd, b"\n")
+    out = pty_read(fd, until="]")
+    os.waitpid(pid, 0)
+    compact = "".join(out.split())
+    tap.like(compact, "[true,true,123,37]", "on a terminal: isatty(0), isatty(1), winsize(1) -> cols, rows")
+
+
 tap.done()
