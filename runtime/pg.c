@@ -285,7 +285,7 @@ static void on_drain_timeout(uv_timer_t *t)
 
 static void drain_timer_start(pgc_t *c)
 {
-    if (c->dtimer || c->cancel_timeout <= 0)
+    if (c->dtimer || c->cancel_timeout <= 0 || c->cancel_timeout >= FR_FOREVER)
         return;
     pgtimer_t *pt = calloc(1, sizeof *pt);
     if (!pt)
@@ -1980,7 +1980,7 @@ static int l_abort(lua_State *L)
 static int l_wait_notify(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
-    double timeout = luaL_optnumber(L, 2, -1);
+    double timeout = lua_isnoneornil(L, 2) ? HUGE_VAL : fr_duration_arg(L, 2, "conn:wait_notify");
     if (c->nhead) {
         push_note(L, c);
         return 1;
@@ -1996,7 +1996,7 @@ static int l_wait_notify(lua_State *L)
     op->nc = c;
     c->refs++;
     c->waiter = op;
-    if (timeout >= 0)
+    if (timeout < HUGE_VAL)
         fr_timer_start(&op->base, fr_now() + timeout);
     update_watch(c);
     lua_settop(L, 1);
@@ -2090,15 +2090,13 @@ static int l_numeric(lua_State *L)
 
 /* conn:cancel_timeout([seconds]) -> previous value. How long a cancelled statement may take to
  * stop (the server answering the cancel request) before the connection is closed instead;
- * 0: wait for ever. Default 30. */
+ * 0 or math.huge: wait for ever; NaN or negative raises. Default 30. */
 static int l_cancel_timeout(lua_State *L)
 {
     pgc_t *c = check_conn(L, 1);
     lua_pushnumber(L, c->cancel_timeout);
     if (!lua_isnoneornil(L, 2)) {
-        double t = luaL_checknumber(L, 2);
-        luaL_argcheck(L, t >= 0, 2, "expected seconds >= 0");
-        c->cancel_timeout = t;
+        c->cancel_timeout = fr_duration_arg(L, 2, "conn:cancel_timeout");
     }
     return 1;
 }
@@ -2712,7 +2710,7 @@ static int l_waiter(lua_State *L)
 static int l_waiter_wait(lua_State *L)
 {
     waiter_t *w = luaL_checkudata(L, 1, WAITER_MT);
-    double timeout = luaL_optnumber(L, 2, -1);
+    double timeout = lua_isnoneornil(L, 2) ? HUGE_VAL : fr_duration_arg(L, 2, "waiter:wait");
     if (w->woken) {
         lua_pushboolean(L, 1);
         return 1;
@@ -2722,7 +2720,7 @@ static int l_waiter_wait(lua_State *L)
     waitop_t *op = fr_op_new(L, sizeof *op, &waiter_vt);
     op->w = w;
     w->op = &op->base;
-    if (timeout >= 0)
+    if (timeout < HUGE_VAL)
         fr_timer_start(&op->base, fr_now() + timeout);
     return fr_op_wait(L, op);
 }

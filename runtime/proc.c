@@ -196,13 +196,24 @@ static const fr_op_vt_t proc_vt = {"process", proc_results, proc_cancel, proc_fr
 static char **string_list(lua_State *L, int idx, const char *what)
 {
     int n = (int)luaL_len(L, idx);
-    char **v = lua_newuserdatauv(L, sizeof(char *) * ((size_t)n + 1), 0); /* freed by GC */
+    char **v = lua_newuserdatauv(L, sizeof(char *) * ((size_t)n + 1), 1); /* freed by GC */
+    /* a number is converted to a new string that nothing else references: the userdata's user
+     * value (a table) anchors those for as long as the list lives */
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
-        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+        int t = lua_type(L, -1);
+        if (t != LUA_TSTRING && t != LUA_TNUMBER)
             luaL_error(L, "%s[%d] must be a string", what, i);
         v[i - 1] = (char *)lua_tostring(L, -1);
-        lua_pop(L, 1); /* still referenced by the table at idx */
+        if (t == LUA_TNUMBER) {
+            lua_getiuservalue(L, -2, 1);
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, -2, i);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1); /* a string stays referenced by the table at idx or by the anchor */
     }
     v[n] = NULL;
     return v;
@@ -263,8 +274,8 @@ static char **build_env(lua_State *L, int opts)
     return string_list(L, lua_gettop(L), "env");
 }
 
-/* proc.run(argv, opts) — see the header. Waits; raises "proc.spawn" when the command cannot
- * be started (not found, not executable). */
+/* proc.run(argv, opts) — see the header. Waits; nil and a "proc.spawn" error object when the
+ * command cannot be started (not found, not executable). */
 static int l_run(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -334,8 +345,11 @@ static int l_run(lua_State *L)
         uv_close((uv_handle_t *)&op->proc, on_close);
         op->base.task = NULL; /* detached: on_close frees it */
         op->base.state = FR_OP_PENDING;
-        return fr_error_raise(L, "proc.spawn", false, "cannot run %s: %s", args[0],
-                              uv_strerror(rc));
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot run %s: %s", args[0], uv_strerror(rc));
+        fr_error_push(L, "proc.spawn", lua_tostring(L, -1), false);
+        lua_remove(L, -2);
+        return 2;
     }
     op->pid = op->proc.pid;
     uv_read_start((uv_stream_t *)&op->out, alloc_cb, read_cb);

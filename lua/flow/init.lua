@@ -126,7 +126,12 @@ function M.exec(cmd, opts)
   elseif type(cmd) ~= "table" then
     error(("bad argument #1 to 'exec' (string or list expected, got %s)"):format(type(cmd)), 2)
   end
-  local run = require("flow.proc").run
+  local proc_run = require("flow.proc").run
+  local function run(...)
+    local res, err = proc_run(...)
+    if not res then error(err, 0) end
+    return res
+  end
   local r
   if opts.timeout then r = M.timeout(opts.timeout, run, argv, opts) else r = run(argv, opts) end
   if opts.check and r.status ~= 0 then

@@ -104,4 +104,29 @@ t.test("os.execute returns what Lua's does (it is not system(), which drops a Ct
     true, "the command ignores none of SIGINT, SIGQUIT, SIGPIPE")
 end)
 
+t.test("numbers in argv and env reach the child intact (the converted strings stay anchored)", function()
+  -- numbers are converted to strings that nothing else references; building a large
+  -- environment afterwards allocates enough for the collector to free them before the spawn.
+  -- Run in a fresh process, whose small heap makes the collector run there (the expected text
+  -- is built after each run: an equal string made before would be the same interned object and
+  -- keep the converted one alive).
+  local code = [[
+    local bad = 0
+    for i = 1, 300 do
+      local args = { "/bin/echo" }
+      for k = 1, 20 do args[#args + 1] = 1000000 + k * i end
+      local env = {}
+      for k = 1, 50 do env["V" .. k] = ("v"):rep(k) .. i end
+      local r = flow.exec(args, { env = env })
+      local want = {}
+      for k = 1, 20 do want[#want + 1] = tostring(1000000 + k * i) end
+      if r.stdout ~= table.concat(want, " ") .. "\n" then bad = bad + 1 end
+    end
+    return bad]]
+  local r = flow.exec({ assert(os.getenv("FLOWRUN")), "-e", code })
+  t.eq(r.stdout, "0\n", "300 runs, every argument as given (runs with a wrong argument)")
+  local r2 = flow.exec({ "/bin/sh", "-c", "echo $N" }, { env = { N = 12345 } })
+  t.eq(r2.stdout, "12345\n", "a number in env")
+end)
+
 t.done()

@@ -163,6 +163,18 @@ t.test("wait_notify times out with nil; queued notifications keep their order", 
   l:unlisten('weird "chan"')
   other:notify('weird "chan"', "after")
   t.eq(l:wait_notify(0.2), nil, "nothing after UNLISTEN")
+  -- durations are checked as everywhere: NaN and negative raise, math.huge waits until cancelled
+  t.raises(function() l:wait_notify(0 / 0) end, "conn:wait_notify", "NaN raises")
+  t.raises(function() l:wait_notify(-1) end, "conn:wait_notify", "a negative timeout raises")
+  t.raises(function() l:cancel_timeout(0 / 0) end, "conn:cancel_timeout", "NaN cancel_timeout raises")
+  local prev = l:cancel_timeout(math.huge)
+  t.eq(l:cancel_timeout(prev), math.huge, "math.huge is accepted (forever)")
+  local h = flow.spawn(function() return l:wait_notify(math.huge) end)
+  flow.sleep(0.2)
+  t.eq(h:status(), "waiting", "math.huge: still waiting, no spin, no instant timeout")
+  h:cancel()
+  pcall(h.wait, h)
+  t.eq(h:status(), "cancelled", "until cancelled")
   l:close()
 end)
 

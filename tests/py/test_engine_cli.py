@@ -226,6 +226,8 @@ def test_sigkill_mid_run_then_resume():
     rid = first["run"]
     ok = wait_for(lambda: any(r["ev"] == "task_started" and r["task"] == "b" for r in journal_of(rid)))
     tap.ok(ok, "b started (journaled)")
+    # the start is journaled before b's body runs: wait until it has (counted once)
+    wait_for(lambda: counts(cdir).get("b") == 1)
     p.send_signal(signal.SIGKILL)
     p.wait(10)
     tap.eq(p.returncode, -9, "killed")
