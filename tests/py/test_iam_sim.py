@@ -91,6 +91,8 @@ FAMILIES = {
             "cancel-during-job-then-resume": [
                 step(1, "--timeout", "1h", "--var", "step_timeout=100000h", durations={"serverless_job": 1e9}),
                 step(0, resume=True, durations={"serverless_job": 600})],
+            "cancel-during-dms": [step(1, "--timeout", "30m", durations={"dms_rows_per_second": 0.0001})],
+            "athena-times-out": [step(1, durations={"athena_query": 1e9})],
         },
     },
     "incremental": {
@@ -98,6 +100,10 @@ FAMILIES = {
                  ("raw_uri", "s3://flowrun-demo-raw/cdc"), ("glue_database", "lake_cdc")],
         "paths": {
             "two-nights": [step(0, durations={"dms_cdc_interval": 0}), step(0, durations={"dms_cdc_interval": 0})],
+            "cancel-during-first-load": [step(1, "--timeout", "30m", durations={"dms_rows_per_second": 0.0001})],
+            "cancel-during-step": [step(1, "--timeout", "1h", "--var", "step_timeout=100000h",
+                                        durations={"emr_step": 1e9})],
+            "athena-times-out": [step(1, durations={"athena_query": 1e9})],
         },
     },
 }
@@ -223,7 +229,10 @@ def main():
         only = os.environ.get("IAM_FAMILIES")
         for name in FAMILIES:
             if not only or name in only.split(","):
-                tap.test(lambda: family(name))
+                def one(name=name):
+                    family(name)
+                one.__name__ = "family " + name
+                tap.test(one)
         tap.test(terraform_block)
     finally:
         if PG:
