@@ -309,6 +309,11 @@ function M.step_stderr_tail(cluster, step, opts)
   return M.log_tail(candidates, opts)
 end
 
+-- the cluster is described for its LogUri; the logs are read below opts.log_uri
+function M.iam.step_stderr_tail(c, opts)
+  return D().join(M.iam.describe(c), M.iam.log_tail({D().under(opts and opts.log_uri)}))
+end
+
 -- log_tail(uris, opts) -> the last lines of the first of uris that exists in S3 (gunzipped when
 -- gzip), and its uri; or nil. opts.log_wait: seconds to poll for it (logs reach S3 minutes
 -- after the end), every 15 s; tail_lines (20); log. Cancellation propagates.

@@ -178,6 +178,8 @@ function M.wait_application(id, want, opts)
         name = "EMR Serverless application " .. id, log = opts.log})
 end
 
+function M.iam.wait_application(id) return M.iam.get_application(id) end
+
 -- stop_application(id, opts) -> final state. Waits for the application's job runs named in
 -- opts.job_runs to end first (StopApplication refuses while they run), then for STOPPED unless
 -- opts.wait == false. A stopped application is left as it is.
@@ -325,6 +327,10 @@ function M.cancel_job_run(app_id, run_id, opts)
     log(opts, "EMR Serverless job run " .. run_id .. ": cancel failed: " .. tostring(err))
   end
   return ok
+end
+
+function M.iam.cancel_job_run(app_id, run_id, opts)
+  return on_job_runs("emr-serverless:CancelJobRun", app_id, opts)
 end
 
 -- wait_job_run(app_id, run_id, opts) -> the job run once SUCCESS. FAILED and CANCELLED raise

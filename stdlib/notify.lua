@@ -50,7 +50,7 @@ function M.sns(topic_arn, msg)
   return r.MessageId
 end
 
--- webhook(url, payload, opts) -> HTTP status. payload: a table sent as JSON (Slack's
+-- webhook(url, payload, opts) -> HTTP status. (No AWS: nothing to declare.) payload: a table sent as JSON (Slack's
 -- {text = ...}), or a string (sent as {"text": s}). opts: timeout (10 s), attempts (3: a 429,
 -- a 5xx or a transfer error is tried again after 1, then 2 seconds).
 function M.webhook(url, payload, opts)

@@ -19,6 +19,9 @@
 -- Durations (seconds, see sim/state.lua) can be changed by a seed, configure{durations = {...}}
 -- or FLOWRUN_SIM_DURATIONS='{"emr_step": 60}' (applied to a loaded state file too).
 --
+-- IAM: with a policy (configure{policy | policy_file}, FLOWRUN_SIM_POLICY, --sim-policy), every
+-- call is authorized first, as AWS does, and refused with an AccessDenied (sim/iam.lua).
+--
 -- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table",
 -- "dms.cdc", "dms.latency=900", "serverless.job", "lost=emr.RunJobFlow" (done, then answered 500
 -- once)}, throttle = 0.2}, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
