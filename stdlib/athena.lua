@@ -14,6 +14,33 @@ local M = {}
 
 local function aws() return require "aws" end
 
+-- IAM: the workgroup's query actions (a cancelled or timed-out wait stops the query); and what
+-- Athena does with the caller's own permissions: the output location written and read back,
+-- the queried tables in Glue (opts.tables = {{database, table}, ...}) and their files in S3
+-- (opts.data: an s3:// pattern).
+M.iam = {}
+function M.iam.query(sql, opts)
+  opts = opts or {}
+  local D = require "flowrun.iam.declare"
+  local wg = D.arn("athena", "workgroup/" .. (opts.workgroup or "primary"))
+  local g = D.grant("AthenaWorkgroup", {"athena:StartQueryExecution", "athena:GetQueryExecution",
+    "athena:GetQueryResults", "athena:StopQueryExecution"}, wg)
+  if opts.output_location then
+    local out = D.under(opts.output_location)
+    g = D.join(g, D.grant("AthenaResults", "s3:GetBucketLocation", D.s3_bucket(out)),
+      D.grant("AthenaResults", {"s3:PutObject", "s3:GetObject"}, D.s3_object(out)))
+  else
+    g = D.join(g, D.note("the workgroup's own output location is written and read with the " ..
+      "caller's permissions: grant s3:PutObject, s3:GetObject and s3:GetBucketLocation there"))
+  end
+  local glue, s3 = require "glue", require "s3"
+  for _, t in ipairs(opts.tables or {}) do
+    g = D.join(g, glue.iam.get_database(t[1]), glue.iam.get_table(t[1], t[2]))
+  end
+  if opts.data then g = D.join(g, s3.iam.get(opts.data)) end
+  return g
+end
+
 -- query(sql, opts) -> rows (list of {column = value}), rows.columns, rows.query_id.
 -- opts: database, catalog, workgroup, output_location, every (1 s, backing off to 10 s),
 -- timeout (30 min), log.
@@ -45,7 +72,10 @@ function M.query(sql, opts)
   if not ok then
     if flow.cancelled(err) or flow.is_error(err, "flow.timeout") then
       flow.shield(function()
-        pcall(function() aws().athena.stop_query_execution{QueryExecutionId = id} end)
+        local sok, serr = pcall(function() aws().athena.stop_query_execution{QueryExecutionId = id} end)
+        if not sok then
+          require("flow.operator").log(opts, "Athena query " .. id .. ": stop failed: " .. tostring(serr))
+        end
       end)
     end
     error(err, 0)

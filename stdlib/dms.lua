@@ -44,6 +44,12 @@ M.WAIT_DEFAULTS = {every = 15, timeout = 15 * 60}
 
 local log, fail = operator.log, operator.fail
 
+-- IAM: M.iam.<operator>(args) -> the grants the operator may need on any of its paths (see
+-- flowrun.iam.declare), each next to its operator.
+M.iam = {}
+local function D() return require "flowrun.iam.declare" end
+local DESCRIBE_WHY = "DMS's Describe actions take no resource: they cannot be narrowed to the task"
+
 -- describe(arn) -> the ReplicationTask table. Raises aws.ResourceNotFoundFault for an
 -- unknown ARN.
 function M.describe(arn)
@@ -57,6 +63,10 @@ function M.describe(arn)
     error(fail("dms.not_found", "DMS task " .. arn .. " not found"), 2)
   end
   return task
+end
+
+function M.iam.describe(arn)
+  return D().unscoped("DmsDescribe", "dms:DescribeReplicationTasks", DESCRIBE_WHY)
 end
 
 -- start_task(arn, {type = "start-replication" | "resume-processing" | "reload-target"})
@@ -98,6 +108,11 @@ function M.start_task(arn, opts)
   return {arn = arn, status = st, started = true, type = kind}
 end
 
+-- a lost answer's retry describes the task again: no other action
+function M.iam.start_task(arn, opts)
+  return D().join(M.iam.describe(arn), D().grant("DmsTask", "dms:StartReplicationTask", arn))
+end
+
 -- table_statistics(arn, filters) -> list of TableStatistics (every page).
 function M.table_statistics(arn, filters)
   local out = {}
@@ -106,6 +121,10 @@ function M.table_statistics(arn, filters)
     for _, s in ipairs(page.TableStatistics or {}) do out[#out + 1] = s end
   end
   return out
+end
+
+function M.iam.table_statistics(arn)
+  return D().grant("DmsTask", "dms:DescribeTableStatistics", arn)
 end
 
 local function errored_tables(arn)
@@ -194,6 +213,13 @@ function M.wait_task(arn, opts)
   error(r, 0)
 end
 
+-- a failure names the tables in error (table statistics); with stop_on_cancel, a cancelled wait
+-- stops the task
+function M.iam.wait_task(arn, opts)
+  return D().join(M.iam.describe(arn), M.iam.table_statistics(arn),
+    opts and opts.stop_on_cancel and M.iam.stop_task(arn) or nil)
+end
+
 -- cdc_latency(arn, opts) -> seconds, or nil when CloudWatch has no datapoint: the highest
 -- CDCLatencySource and CDCLatencyTarget (the Maximum statistic) over the last opts.window
 -- seconds (900). DMS publishes them per task with the dimensions ReplicationInstanceIdentifier
@@ -222,6 +248,14 @@ function M.cdc_latency(arn, opts)
     end
   end
   return worst
+end
+
+function M.iam.cdc_latency(arn, opts)
+  local d = D()
+  return d.join(M.iam.describe(arn),
+    d.unscoped("DmsDescribe", "dms:DescribeReplicationInstances", DESCRIBE_WHY),
+    d.unscoped("CloudWatchMetrics", "cloudwatch:GetMetricStatistics",
+      "CloudWatch's GetMetricStatistics takes no resource (nor a DMS dimension condition)"))
 end
 
 -- check_cdc(arn, opts) -> task, latency (seconds or nil) when a full-load-and-cdc task streams
@@ -260,6 +294,11 @@ function M.check_cdc(arn, opts)
   return task, latency
 end
 
+-- an unhealthy stream names the tables in error
+function M.iam.check_cdc(arn, opts)
+  return D().join(M.iam.describe(arn), M.iam.table_statistics(arn), M.iam.cdc_latency(arn, opts))
+end
+
 -- stop_task(arn) -> the task as DMS answered; nothing to do when it is not running.
 function M.stop_task(arn, opts)
   local task = M.describe(arn)
@@ -268,6 +307,10 @@ function M.stop_task(arn, opts)
     return task
   end
   return aws().dms.stop_replication_task{ReplicationTaskArn = arn}.ReplicationTask
+end
+
+function M.iam.stop_task(arn)
+  return D().join(M.iam.describe(arn), D().grant("DmsTask", "dms:StopReplicationTask", arn))
 end
 
 return M

@@ -28,6 +28,25 @@ M.WAIT_DEFAULTS = {every = 30, timeout = 30 * 60}
 
 local log, fail = operator.log, operator.fail
 
+-- IAM: M.iam.<operator>(args) -> the grants the operator may need on any of its paths (see
+-- flowrun.iam.declare). A cluster argument is a cluster id, or declare.tagged(workflow): the
+-- clusters that workflow creates, found by the flowrun:workflow tag create_cluster puts on them
+-- (the actions on them are conditioned on it), or nil: any cluster.
+M.iam = {}
+local function D() return require "flowrun.iam.declare" end
+
+local function on_cluster(actions, c)
+  local d = D()
+  if type(c) == "string" then
+    return d.grant("EmrCluster", actions, d.arn("elasticmapreduce", "cluster/" .. c))
+  elseif type(c) == "table" and c.workflow then
+    return d.grant("EmrClustersOfThisWorkflow", actions, d.arn("elasticmapreduce", "cluster/*"),
+      {condition = {StringEquals = {["aws:ResourceTag/" .. M.TAG_WORKFLOW] = c.workflow}}})
+  end
+  return d.grant("EmrAnyCluster", actions, d.arn("elasticmapreduce", "cluster/*"),
+    {why = "the cluster is not known before the run and is not one flowrun tags"})
+end
+
 local function reason_text(status)
   local r = status and status.StateChangeReason
   if not r or ((r.Code or "") == "" and (r.Message or "") == "") then return "" end
@@ -42,6 +61,8 @@ function M.describe(id)
   return aws().emr.describe_cluster{ClusterId = id}.Cluster
 end
 
+function M.iam.describe(c) return on_cluster("elasticmapreduce:DescribeCluster", c) end
+
 local function tags_of(cluster)
   local m = {}
   for _, kv in ipairs(cluster.Tags or {}) do m[kv.Key] = kv.Value end
@@ -50,13 +71,19 @@ end
 
 -- find_cluster{run_id, task, name, states} -> cluster (DescribeCluster shape) or nil: the
 -- newest cluster in one of states (default: not terminating) tagged with run_id (and task).
+-- A cluster the caller may not describe (a policy scoped to the clusters flowrun tags) is not
+-- ours: it is passed over.
 function M.find_cluster(q)
   assert(q.run_id, "emr.find_cluster: run_id is required")
   for page in aws().paginate("emr", "ListClusters", {ClusterStates = q.states or M.ACTIVE}) do
     for _, c in ipairs(page.Clusters or {}) do
       if not q.name or c.Name == q.name then
-        local full = M.describe(c.Id)
-        local tags = tags_of(full)
+        local ok, full = pcall(M.describe, c.Id)
+        if not ok and not (type(full) == "table" and (full.code == "aws.AccessDeniedException"
+                                                   or full.code == "aws.AccessDenied")) then
+          error(full, 0)
+        end
+        local tags = ok and tags_of(full) or {}
         if tags[M.TAG_RUN] == q.run_id and (not q.task or tags[M.TAG_TASK] == q.task) then
           return full
         end
@@ -64,6 +91,12 @@ function M.find_cluster(q)
     end
   end
   return nil
+end
+
+-- q.cluster: the clusters looked at (declare.tagged(workflow))
+function M.iam.find_cluster(q)
+  return D().join(D().unscoped("EmrList", "elasticmapreduce:ListClusters",
+    "ListClusters takes no resource"), M.iam.describe(q and q.cluster))
 end
 
 local function ctx_of(opts)
@@ -126,6 +159,22 @@ function M.create_cluster(spec, opts)
   end
 end
 
+-- opts.workflow: the tag value the cluster gets (create_cluster's workflow), which the actions
+-- on it are then conditioned on; opts.instance_profile_role: the role in spec.JobFlowRole's
+-- instance profile (default: the role of the profile's name, as EMR_EC2_DefaultRole is made).
+function M.iam.create_cluster(spec, opts)
+  opts = opts or {}
+  local d = D()
+  local tag = opts.workflow and {StringEquals = {["aws:RequestTag/" .. M.TAG_WORKFLOW] = opts.workflow}}
+  local profile = spec.JobFlowRole and (spec.JobFlowRole:match("instance%-profile/(.+)$") or spec.JobFlowRole)
+  return d.join(M.iam.find_cluster{cluster = opts.workflow and d.tagged(opts.workflow)},
+    d.grant("EmrCreateCluster", "elasticmapreduce:RunJobFlow", "*", {condition = tag,
+      why = "RunJobFlow takes no resource: the cluster does not exist yet" ..
+        (tag and "; it must carry the flowrun:workflow tag" or "")}),
+    d.pass_role("PassRolesToEmr", spec.ServiceRole, "elasticmapreduce.amazonaws.com"),
+    d.pass_role("PassRolesToEmrInstances", opts.instance_profile_role or profile, "ec2.amazonaws.com"))
+end
+
 -- wait_cluster(id, opts) -> cluster once WAITING or RUNNING. Fails (emr.cluster_failed) when
 -- the cluster terminates, with its StateChangeReason. opts: every, timeout, log.
 function M.wait_cluster(id, opts)
@@ -143,6 +192,8 @@ function M.wait_cluster(id, opts)
         timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
         name = "EMR cluster " .. id, log = opts.log})
 end
+
+function M.iam.wait_cluster(c) return M.iam.describe(c) end
 
 -- spark_step{name, script, args, conf, deploy_mode = "cluster", action_on_failure =
 -- "CONTINUE", submit_args} -> a step for add_steps: command-runner.jar running spark-submit.
@@ -193,6 +244,10 @@ function M.add_steps(id, steps, opts)
     log(opts, "AddJobFlowSteps failed (" .. tostring(ids.code) .. "), checking the cluster's steps")
     flow.sleep(math.random() * math.min(2 ^ (attempt - 1), 20))
   end
+end
+
+function M.iam.add_steps(c)
+  return on_cluster({"elasticmapreduce:ListSteps", "elasticmapreduce:AddJobFlowSteps"}, c)
 end
 
 function M._add_steps_once(id, steps, opts)
@@ -251,6 +306,11 @@ function M.step_stderr_tail(cluster, step, opts)
   return M.log_tail(candidates, opts)
 end
 
+-- the cluster is described for its LogUri; the logs are read below opts.log_uri
+function M.iam.step_stderr_tail(c, opts)
+  return D().join(M.iam.describe(c), M.iam.log_tail({D().under(opts and opts.log_uri)}))
+end
+
 -- log_tail(uris, opts) -> the last lines of the first of uris that exists in S3 (gunzipped when
 -- gzip), and its uri; or nil. opts.log_wait: seconds to poll for it (logs reach S3 minutes
 -- after the end), every 15 s; tail_lines (20); log. Cancellation propagates.
@@ -258,11 +318,17 @@ function M.log_tail(candidates, opts)
   opts = opts or {}
   local s3 = require "s3"
   if #candidates == 0 then return nil end
+  -- a log not there yet is NoSuchKey (or AccessDenied for a caller who may not list the
+  -- bucket: S3 hides missing keys from those); the last other refusal is said at the end
+  local refused
   local function try()
     for _, uri in ipairs(candidates) do
       local ok, body = pcall(s3.get, uri)
       if ok and body then return body, uri end
       if not ok and flow.cancelled(body) then error(body, 0) end
+      if not ok and type(body) == "table" and body.code ~= "aws.NoSuchKey" then
+        refused = uri .. ": " .. tostring(body)
+      end
     end
     return nil, "no stderr yet"
   end
@@ -274,10 +340,20 @@ function M.log_tail(candidates, opts)
   else
     body, uri = try()
   end
-  if not body then return nil end
+  if not body then
+    if refused then log(opts, "step log not read: " .. refused) end
+    return nil
+  end
   local text = maybe_gunzip(body)
   if not text then return nil, uri end
   return tail(text, opts.tail_lines or 20), uri
+end
+
+-- locations: s3:// patterns the logs are read from (declare.under(log_uri))
+function M.iam.log_tail(locations)
+  local out = {}
+  for _, l in ipairs(locations or {}) do out = D().join(out, require("s3").iam.get(l)) end
+  return out
 end
 
 local function step_failed(id, step, opts)
@@ -340,6 +416,15 @@ function M.wait_step(id, step_id, opts)
   error(err, 0)
 end
 
+-- a failure describes the cluster (its LogUri) and reads the step's stderr below opts.log_uri;
+-- a cancelled wait cancels the step
+function M.iam.wait_step(c, step_id, opts)
+  opts = opts or {}
+  local actions = {"elasticmapreduce:DescribeStep", "elasticmapreduce:DescribeCluster"}
+  if opts.cancel_on_cancel ~= false then actions[#actions + 1] = "elasticmapreduce:CancelSteps" end
+  return D().join(on_cluster(actions, c), M.iam.log_tail({D().under(opts.log_uri)}))
+end
+
 -- terminate(id, opts) -> final state ("TERMINATED" or "TERMINATED_WITH_ERRORS"). Idempotent:
 -- a cluster already terminating is only waited for. Waits for the end (opts.wait = false does
 -- not). opts: every, timeout, log.
@@ -363,6 +448,10 @@ function M.terminate(id, opts)
   end, {every = opts.every or M.WAIT_DEFAULTS.every,
         timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
         name = "EMR cluster " .. id .. " termination", log = opts.log})
+end
+
+function M.iam.terminate(c)
+  return on_cluster({"elasticmapreduce:DescribeCluster", "elasticmapreduce:TerminateJobFlows"}, c)
 end
 
 return M

@@ -31,7 +31,36 @@ M.JOB_REUSABLE = {SUBMITTED = true, PENDING = true, SCHEDULED = true, RUNNING = 
 M.APP_GONE = {TERMINATED = true}
 -- botocore has no waiters for EMR Serverless; the console polls every 30 s
 M.WAIT_DEFAULTS = {every = 30, timeout = 60 * 60}
-M.TAG_RUN, M.TAG_TASK = "flowrun:run-id", "flowrun:task"
+M.TAG_RUN, M.TAG_TASK, M.TAG_WORKFLOW = "flowrun:run-id", "flowrun:task", "flowrun:workflow"
+
+-- IAM: M.iam.<operator>(args) -> the grants the operator may need on any of its paths (see
+-- flowrun.iam.declare). An application id that is nil (found by name or created during the run)
+-- is any application; job runs are those a workflow started (opts.workflow: the
+-- flowrun:workflow tag start_job_run puts on them), or any.
+M.iam = {}
+local function D() return require "flowrun.iam.declare" end
+local APP_WHY = "the application is found by name or created during the run: its id is not " ..
+  "known before, and one found by name carries no flowrun tag"
+
+local function on_app(actions, id)
+  local d = D()
+  if id and id ~= "" then
+    return d.grant("EmrServerlessApplication", actions, d.arn("emr-serverless", "/applications/" .. id))
+  end
+  return d.grant("EmrServerlessApplications", actions, d.arn("emr-serverless", "/applications/*"),
+    {why = APP_WHY})
+end
+
+local function on_job_runs(actions, app_id, opts)
+  local d = D()
+  local res = d.arn("emr-serverless", "/applications/" .. ((app_id and app_id ~= "") and app_id or "*") ..
+    "/jobruns/*")
+  if opts and opts.workflow then
+    return d.grant("EmrServerlessJobRunsOfThisWorkflow", actions, res,
+      {condition = {StringEquals = {["aws:ResourceTag/" .. M.TAG_WORKFLOW] = opts.workflow}}})
+  end
+  return d.grant("EmrServerlessJobRuns", actions, res, {why = "job runs are made during the run"})
+end
 
 -- client_token(run_id, task) -> a token StartJobRun accepts ([A-Za-z0-9._-], at most 64):
 -- the same for every attempt of a task in a run, and only for it.
@@ -48,6 +77,8 @@ function M.get_application(id)
   end
   return svc().get_application{applicationId = id}.application
 end
+
+function M.iam.get_application(id) return on_app("emr-serverless:GetApplication", id) end
 
 -- ensure_application{id | name, release_label, type = "SPARK", idle_minutes = 15, tags}
 -- -> {id, name, state, created = bool}. A given id must exist (and not be terminated); a name
@@ -93,6 +124,13 @@ function M.ensure_application(spec, opts)
   return {id = r.applicationId, name = spec.name, state = "CREATING", created = true}
 end
 
+function M.iam.ensure_application(spec)
+  if spec.id and spec.id ~= "" then return M.iam.get_application(spec.id) end
+  return D().join(D().unscoped("EmrServerlessCreate",
+    {"emr-serverless:ListApplications", "emr-serverless:CreateApplication"},
+    "ListApplications and CreateApplication take no resource (the application does not exist yet)"))
+end
+
 -- start_application(id, opts) -> true when this call started it (it was CREATED or STOPPED),
 -- false when it was already starting or started. Does not wait (job runs queue meanwhile);
 -- opts.wait = true waits for STARTED.
@@ -120,6 +158,10 @@ function M.start_application(id, opts)
   return started
 end
 
+function M.iam.start_application(id)
+  return on_app({"emr-serverless:GetApplication", "emr-serverless:StartApplication"}, id)
+end
+
 -- wait_application(id, state, opts) -> the application once in state. Fails when it is
 -- terminated. opts: every, timeout, log.
 function M.wait_application(id, want, opts)
@@ -135,6 +177,8 @@ function M.wait_application(id, want, opts)
   end, {every = opts.every or M.WAIT_DEFAULTS.every, timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
         name = "EMR Serverless application " .. id, log = opts.log})
 end
+
+function M.iam.wait_application(id) return M.iam.get_application(id) end
 
 -- stop_application(id, opts) -> final state. Waits for the application's job runs named in
 -- opts.job_runs to end first (StopApplication refuses while they run), then for STOPPED unless
@@ -152,6 +196,13 @@ function M.stop_application(id, opts)
   end
   if opts.wait == false then return "STOPPING" end
   return M.wait_application(id, "STOPPED", opts).state
+end
+
+-- opts.job_runs: true when job runs are waited for (and cancelled with opts.cancel) first
+function M.iam.stop_application(id, opts)
+  opts = opts or {}
+  return D().join(on_app({"emr-serverless:GetApplication", "emr-serverless:StopApplication"}, id),
+    opts.job_runs and M.iam.wait_job_run_done(id, nil, opts) or nil)
 end
 
 local function job_name_matches(run, name)
@@ -175,6 +226,8 @@ function M.find_job_run(app_id, name)
   end
   return best
 end
+
+function M.iam.find_job_run(app_id) return on_app("emr-serverless:ListJobRuns", app_id) end
 
 -- start_job_run(app_id, job, opts) -> {job_run_id, application_id, started = bool}.
 -- job: name, execution_role, entry_point, args, conf (spark --conf pairs), submit (more
@@ -208,6 +261,7 @@ function M.start_job_run(app_id, job, opts)
   for k, v in pairs(job.tags or {}) do tags[k] = v end
   if ctx.run_id then tags[M.TAG_RUN] = ctx.run_id end
   if ctx.task then tags[M.TAG_TASK] = ctx.task end
+  if ctx.workflow then tags[M.TAG_WORKFLOW] = ctx.workflow end
   local req = {
     applicationId = app_id, clientToken = token, executionRoleArn = job.execution_role,
     name = job.name, tags = next(tags) and tags or nil,
@@ -225,8 +279,17 @@ function M.start_job_run(app_id, job, opts)
   return {job_run_id = r.jobRunId, application_id = app_id, started = true}
 end
 
+function M.iam.start_job_run(app_id, job)
+  return D().join(M.iam.find_job_run(app_id), on_app("emr-serverless:StartJobRun", app_id),
+    D().pass_role("PassRoleToEmrServerless", job and job.execution_role, "emr-serverless.amazonaws.com"))
+end
+
 function M.get_job_run(app_id, run_id)
   return svc().get_job_run{applicationId = app_id, jobRunId = run_id}.jobRun
+end
+
+function M.iam.get_job_run(app_id, run_id, opts)
+  return on_job_runs("emr-serverless:GetJobRun", app_id, opts)
 end
 
 -- The tail of a job run's driver stderr, from its S3 log location, or nil.
@@ -266,6 +329,10 @@ function M.cancel_job_run(app_id, run_id, opts)
   return ok
 end
 
+function M.iam.cancel_job_run(app_id, run_id, opts)
+  return on_job_runs("emr-serverless:CancelJobRun", app_id, opts)
+end
+
 -- wait_job_run(app_id, run_id, opts) -> the job run once SUCCESS. FAILED and CANCELLED raise
 -- emr_serverless.job_failed with stateDetails and, for FAILED, the tail of the driver's stderr
 -- (opts.log_wait: how long to wait for it to reach S3). Cancelling the waiting task cancels
@@ -290,6 +357,15 @@ function M.wait_job_run(app_id, run_id, opts)
   error(err, 0)
 end
 
+-- a failure reads the driver's stderr below opts.log_uri; a cancelled wait cancels the job run
+function M.iam.wait_job_run(app_id, run_id, opts)
+  opts = opts or {}
+  local actions = {"emr-serverless:GetJobRun"}
+  if opts.cancel_on_cancel ~= false then actions[2] = "emr-serverless:CancelJobRun" end
+  return D().join(on_job_runs(actions, app_id, opts),
+    require("emr").iam.log_tail({D().under(opts.log_uri)}))
+end
+
 -- wait_job_run_done(app_id, run_id, opts) -> final state; cancels the run first when
 -- opts.cancel is true and it has not ended.
 function M.wait_job_run_done(app_id, run_id, opts)
@@ -303,6 +379,12 @@ function M.wait_job_run_done(app_id, run_id, opts)
     return nil, r.state
   end, {every = opts.every or M.WAIT_DEFAULTS.every, timeout = opts.timeout or M.WAIT_DEFAULTS.timeout,
         name = "EMR Serverless job run " .. run_id, log = opts.log})
+end
+
+function M.iam.wait_job_run_done(app_id, run_id, opts)
+  local actions = {"emr-serverless:GetJobRun"}
+  if opts and opts.cancel then actions[2] = "emr-serverless:CancelJobRun" end
+  return on_job_runs(actions, app_id, opts)
 end
 
 return M

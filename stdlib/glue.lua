@@ -8,6 +8,18 @@ local M = {}
 
 local function aws() return require "aws" end
 
+-- IAM: Glue authorizes an action on every level of the catalog path: the catalog, the database
+-- and the table (Glue's ARNs spell names in lower case).
+M.iam = {}
+local function D() return require "flowrun.iam.declare" end
+local function path(db, name)
+  local d = D()
+  local out = {d.arn("glue", "catalog")}
+  if db then out[2] = d.arn("glue", "database/" .. db:lower()) end
+  if db and name then out[3] = d.arn("glue", "table/" .. db:lower() .. "/" .. name:lower()) end
+  return out
+end
+
 local function not_found(err)
   return type(err) == "table" and err.code == "aws.EntityNotFoundException"
 end
@@ -21,6 +33,8 @@ function M.get_table(database, name)
   if not_found(r) then return nil end
   error(r, 0)
 end
+
+function M.iam.get_table(db, name) return D().grant("GlueCatalog", "glue:GetTable", path(db, name or "*")) end
 
 function M.get_database(name)
   local ok, r = pcall(function() return aws().glue.get_database{Name = name} end)
@@ -45,6 +59,12 @@ function M.ensure_database(name, opts)
     error(err, 0)
   end
   return {name = name, created = true}
+end
+
+function M.iam.get_database(name) return D().grant("GlueCatalog", "glue:GetDatabase", path(name)) end
+
+function M.iam.ensure_database(name)
+  return D().join(M.iam.get_database(name), D().grant("GlueCatalog", "glue:CreateDatabase", path(name)))
 end
 
 function M.is_iceberg(t)

@@ -18,6 +18,16 @@ local operator = require "flow.operator"
 
 local M = {}
 
+-- IAM: the table from Glue, its metadata file from S3 (opts.location: where the table's files
+-- are, e.g. declare.under(warehouse_uri); a metadata file that is missing reads as AccessDenied
+-- without s3:ListBucket there).
+M.iam = {}
+function M.iam.metadata(database, name, opts)
+  local D = require "flowrun.iam.declare"
+  return D.join(glue.iam.get_table(database, name),
+    opts and opts.location and s3.iam.get(opts.location) or nil)
+end
+
 -- metadata(database, table) -> metadata (the decoded JSON), glue table; nil when the table
 -- does not exist in Glue. A Glue table that is not Iceberg raises iceberg.metadata.
 function M.metadata(database, name)

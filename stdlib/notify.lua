@@ -21,6 +21,13 @@ local function aws() return require "aws" end
 
 local fail = operator.fail
 
+-- IAM: SNS's Publish on the topic; a webhook needs none.
+M.iam = {}
+function M.iam.sns(topic_arn)
+  if topic_arn == nil or topic_arn == "" then return {} end
+  return require("flowrun.iam.declare").grant("NotifyTopic", "sns:Publish", topic_arn)
+end
+
 -- SNS subjects: at most 100 printable ASCII characters, no line breaks.
 local function subject_of(s)
   s = tostring(s or ""):gsub("[\r\n\t]", " "):gsub("[^\32-\126]", "?")
@@ -43,7 +50,7 @@ function M.sns(topic_arn, msg)
   return r.MessageId
 end
 
--- webhook(url, payload, opts) -> HTTP status. payload: a table sent as JSON (Slack's
+-- webhook(url, payload, opts) -> HTTP status. (No AWS: nothing to declare.) payload: a table sent as JSON (Slack's
 -- {text = ...}), or a string (sent as {"text": s}). opts: timeout (10 s), attempts (3: a 429,
 -- a 5xx or a transfer error is tried again after 1, then 2 seconds).
 function M.webhook(url, payload, opts)
@@ -114,10 +121,13 @@ end
 
 -- on_failure{topic_arn, webhook} -> hook(ctx, err): sends the failure to each target that is
 -- set (a value, or a function of ctx); both are tried; a target that fails raises after the
--- other was tried (the engine logs a failing hook and goes on).
+-- other was tried (the engine logs a failing hook and goes on). The hook declares its IAM use
+-- (SNS's Publish on the topic the parameters name): `flowrun iam` finds it on the workflow.
 function M.on_failure(opts)
   opts = opts or {}
-  return function(ctx, err)
+  local D = require "flowrun.iam.declare"
+  return D.declared(function(ctx) return M.iam.sns(value(opts.topic_arn, ctx)) end,
+    function(ctx, err)
     local topic, hook = value(opts.topic_arn, ctx), value(opts.webhook, ctx)
     if not topic and not hook then return end
     local subject, text = M.failure_text(ctx, err)
@@ -140,7 +150,7 @@ function M.on_failure(opts)
       error(fail("notify.failed", "the failure notification was not sent: " ..
         table.concat(failures, "; ")), 0)
     end
-  end
+  end)
 end
 
 return M

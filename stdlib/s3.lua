@@ -12,6 +12,11 @@ local M = {}
 
 local function aws() return require "aws" end
 
+-- IAM: M.iam.<operator>(uri) -> the grants it needs; uri may end in * (declare.under(uri):
+-- everything below a location).
+M.iam = {}
+local function D() return require "flowrun.iam.declare" end
+
 -- parse("s3://bucket/key") -> bucket, key ("" for the bucket itself)
 function M.parse(uri, key)
   if key ~= nil then return uri, key end
@@ -37,6 +42,8 @@ function M.put(uri, body, opts)
   return {etag = r and r.ETag, uri = M.uri(b, k)}
 end
 
+function M.iam.put(uri) return D().grant("S3Write", "s3:PutObject", D().s3_object(uri)) end
+
 -- put_file(uri, path, opts) -> {etag, uri, size}: uploads a local file.
 function M.put_file(uri, path, opts)
   local f, err = io.open(path, "rb")
@@ -51,12 +58,16 @@ function M.put_file(uri, path, opts)
   return r
 end
 
+M.iam.put_file = M.iam.put
+
 -- get(uri) -> body (string). Raises the AWS error (aws.NoSuchKey ...) when missing.
 function M.get(uri, key)
   local b, k = M.parse(uri, key)
   local r = aws().s3.get_object{Bucket = b, Key = k}
   return r.Body
 end
+
+function M.iam.get(uri) return D().grant("S3Read", "s3:GetObject", D().s3_object(uri)) end
 
 -- head(uri) -> metadata table, or nil when the object does not exist.
 function M.head(uri, key)
@@ -69,6 +80,9 @@ function M.head(uri, key)
   return {size = tonumber(r.ContentLength), etag = r.ETag, last_modified = r.LastModified,
           content_type = r.ContentType}
 end
+
+-- a missing object is told (404, so nil) only to a caller who may list the bucket
+function M.iam.head(uri) return D().join(M.iam.get(uri), M.iam.list(uri)) end
 
 -- list(uri, opts) -> list of {key, size, etag, last_modified, uri} for every object under the
 -- prefix, all pages. opts.max (stop after so many).
@@ -84,6 +98,15 @@ function M.list(uri, opts)
     end
   end
   return out
+end
+
+-- ListObjectsV2 is s3:ListBucket on the bucket, narrowed by the s3:prefix condition
+function M.iam.list(uri)
+  local d = D()
+  local _, k = d.s3(uri)
+  if not k:match("%*$") then k = k .. "*" end
+  return d.grant("S3List", "s3:ListBucket", d.s3_bucket(uri),
+    {condition = k ~= "*" and {StringLike = {["s3:prefix"] = k}} or nil})
 end
 
 -- wait_for_prefix(uri, opts) -> objects under the prefix once there are at least
@@ -104,5 +127,7 @@ function M.wait_for_prefix(uri, opts)
   end, {every = opts.every or 30, timeout = opts.timeout or 30 * 60,
         name = "S3 prefix " .. uri, log = opts.log})
 end
+
+M.iam.wait_for_prefix = function(uri) return M.iam.list(uri) end
 
 return M

@@ -12,6 +12,18 @@ local M = {}
 
 local function aws() return require "aws" end
 
+-- IAM: GetSecretValue on the secret (a name matches its ARN with Secrets Manager's six-character
+-- suffix). A secret encrypted with a customer managed KMS key also needs kms:Decrypt on it.
+M.iam = {}
+function M.iam.get_string(secret_id)
+  local D = require "flowrun.iam.declare"
+  if secret_id == nil or secret_id == "" then return {} end
+  local arn = secret_id:match("^arn:") and secret_id or D.arn("secretsmanager", "secret:" .. secret_id .. "-??????")
+  return D.grant("Secret", "secretsmanager:GetSecretValue", arn)
+end
+M.iam.get_json = M.iam.get_string
+M.iam.pg_conninfo = M.iam.get_string
+
 -- get_string(secret_id) -> SecretString
 function M.get_string(secret_id)
   if type(secret_id) ~= "string" or secret_id == "" then

@@ -25,6 +25,10 @@
 -- crash never creates a second cluster or step. A failed task is told to notify_topic_arn (SNS)
 -- and/or notify_webhook (Slack-compatible; a secret parameter). Every setting is a parameter (a
 -- vars file; `terraform output -json` works as it is).
+--
+-- Each task's `iam` option names the operators it calls on what, with the same parameters, so
+-- that `flowrun iam workflows/dms_to_emr.lua --vars-file F` prints the policy its runs need
+-- (the operators declare the actions of every path: failure, cancellation, resume).
 local flow = require "flow"
 local json = require "json"
 local dms = require "dms"
@@ -36,6 +40,7 @@ local secrets = require "secrets"
 local iceberg = require "iceberg"
 local emr_serverless = require "emr_serverless"
 local notify = require "notify"
+local D = require "flowrun.iam.declare"
 
 local REQUIRED = require("flow.workflow").REQUIRED
 local here = (debug.getinfo(1, "S").source:match("^@(.*)$") or ""):match("^(.*)/[^/]*$") or "."
@@ -171,7 +176,11 @@ end
 
 -- 1. Pre-flight: the source answers, every table exists; row counts, primary keys and column
 -- types are recorded for the later checks and the Spark job.
-wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m"}, function(ctx)
+wf:task("preflight", {retries = 2, retry_delay = "10s", timeout = "5m", iam = function(ctx)
+  local p = ctx.params
+  if nonempty(p.source_conninfo) then return {} end
+  return secrets.iam.pg_conninfo(p.source_secret_id)
+end}, function(ctx)
   local p = ctx.params
   for name, ok in pairs(CHOICES) do
     if not ok[p[name]] then
@@ -248,7 +257,8 @@ end)
 
 -- 2-3. DMS. A full load (mode full, or the first incremental run) is started and waited for;
 -- a task that already streams changes (incremental) is left alone and checked instead.
-wf:task("start_dms", {after = "preflight", retries = 2, retry_delay = "30s"}, function(ctx)
+wf:task("start_dms", {after = "preflight", retries = 2, retry_delay = "30s",
+  iam = function(ctx) return dms.iam.start_task(ctx.params.dms_task_arn) end}, function(ctx)
   local p = ctx.params
   local arn = p.dms_task_arn
   if p.mode == "incremental" then
@@ -281,7 +291,11 @@ wf:task("start_dms", {after = "preflight", retries = 2, retry_delay = "30s"}, fu
   return r
 end)
 
-wf:task("wait_dms", {after = "start_dms"}, function(ctx)
+wf:task("wait_dms", {after = "start_dms", iam = function(ctx)
+  local p = ctx.params
+  return D.join(p.mode == "incremental" and dms.iam.check_cdc(p.dms_task_arn) or nil,
+    dms.iam.wait_task(p.dms_task_arn, {stop_on_cancel = true}))
+end}, function(ctx)
   local p = ctx.params
   local started = ctx.results.start_dms
   local cdc_task = started.migration_type ~= "full-load"
@@ -305,7 +319,11 @@ end)
 
 -- 4. The raw zone: Parquet under each table's prefix; after a load, DMS's row counts equal the
 -- source's.
-wf:task("check_raw", {after = "wait_dms", retries = 2, retry_delay = "30s"}, function(ctx)
+wf:task("check_raw", {after = "wait_dms", retries = 2, retry_delay = "30s", iam = function(ctx)
+  local p = ctx.params
+  return D.join(s3.iam.list(D.under(p.raw_uri)),
+    p.check_row_counts and dms.iam.table_statistics(p.dms_task_arn) or nil)
+end}, function(ctx)
   local p = ctx.params
   local pre = ctx.results.preflight
   local empty, files = {}, {}
@@ -342,13 +360,16 @@ wf:task("check_raw", {after = "wait_dms", retries = 2, retry_delay = "30s"}, fun
 end)
 
 -- 5. The Spark job goes to S3 (editing the job is editing the file: it is sent on every run).
-wf:task("upload_job", {after = "preflight", retries = 2, retry_delay = "10s"}, function(ctx)
+wf:task("upload_job", {after = "preflight", retries = 2, retry_delay = "10s", iam = function(ctx)
+  return s3.iam.put_file(prefix_uri(ctx.params.artifacts_uri) .. "jobs/raw_to_iceberg.py")
+end}, function(ctx)
   local base = prefix_uri(ctx.params.artifacts_uri)
   local script = s3.put_file(base .. "jobs/raw_to_iceberg.py", here .. "/jobs/raw_to_iceberg.py")
   return {script = script.uri}
 end)
 
-wf:task("glue_database", {after = "preflight", retries = 2, retry_delay = "10s"}, function(ctx)
+wf:task("glue_database", {after = "preflight", retries = 2, retry_delay = "10s",
+  iam = function(ctx) return glue.iam.ensure_database(ctx.params.glue_database) end}, function(ctx)
   return glue.ensure_database(ctx.params.glue_database,
     {description = "Iceberg tables loaded by flowrun dms_to_emr"})
 end)
@@ -357,7 +378,18 @@ end)
 -- the job is to apply. A load takes the load files and the changes DMS wrote since that load
 -- started; a merge takes the CDC files after the bookmark. Written with the table types and
 -- keys as this run's job configuration.
-wf:task("plan", {after = {"check_raw", "glue_database"}, retries = 2, retry_delay = "30s"},
+wf:task("plan", {after = {"check_raw", "glue_database"}, retries = 2, retry_delay = "30s",
+  iam = function(ctx)
+    local p = ctx.params
+    local g = D.join(s3.iam.list(D.under(p.raw_uri)),
+      s3.iam.put(prefix_uri(p.artifacts_uri) .. "runs/*"))
+    for _, full in ipairs(p.tables) do
+      local _, name = split_name(full)
+      g = D.join(g, iceberg.iam.metadata(p.glue_database, name:lower(),
+                                         {location = D.under(p.warehouse_uri)}))
+    end
+    return g
+  end},
   function(ctx)
   local p = ctx.params
   local pre, dmsr = ctx.results.preflight, ctx.results.wait_dms
@@ -436,7 +468,19 @@ local function create_cluster(ctx)
                                    workflow = ctx.workflow, log = ctx.log})
 end
 
-wf:task("create_cluster", {after = "preflight", retries = 3, retry_delay = "20s"}, function(ctx)
+-- what create_cluster needs: the roles it hands EMR, and the tag its clusters carry
+local function create_cluster_iam(ctx)
+  local p = ctx.params
+  return emr.iam.create_cluster({ServiceRole = p.service_role, JobFlowRole = p.job_flow_role},
+                                {workflow = ctx.workflow})
+end
+
+local function on_cluster(ctx) return ctx.params.compute == "cluster" end
+
+wf:task("create_cluster", {after = "preflight", retries = 3, retry_delay = "20s", iam = function(ctx)
+  if not on_cluster(ctx) or ctx.params.start_cluster ~= "early" then return {} end
+  return create_cluster_iam(ctx)
+end}, function(ctx)
   if ctx.params.compute ~= "cluster" then return {skipped = true} end
   if ctx.params.start_cluster == "after_dms" then
     ctx.log("start_cluster = after_dms: the cluster is created once the raw zone is good")
@@ -451,7 +495,11 @@ local function cluster_id(ctx)
   return (c and c.cluster_id) or (w and w.cluster_id)
 end
 
-wf:task("wait_cluster", {after = {"create_cluster", "check_raw", "plan"}}, function(ctx)
+wf:task("wait_cluster", {after = {"create_cluster", "check_raw", "plan"}, iam = function(ctx)
+  if not on_cluster(ctx) then return {} end
+  return D.join(emr.iam.wait_cluster(D.tagged(ctx.workflow)),
+    ctx.params.start_cluster == "after_dms" and create_cluster_iam(ctx) or nil)
+end}, function(ctx)
   if ctx.results.create_cluster.skipped then return {skipped = true} end
   local id = cluster_id(ctx)
   if ctx.results.plan.empty then
@@ -488,7 +536,9 @@ local function job_args(ctx)
 end
 
 wf:task("add_step", {after = {"wait_cluster", "plan", "upload_job"}, retries = 2,
-                     retry_delay = "30s"}, function(ctx)
+                     retry_delay = "30s", iam = function(ctx)
+  return on_cluster(ctx) and emr.iam.add_steps(D.tagged(ctx.workflow)) or {}
+end}, function(ctx)
   if ctx.results.wait_cluster.skipped or ctx.results.plan.empty then return {skipped = true} end
   local step = emr.spark_step{
     name = "raw_to_iceberg " .. ctx.run_id, script = ctx.results.upload_job.script,
@@ -498,7 +548,10 @@ wf:task("add_step", {after = {"wait_cluster", "plan", "upload_job"}, retries = 2
   return {step_id = ids[1]}
 end)
 
-wf:task("wait_step", {after = "add_step"}, function(ctx)
+wf:task("wait_step", {after = "add_step", iam = function(ctx)
+  if not on_cluster(ctx) then return {} end
+  return emr.iam.wait_step(D.tagged(ctx.workflow), nil, {log_uri = ctx.params.log_uri})
+end}, function(ctx)
   if ctx.results.add_step.skipped then return {skipped = true} end
   local step = emr.wait_step(cluster_id(ctx), ctx.results.add_step.step_id, {
     timeout = ctx.params.step_timeout, every = ctx.params.emr_poll_every, log = ctx.log,
@@ -513,7 +566,11 @@ end)
 -- tags.
 wf:task("terminate_cluster", {after = {"create_cluster", "wait_cluster", "wait_step"},
                               cleanup = true, undoes = "create_cluster", retries = 5,
-                              retry_delay = "20s"}, function(ctx)
+                              retry_delay = "20s", iam = function(ctx)
+  if not on_cluster(ctx) then return {} end
+  local mine = D.tagged(ctx.workflow)
+  return D.join(emr.iam.find_cluster{cluster = mine}, emr.iam.terminate(mine))
+end}, function(ctx)
   if ctx.params.compute ~= "cluster" then return {terminated = false} end
   local id = cluster_id(ctx)
   if not id then
@@ -539,7 +596,14 @@ local function serverless_conf(p)
   return c
 end
 
-wf:task("serverless_app", {after = "preflight", retries = 3, retry_delay = "20s"}, function(ctx)
+local function serverless_app_id(ctx) return nonempty(ctx.params.serverless_application_id) end
+
+wf:task("serverless_app", {after = "preflight", retries = 3, retry_delay = "20s", iam = function(ctx)
+  if ctx.params.compute ~= "serverless" then return {} end
+  local id = serverless_app_id(ctx)
+  return D.join(emr_serverless.iam.ensure_application{id = id},
+    ctx.params.start_cluster == "early" and emr_serverless.iam.start_application(id) or nil)
+end}, function(ctx)
   local p = ctx.params
   if p.compute ~= "serverless" then return {skipped = true} end
   local app = emr_serverless.ensure_application({id = nonempty(p.serverless_application_id),
@@ -554,7 +618,12 @@ wf:task("serverless_app", {after = "preflight", retries = 3, retry_delay = "20s"
 end)
 
 wf:task("start_job", {after = {"serverless_app", "plan", "upload_job"}, retries = 2,
-                      retry_delay = "30s"}, function(ctx)
+                      retry_delay = "30s", iam = function(ctx)
+  if ctx.params.compute ~= "serverless" then return {} end
+  local id = serverless_app_id(ctx)
+  return D.join(emr_serverless.iam.start_application(id), emr_serverless.iam.start_job_run(id,
+    {execution_role = ctx.params.serverless_execution_role}))
+end}, function(ctx)
   local p = ctx.params
   local app = ctx.results.serverless_app
   if app.skipped or ctx.results.plan.empty then return {skipped = true} end
@@ -575,7 +644,11 @@ wf:task("start_job", {after = {"serverless_app", "plan", "upload_job"}, retries 
   return r
 end)
 
-wf:task("wait_job", {after = "start_job"}, function(ctx)
+wf:task("wait_job", {after = "start_job", iam = function(ctx)
+  if ctx.params.compute ~= "serverless" then return {} end
+  return emr_serverless.iam.wait_job_run(serverless_app_id(ctx), nil,
+    {log_uri = ctx.params.log_uri, workflow = ctx.workflow})
+end}, function(ctx)
   local s = ctx.results.start_job
   if s.skipped then return {skipped = true} end
   local run = emr_serverless.wait_job_run(s.application_id, s.job_run_id, {
@@ -587,7 +660,13 @@ end)
 -- Cleanup: an application this run started is stopped (after a job run of this run that is
 -- still going is cancelled: nothing waits for it any more); one it found running is left so.
 wf:task("stop_app", {after = {"serverless_app", "start_job", "wait_job"}, cleanup = true,
-                     undoes = "start_job", retries = 5, retry_delay = "20s"}, function(ctx)
+                     undoes = "start_job", retries = 5, retry_delay = "20s", iam = function(ctx)
+  if ctx.params.compute ~= "serverless" then return {} end
+  local id = serverless_app_id(ctx)
+  local runs = {workflow = ctx.workflow, cancel = true, job_runs = true}
+  return D.join(emr_serverless.iam.find_job_run(id),
+    emr_serverless.iam.wait_job_run_done(id, nil, runs), emr_serverless.iam.stop_application(id, runs))
+end}, function(ctx)
   local app, job = ctx.results.serverless_app, ctx.results.start_job
   if not app or app.skipped then return {stopped = false} end
   local runs = {}
@@ -612,7 +691,21 @@ end)
 
 -- 11. The Iceberg tables are in Glue; with Athena, their row counts equal the source's (in the
 -- incremental mode only with cdc_count_check: a live source moves on while the run runs).
-wf:task("verify", {after = {"wait_step", "wait_job"}, retries = 2, retry_delay = "30s"}, function(ctx)
+wf:task("verify", {after = {"wait_step", "wait_job"}, retries = 2, retry_delay = "30s", iam = function(ctx)
+  local p = ctx.params
+  local g, tables = {}, {}
+  for _, full in ipairs(p.tables) do
+    local _, name = split_name(full)
+    g = D.join(g, glue.iam.get_table(p.glue_database, name:lower()))
+    tables[#tables + 1] = {p.glue_database, name:lower()}
+  end
+  if nonempty(p.athena_workgroup) then
+    g = D.join(g, athena.iam.query(nil, {workgroup = p.athena_workgroup,
+      output_location = nonempty(p.athena_output_uri), tables = tables,
+      data = D.under(p.warehouse_uri)}))
+  end
+  return g
+end}, function(ctx)
   local p = ctx.params
   local strict = p.mode == "full" or p.cdc_count_check
   local out, bad = {}, {}

@@ -379,7 +379,11 @@ local function xml_error(resp)
   if (resp.body or "") == "" then return nil, nil, rid, true end
   local root = xml.decode(resp.body)
   if not root then return nil, nil, rid, false end
-  local err = local_name(root.name) == "Error" and root or child(root, "Error") or root
+  -- <Error> (S3), <ErrorResponse><Error> (query), <ErrorResponse><Errors><Error> (EC2 style,
+  -- and moto's IAM refusals for every protocol)
+  local errs = child(root, "Errors")
+  local err = local_name(root.name) == "Error" and root or child(root, "Error")
+    or (errs and child(errs, "Error")) or root
   local code = child(err, "Code")
   local msg = child(err, "Message")
   local r = child(err, "RequestId") or child(root, "RequestId")
@@ -396,6 +400,10 @@ function M.parse_error(svc, resp)
   local code, message, rid, readable
   if svc.protocol == "json" or svc.protocol == "rest-json" then
     code, message, rid, readable = json_error(resp)
+    -- an XML error from a JSON service: what an authorizing front end (moto's IAM check) sends
+    if not code and (resp.body or ""):match("^%s*<") then
+      code, message, rid, readable = xml_error(resp)
+    end
   else
     code, message, rid, readable = xml_error(resp)
   end

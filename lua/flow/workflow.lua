@@ -17,6 +17,9 @@
 --   on_success(ctx, result), on_failure(ctx, err), on_retry(ctx, err)   hooks; the workflow's
 --                    hooks of the same names run after the task's, for every task, and
 --                    on_finish(summary) once per run. A failing hook is logged, changes nothing.
+--   iam(ctx)         the AWS the task uses, for `flowrun iam`: the grants of the operators it
+--                    calls, from their declarations (dms.iam.start_task(ctx.params.arn), ...);
+--                    ctx has params and workflow only; false: the task uses no AWS
 -- fn(ctx): ctx.params, ctx.results.<task>, ctx.run_id, ctx.task, ctx.attempt, ctx.workflow,
 --   ctx.log(...), ctx.progress(pct, msg).
 --
@@ -44,7 +47,7 @@ local TASK_OPTS = {
   after = true, retries = true, retry_delay = true, retry_backoff = true,
   max_retry_delay = true, jitter = true, timeout = true, trigger = true, cleanup = true,
   on_failure = true, on_retry = true, on_success = true, retry_if = true, doc = true,
-  undoes = true,
+  undoes = true, iam = true,
 }
 local WF_OPTS = {
   name = true, params = true, max_active = true, defaults = true, doc = true,
@@ -258,6 +261,10 @@ local function check_task_opts(wf, name, opts, problem)
   if t.cleanup and t.trigger and t.trigger ~= "all_done" then
     problem("task %q: a cleanup task always runs once its upstreams are done; "
       .. "trigger %q cannot apply", name, t.trigger)
+  end
+  if t.iam ~= nil and t.iam ~= false and type(t.iam) ~= "function" then
+    problem("task %q: iam must be a function of ctx (or false), got %s", name, type(t.iam))
+    t.iam = nil
   end
   for _, h in ipairs { "on_failure", "on_retry", "on_success", "retry_if" } do
     if t[h] ~= nil and type(t[h]) ~= "function" then

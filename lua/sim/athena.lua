@@ -26,7 +26,7 @@ local function source_rows(w, src)
 end
 
 -- Plan the query's outcome when it is submitted: columns and rows, or an error.
-local function evaluate(w, sql, db)
+local function evaluate(w, sql, db, output)
   local s = sql:gsub("%s+", " "):gsub("^ ", ""):gsub(" ?;? ?$", "")
   local lower = s:lower()
   local n = lower:match("^select (%-?%d+)$")
@@ -46,6 +46,13 @@ local function evaluate(w, sql, db)
         "does not exist", tostring(tdb), tostring(tname)), error_type = 1006}
     end
     local ice = require("sim.iceberg").load(w, tdb, tname, true)
+    -- Athena reads the catalog and the table, and writes the results, with the caller's
+    -- permissions: a query the caller may not run that way fails
+    local denied = require("sim.iam").athena_access(w, tdb, tname,
+      t.Parameters and t.Parameters.metadata_location, output)
+    if denied then
+      return {error = "Permission denied on S3 or Glue: " .. denied, error_type = 1004}
+    end
     local n = ice and ice.meta and ice.count or source_rows(w, t.sim_source)
     return {columns = {alias}, types = {"bigint"}, rows = {{tostring(n)}}}
   end
@@ -102,7 +109,8 @@ function M.ops.StartQueryExecution(w, p)
     ResultConfiguration = {OutputLocation = out and (out:gsub("/$", "") .. "/" .. id .. ".csv")},
     WorkGroup = p.WorkGroup or "primary",
     Status = {State = "QUEUED", SubmissionDateTime = now},
-    sim_start = now, sim_result = evaluate(w, p.QueryString, ctx.Database),
+    sim_start = now, sim_result = evaluate(w, p.QueryString, ctx.Database,
+      out and (out:gsub("/$", "") .. "/" .. id .. ".csv")),
   }
   if p.ClientRequestToken then w.athena.tokens[p.ClientRequestToken] = id end
   return {QueryExecutionId = id}
@@ -127,6 +135,8 @@ function M.ops.GetQueryResults(w, p)
     error(util.fault("InvalidRequestException", "Query has not yet finished. Current state: " ..
       q.Status.State))
   end
+  local denied = require("sim.iam").athena_results(w, q.ResultConfiguration.OutputLocation)
+  if denied then error(denied) end
   local r = q.sim_result
   local all = {}
   local header = {}

@@ -19,6 +19,9 @@
 -- Durations (seconds, see sim/state.lua) can be changed by a seed, configure{durations = {...}}
 -- or FLOWRUN_SIM_DURATIONS='{"emr_step": 60}' (applied to a loaded state file too).
 --
+-- IAM: with a policy (configure{policy | policy_file}, FLOWRUN_SIM_POLICY, --sim-policy), every
+-- call is authorized first, as AWS does, and refused with an AccessDenied (sim/iam.lua).
+--
 -- Injected failures: configure{fail = {"emr.step", "emr.cluster", "dms.task", "dms.table",
 -- "dms.cdc", "dms.latency=900", "serverless.job", "lost=emr.RunJobFlow" (done, then answered 500
 -- once)}, throttle = 0.2}, or FLOWRUN_SIM_FAIL="emr.step,throttle=0.2".
@@ -90,7 +93,8 @@ local function default_options()
   o.record_file = os.getenv("FLOWRUN_SIM_RECORD")
   o.state_file = os.getenv("FLOWRUN_SIM_STATE")
   o.seed_file = os.getenv("FLOWRUN_SIM_SEED")
-  for _, k in ipairs {"record_file", "state_file", "seed_file"} do
+  o.policy_file = os.getenv("FLOWRUN_SIM_POLICY")
+  for _, k in ipairs {"record_file", "state_file", "seed_file", "policy_file"} do
     if o[k] == "" then o[k] = nil end
   end
   return o
@@ -175,7 +179,8 @@ local function load_world()
   M.save()
 end
 
--- (Re)configure the simulator. opts: fail (list or "a,b,throttle=p"), throttle, state_file,
+-- (Re)configure the simulator. opts: policy (a decoded IAM policy document) or policy_file (its
+-- JSON; also FLOWRUN_SIM_POLICY): every call is authorized against it (sim/iam.lua); fail (list or "a,b,throttle=p"), throttle, state_file,
 -- default_state_file (used when neither state_file nor FLOWRUN_SIM_STATE names one),
 -- seed_file, seed (a table, same shape as a seed file), durations, clock (function), no_default (start
 -- from an empty world instead of the demo world), random_seed.
@@ -194,6 +199,10 @@ function M.configure(opts)
   configured = true
   world = nil
   load_world()
+  local iam = require "sim.iam"
+  if cfg.policy then iam.set_policy(cfg.policy, "configure{policy}")
+  elseif cfg.policy_file then iam.load_policy(cfg.policy_file)
+  else iam.set_policy(nil) end
   return M
 end
 
@@ -246,43 +255,75 @@ local function error_answer(svc, service, f)
 end
 
 -- FLOWRUN_SIM_RECORD=file: every request received, one JSON line each (service, method, url,
--- target, body), for tests that check what clients send against the API models.
-local function record(req)
+-- target, body; the workflow task that made it; with a policy, the IAM checks it needed and the
+-- statement that allowed each), for tests that check what clients send against the API models
+-- and which statements of a policy a run used, and for `flowrun iam --record`.
+local function record(req, op, checks)
   local f = io.open(cfg.record_file, "ab")
   if not f then return end
+  local ctx = require("flow.context").current()
+  local authz
+  if checks then
+    authz = json.array()
+    for _, c in ipairs(checks) do
+      authz[#authz + 1] = {action = c.action, resource = c.resource, decision = c.decision or json.null,
+                           sid = c.sid or json.null,
+                           context = next(c.context or {}) and c.context or json.null}
+    end
+  end
   f:write(json.encode({service = req.service, method = req.method, url = req.url,
     target = util.header(req.headers, "X-Amz-Target") or json.null,
+    operation = op or json.null, task = ctx and ctx.task or json.null,
+    run_id = ctx and ctx.run_id or json.null, authz = authz or json.null,
     body = req.service ~= "s3" and req.body or json.null}), "\n")
   f:close()
 end
 
+-- The operation and the parameters of a request: JSON 1.1 services name it in X-Amz-Target,
+-- the others are read as their protocol lays them out (sim/iam.lua).
+local function decode(svc, service, req)
+  if svc.prefix then
+    local target = util.header(req.headers, "X-Amz-Target")
+    local prefix, op = tostring(target or ""):match("^([^.]+)%.(%w+)$")
+    if prefix ~= svc.prefix then return nil, {} end
+    local params = {}
+    if req.body and req.body ~= "" then
+      local dok, v = pcall(json.decode, req.body)
+      if dok and type(v) == "table" then params = v end
+    end
+    return op, params
+  end
+  return require("sim.iam").operation(service, req)
+end
+
 function M.handle(req)
   ensure()
-  if cfg.record_file then record(req) end
   local service = req.service
   local svc = services[service]
   if not svc then
+    if cfg.record_file then record(req) end
     return util.json_error("com.amazon.coral.service", util.fault("UnknownServiceException",
       "The simulator does not answer service '" .. tostring(service) .. "'", 400))
   end
   local mod = require(svc.module)
+  local iam = require "sim.iam"
+  local op, params = decode(svc, service, req)
+  -- IAM first, as AWS does: a refused call changes nothing
+  local checks, denied = iam.authorize(world, service, op, params, cfg.record_file ~= nil)
   local ok, res = pcall(function()
+    if denied then error(denied) end
     local f = throttled(service)
     if f then error(f) end
     if svc.prefix then
-      local target = util.header(req.headers, "X-Amz-Target")
-      local prefix, op = tostring(target or ""):match("^([^.]+)%.(%w+)$")
-      if prefix ~= svc.prefix or not mod.ops[op] then
+      if not op or not mod.ops[op] then
         error(util.fault("UnknownOperationException",
-          "Unknown operation " .. tostring(target), 400))
+          "Unknown operation " .. tostring(util.header(req.headers, "X-Amz-Target")), 400))
       end
-      local params = {}
       if req.body and req.body ~= "" then
         local dok, v = pcall(json.decode, req.body)
         if not dok or type(v) ~= "table" then
           error(util.fault("SerializationException", "Could not parse the request body as JSON"))
         end
-        params = v
       end
       util.require_params(params, mod.required and mod.required[op])
       local answer = util.json_ok(mod.ops[op](world, params, req))
@@ -298,6 +339,11 @@ function M.handle(req)
     end
     return mod.handle(world, req)
   end)
+  local notes = iam.take_notes()
+  if checks then
+    for _, c in ipairs(notes) do checks[#checks + 1] = c end
+  end
+  if cfg.record_file then record(req, op, checks) end
   if not ok then
     if util.is_fault(res) then
       res = error_answer(svc, service, res)

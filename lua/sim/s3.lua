@@ -222,6 +222,9 @@ function M.handle(w, req)
   end
   local o = bucket.objects[key]
   if not o then
+    -- S3 tells a missing key (404) only to a caller who may list the bucket; others get 403
+    local denied = require("sim.iam").missing_key(w, name, key)
+    if denied then denied.head = head; error(denied) end
     error(util.fault("NoSuchKey", "The specified key does not exist.", 404,
       {key = key, head = head}))
   end

@@ -21,6 +21,7 @@ local function find(w, id)
   end
   error(util.fault("ResourceNotFoundException", "Secrets Manager can't find the specified secret."))
 end
+M.find = find
 
 function M.ops.GetSecretValue(w, p)
   local s = find(w, p.SecretId)

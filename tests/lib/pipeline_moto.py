@@ -63,9 +63,13 @@ def _list_job_runs_of_any_application(self, application_id, *args, **kwargs):
 _es_models.EMRServerlessBackend.list_job_runs = _list_job_runs_of_any_application
 
 
+# The driver's keys: a test that makes moto enforce IAM gives it an IAM user allowed everything.
+CREDENTIALS = ("testing", "testing")
+
+
 def client(name, port):
     return boto3.client(name, region_name=REGION, endpoint_url="http://127.0.0.1:%d" % port,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+                        aws_access_key_id=CREDENTIALS[0], aws_secret_access_key=CREDENTIALS[1])
 
 
 class Driver(threading.Thread):

@@ -27,6 +27,9 @@ local OPTIONS = {
   sim_fail = { "--sim-fail", arg = "SPEC", multi = true,
     help = "make the simulator fail: emr.step, emr.cluster, dms.task, dms.table, "
       .. "throttle=0.2, lost=emr.RunJobFlow (repeatable; implies --sim)" },
+  sim_policy = { "--sim-policy", arg = "FILE",
+    help = "the simulator authorizes every call against this IAM policy document (JSON) and "
+      .. "answers AccessDenied for what it does not allow (implies --sim)" },
   version = { "-v --version", help = "print versions and exit" },
   help = { "-h --help", help = "show this help and exit" },
   -- running a workflow
@@ -57,14 +60,24 @@ local OPTIONS = {
   format = { "--format", arg = "FORMAT", choices = { "dot", "mermaid" },
     help = "dot (Graphviz, default) or mermaid" },
   run = { "--run", arg = "RUN_ID", help = "colour the tasks by the states of this run" },
+  policy_format = { "--format", arg = "FORMAT", choices = { "json", "terraform" },
+    help = "json (an IAM policy document, default) or terraform (a data "
+      .. "\"aws_iam_policy_document\" block)" },
+  record = { "--record", arg = "FILE", multi = true,
+    help = "a simulated run's request log (FLOWRUN_SIM_RECORD=FILE): the calls of tasks that "
+      .. "declare no IAM use are added as they were made (repeatable)" },
+  account = { "--account", arg = "ID",
+    help = "the AWS account of the ARNs (default: the account of the parameters' ARNs, else *)" },
+  region = { "--region", arg = "REGION",
+    help = "the region of the ARNs (default: the region of the parameters' ARNs, else AWS_REGION, else *)" },
   attempt = { "--attempt", arg = "N", help = "only this attempt's lines" },
   follow = { "-f --follow", help = "keep printing new lines until the run ends" },
 }
 M.OPTIONS = OPTIONS
 
-M.GLOBAL = { "debug", "virtual_time", "sim", "sim_fail", "help" }
+M.GLOBAL = { "debug", "virtual_time", "sim", "sim_fail", "sim_policy", "help" }
 M.TOP = { "exec", "lib", "interactive", "output", "debug", "virtual_time", "sim", "sim_fail",
-  "version", "help" }
+  "sim_policy", "version", "help" }
 M.RUN = { "var", "vars_file", "logical_date", "state_dir", "timeout", "max_active", "log_format",
   "no_fsync" }
 
@@ -101,6 +114,13 @@ M.COMMANDS = {
   { name = "plan", args = { { "workflow", "WORKFLOW.lua" } },
     options = { "var", "vars_file", "logical_date" },
     summary = "validate, resolve parameters and list the tasks in order; runs nothing" },
+  { name = "iam", args = { { "workflow", "WORKFLOW.lua" } },
+    options = { "var", "vars_file", "policy_format", "record", "account", "region" },
+    summary = "the IAM policy the workflow's runs need, on every path the parameters select",
+    description = "Prints the IAM policy document a workflow's runs need: every action its "
+      .. "operators may call on the paths the parameters select (success, each failure, "
+      .. "cancellation, resume), on resources scoped from the parameters where AWS allows it. "
+      .. "Runs nothing." },
   { name = "repl", options = { "output" },
     summary = "the interactive REPL (also: flowrun with no arguments on a terminal)" },
 }

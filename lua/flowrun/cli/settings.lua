@@ -12,8 +12,9 @@
 --   log_format  "auto" | "tty" | "text" | "json"
 --   virtual_time  --virtual-time
 --   debug       categories (--debug, else FLOWRUN_DEBUG) or nil
---   sim         nil, or {fail = {specs}} when AWS is answered by the simulator (--sim,
---               --sim-fail, FLOWRUN_SIM=1, or a run that was started in the simulator)
+--   sim         nil, or {fail = {specs}, policy_file = FILE} when AWS is answered by the
+--               simulator (--sim, --sim-fail, --sim-policy, FLOWRUN_SIM=1, or a run that was
+--               started in the simulator); policy_file: the IAM policy it authorizes calls with
 -- }
 local duration = require "flow.duration"
 local sys = require "flow.sys"
@@ -55,8 +56,8 @@ function M.resolve(opts, getenv)
   s.debug = opts.debug or getenv("FLOWRUN_DEBUG")
   if s.debug == "" then s.debug = nil end
   local fails = opts.sim_fail or {}
-  if opts.sim or #fails > 0 or getenv("FLOWRUN_SIM") == "1" then
-    s.sim = { fail = fails }
+  if opts.sim or #fails > 0 or opts.sim_policy or getenv("FLOWRUN_SIM") == "1" then
+    s.sim = { fail = fails, policy_file = opts.sim_policy }
   end
   return s
 end
@@ -76,7 +77,7 @@ end
 -- journal (<state_dir>/sim-state.json), so a resumed run finds the same clusters and tasks.
 function M.use_sim(s, keep_world)
   local sim = require "sim"
-  sim.configure { fail = s.sim.fail,
+  sim.configure { fail = s.sim.fail, policy_file = s.sim.policy_file,
     default_state_file = keep_world and (s.state_dir .. "/sim-state.json") or nil }
   require("aws").use_transport(sim.handle)
 end
