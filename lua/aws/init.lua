@@ -53,6 +53,7 @@ local API = {} -- the functions of the module (kept apart from the service table
 
 local settings = {}
 local transport_override
+local override_network -- use_transport(fn, true): fn reaches the network
 local call_context -- defined below
 local label_of     -- defined below
 local ctx_cache = {}  -- service -> resolved call context (see call_context)
@@ -234,16 +235,21 @@ end
 function API.reset(opts)
   settings = {}
   clients, cred_cache, cred_refresh = {}, {}, {}
-  transport_override = nil
+  transport_override, override_network = nil, nil
   ctx_cache = {}
   config.reset(opts and opts.env)
 end
 
-function API.use_transport(fn)
+-- aws.use_transport(fn [, network]): fn sends every request from now on (nil: HTTP again).
+-- network = true says fn still reaches the real network (a wrapper around the transport that
+-- current_transport() returned, like the worker's fence): credentials and regions are then
+-- resolved as for HTTP, not the simulator's way.
+function API.use_transport(fn, network)
   if fn ~= nil and type(fn) ~= "function" then
     error("aws.use_transport: a function (or nil) expected, got " .. type(fn), 2)
   end
   transport_override = fn
+  override_network = fn ~= nil and network == true
   ctx_cache = {}
 end
 
@@ -258,7 +264,7 @@ end
 
 -- The transport in force and whether it is the network.
 local function current_transport()
-  if transport_override then return transport_override, false end
+  if transport_override then return transport_override, override_network end
   return http_transport, true
 end
 API.current_transport = current_transport

@@ -60,38 +60,72 @@ function M.public_params(wf, params)
   return out, secret
 end
 
+-- Runs r with journal jr, which the store may tell things while the run is held: a cancel
+-- request (flowrun cancel: the run is cancelled, its cleanup tasks run) and the run lost to
+-- another holder (its tasks are stopped at once, nothing more is written; execute raises
+-- store.lost). The journal is closed whatever happens.
+local function execute(r, jr, o)
+  if jr.watch then
+    jr:watch { cancel = function(reason) r:start_cancelling(reason) end,
+      lost = function(err) r:abandon(err) end }
+  end
+  if o.cancel_reason then r:start_cancelling(o.cancel_reason) end
+  local ok, sum = pcall(r.execute, r)
+  jr:close()
+  if not ok then error(sum, 0) end
+  return sum
+end
+
 -- start(wf, o) -> summary, or nil and an error (the store refused the run). o: store, params,
--- file, hash (of the workflow file), sim (the simulator's settings when it answers AWS),
--- reporter, max_active, timeout.
+-- file, hash (of the workflow file), source (its text: the PostgreSQL store keeps it, so the
+-- run can be resumed elsewhere), sim (the simulator's settings when it answers AWS), reporter,
+-- max_active, timeout, on_signal (see flowrun.engine.run); journal: a run already held (a
+-- worker's claim: the run_started record is appended to it), run_id; extra: fields added to
+-- the run_started record (worker, epoch).
 function M.start(wf, o)
   local ok, problems = wf:validate()
   if not ok then return nil, "invalid workflow: " .. table.concat(problems, "; ") end
   local params, secret = M.public_params(wf, o.params)
   local names = {}
   for i, t in ipairs(wf.order) do names[i] = t.name end
-  local jr, err = o.store:create_run({ ev = "run_started", v = replay.VERSION,
+  local first = { ev = "run_started", v = replay.VERSION,
     run = o.run_id or run.new_run_id(), workflow = wf.name, file = o.file, hash = o.hash,
     params = params, secret_params = #secret > 0 and secret or nil, pid = sys.getpid(),
-    tasks = names, sim = o.sim and { fail = o.sim.fail } or nil }, run.new_run_id)
-  if not jr then return nil, err end
-  local sum = run.new(wf, { params = o.params, run_id = jr.run_id, journal = jr,
-    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout }):execute()
-  jr:close()
-  return sum
+    tasks = names, sim = o.sim and { fail = o.sim.fail } or nil }
+  for k, v in pairs(o.extra or {}) do first[k] = v end
+  local jr, err
+  if o.journal then
+    jr = o.journal
+    first.run = jr.run_id
+    local cok, cerr = pcall(function() jr:append(first) jr:commit() end)
+    if not cok then jr:close() error(cerr, 0) end
+  else
+    jr, err = o.store:create_run(first, run.new_run_id, { source = o.source })
+    if not jr then return nil, err end
+  end
+  local r = run.new(wf, { params = o.params, run_id = jr.run_id, journal = jr,
+    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout,
+    on_signal = o.on_signal })
+  return execute(r, jr, o)
 end
 
 -- resume(wf, prev, o) -> summary, or nil and an error (another process holds the run). prev: the
--- replayed run; o as for start, plus forced (the workflow file changed since).
+-- replayed run; o as for start, plus forced (the workflow file changed since) and journal (a
+-- worker's takeover: the run already held).
 function M.resume(wf, prev, o)
-  local jr, err = o.store:resume_run(prev)
-  if not jr then return nil, err end
-  jr:append { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced }
-  jr:commit()
-  local sum = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
-    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout, resume = prev })
-    :execute()
-  jr:close()
-  return sum
+  local jr, err = o.journal, nil
+  if not jr then
+    jr, err = o.store:resume_run(prev)
+    if not jr then return nil, err end
+  end
+  local rec = { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced }
+  for k, v in pairs(o.extra or {}) do rec[k] = v end
+  local cok, cerr = pcall(function() jr:append(rec) jr:commit() end)
+  if not cok then jr:close() error(cerr, 0) end
+  local r = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
+    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout, resume = prev,
+    on_signal = o.on_signal })
+  return execute(r, jr, o)
 end
 
 -- A cheap change detector for the workflow file (FNV-1a, 64 bits, hex). Not a security hash:

@@ -81,6 +81,9 @@ Run.__index = Run
 --   resume       a replayed run (flowrun.engine.replay): its succeeded tasks keep their results
 --   random       function() -> [0,1) for jitter (default math.random)
 --   observer     function(event, name, st) called on each state change (tests)
+--   on_signal    function(sig) -> err or nil, asked when a signal stops the run: an error
+--                abandons the run instead of cancelling it (a worker hands its runs back to
+--                the store: their cleanup tasks are left to whoever takes them over)
 function M.new(wf, o)
   local ok, problems = wf:validate()
   if not ok then
@@ -92,7 +95,7 @@ function M.new(wf, o)
     reporter = o.reporter or QUIET,
     max_active = o.max_active or wf.max_active or math.huge,
     random = o.random or math.random, observer = o.observer, timeout = o.timeout,
-    resume = o.resume,
+    resume = o.resume, on_signal = o.on_signal,
     states = {}, order = {}, results = {}, queue = {}, qn = 0,
     running = {}, n_running = 0, cancelling = false, reason = nil,
     -- the ready FIFO holds pending tasks whose upstreams are all final; runq holds tasks
@@ -379,6 +382,17 @@ function Run:start_cancelling(reason)
   end
 end
 
+-- r:abandon(err): the run is no longer this process's (another holder claimed it, or a stopping
+-- worker handed it back): every runner is cancelled, cleanup tasks included, nothing else
+-- starts (the new holder runs what is left, cleanups too) and execute() raises err. May be
+-- called from any task.
+function Run:abandon(err)
+  if self.abandoned then return end
+  self.abandoned = err
+  for _, h in pairs(self.running) do h:cancel() end
+  if self.task and self.task ~= core.current() then self.task:cancel() end
+end
+
 function Run:loop()
   local deadline = self.deadline
   while true do
@@ -461,6 +475,7 @@ end
 -- results = {name -> result}}
 function Run:execute()
   local t0 = flow.now()
+  self.task = core.current()
   self.deadline = self.timeout and (t0 + self.timeout)
   local rep = self.reporter
   self.journal:commit()
@@ -471,6 +486,16 @@ function Run:execute()
     resumed = self.resume ~= nil, kept = kept }
   local lok, lerr = pcall(self.loop, self)
   if not lok then
+    local sig = core.signal()
+    if not self.abandoned and sig and self.on_signal then
+      local herr = self.on_signal(sig)
+      if herr then self:abandon(herr) end
+    end
+    if self.abandoned then
+      for _, h in pairs(self.running) do h:cancel() end
+      rep:close()
+      error(self.abandoned, 0)
+    end
     if not (flow.cancelled(lerr) or core.cancelling()) then
       -- an engine bug: stop the runners and report it
       for _, h in pairs(self.running) do h:cancel() end
@@ -478,7 +503,6 @@ function Run:execute()
     end
     -- Ctrl-C / SIGTERM / SIGHUP (or our task was cancelled): stop the work, run cleanup tasks,
     -- shielded
-    local sig = core.signal()
     self:start_cancelling(sig and ("cancelled by " .. signal_name(sig)) or "cancelled")
     for _, h in pairs(self.running) do h:cancel() end
     flow.shield(self.loop, self)
