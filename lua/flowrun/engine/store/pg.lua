@@ -338,6 +338,7 @@ M.lost_error = lost_error
 
 function Store:new_journal(run_id, epoch, seq, prev)
   local j = setmetatable({ store = self, run_id = run_id, epoch = epoch, seq = seq, buf = {}, n = 0,
+    appended = 0, committed = 0,
     tally = new_tally(prev), clock = self.clock, commits = 0, syncs = 0, records = 0,
     lease_deadline = flow.now() + self.lease, logq = {}, logn = 0, log_bytes = {},
     hooks = {} }, Journal)
@@ -354,6 +355,7 @@ function Journal:append(rec)
   if self.lost then return line end
   self.n = self.n + 1
   self.buf[self.n] = line
+  self.appended = self.appended + 1
   self.tally:apply(rec)
   return line
 end
@@ -371,26 +373,28 @@ function Journal:after_refusal(want_seq)
   return string.format("its journal is at record %d, this holder expected %d", row.seq, self.seq)
 end
 
--- j:commit(): writes what is buffered and the run's summary in one statement, and returns once it
--- is committed. Does nothing when nothing is buffered. While the store cannot be reached it
--- retries (the engine waits: nothing is acted on before it is durable) until the lease would
--- have expired; then the run is lost to this process. Raises store.lost when the run is no
--- longer this process's.
-function Journal:commit()
-  if self.lost then error(self.lost, 0) end
-  if self.n == 0 then return end
+-- Writes what is buffered now (the records and the summary as they stand), retrying while the
+-- store cannot be reached, until the lease would have expired. One at a time per journal (the
+-- flight of commit()).
+local function write_pending(self)
   local n = self.n
-  local payload = "[" .. table.concat(self.buf, ",", 1, n) .. "]"
+  if n == 0 then return end
+  local lines = self.buf
+  self.buf, self.n = {}, 0
+  local payload = "[" .. table.concat(lines, ",", 1, n) .. "]"
   local t = self.tally
-  local finished = t.state ~= "running"
+  local state, started, fin, last_t, exit, reason, total, nsucc, nfail, resumed = t.state,
+    t.started, t.finished, t.last_t, t.exit, t.reason, t.total, t.n.success or 0, t.n.failed or 0,
+    t.resumed
+  local finished = state ~= "running"
   -- the lines a run wrote are in before it shows as ended (logs -f stops at the end)
   if finished then self:drain_logs() end
   local backoff = 0.05
   while true do
     local sent = flow.now()
     local ok, res = pcall(self.store.q, self.store, "commit", self.run_id, self.epoch, self.seq, n,
-      payload, t.state, t.started, t.finished, t.last_t, t.exit, t.reason, t.total,
-      t.n.success or 0, t.n.failed or 0, t.resumed, self.store.lease)
+      payload, state, started, fin, last_t, exit, reason, total, nsucc, nfail, resumed,
+      self.store.lease)
     local verdict
     if ok and res.affected == n then
       verdict = "ours"
@@ -405,8 +409,10 @@ function Journal:commit()
       self:mark_lost(verdict)
       error(self.lost, 0)
     end
-    if flow.cancelled(res) then error(res, 0) end
     if not transient(res) and not (type(res) == "table" and res.code == "store.unavailable") then
+      -- not the store's weather: put the records back (in front) and give up
+      for i = 1, self.n do lines[n + i] = self.buf[i] end
+      self.buf, self.n = lines, n + self.n
       error(res, 0)
     end
     if flow.now() + backoff >= self.lease_deadline then
@@ -418,11 +424,32 @@ function Journal:commit()
     backoff = math.min(backoff * 2, 1)
   end
   self.seq = self.seq + n
+  self.committed = self.committed + n
   self.records = self.records + n
-  self.buf, self.n = {}, 0
   self.commits = self.commits + 1
   self.syncs = self.commits
   if finished then pcall(self.store.q, self.store, "notify_finished", self.run_id) end
+end
+
+-- j:commit(): writes everything appended so far and the run's summary in one statement, and
+-- returns once it is committed. Tasks that commit while a commit is in flight wait for it and
+-- then share the next one (group commit). While the store cannot be reached it retries (the
+-- engine waits: nothing is acted on before it is durable) until the lease would have expired;
+-- then the run is lost to this process. Raises store.lost once the run is not this process's.
+function Journal:commit()
+  if self.lost then error(self.lost, 0) end
+  local target = self.appended
+  while self.committed < target do
+    local h = self.flight
+    if not h then
+      h = flow.spawn(write_pending, self)
+      self.flight = h
+    end
+    local ok, err = pcall(h.wait, h)
+    if self.flight == h then self.flight = nil end
+    if self.lost then error(self.lost, 0) end
+    if not ok then error(err, 0) end
+  end
 end
 
 -- j:log(task, attempt, msg): keeps one log line of a task attempt (task nil: the run's own),
@@ -1000,7 +1027,8 @@ function Store:runs(f)
   if q.cursor then
     local c, id = decode_cursor(q.cursor)
     if not c then error("flowrun: a bad page cursor " .. tostring(q.cursor), 2) end
-    args[#args + 1], args[#args + 1] = c, id
+    args[#args + 1] = c
+    args[#args + 1] = id
   end
   local pool = self:pool()
   local ok, rows = pcall(pool.query, pool, list_sql(q, desc), table.unpack(args))
