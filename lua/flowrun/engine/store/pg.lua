@@ -528,6 +528,7 @@ end
 -- (a run taken over while being cancelled) is delivered at once.
 function Journal:watch(hooks)
   self.hooks = hooks or {}
+  if self.hooks.cancel then self.store:nudge() end
   if self.cancel_pending then
     self.cancel_pending = nil
     self:deliver_cancel()
@@ -770,48 +771,69 @@ local function dispatch(self, note)
   for w in pairs(self.watchers) do w:push(kind, id) end
 end
 
--- The listening connection: LISTEN flowrun, or nil when it cannot be had now.
+-- The listening connection: LISTEN flowrun, or nil when it cannot be had now. A new one is
+-- followed by a heartbeat at once: a cancel request notified before it listened is in the answer.
 function Store:listener()
-  if self.listen_conn and self.listen_conn:status() ~= "broken" and self.listen_conn:status() ~= "closed" then
-    return self.listen_conn
-  end
-  if self.listen_conn then pcall(self.listen_conn.close, self.listen_conn) end
+  local c = self.listen_conn
+  if c and c:status() ~= "broken" and c:status() ~= "closed" then return c end
+  if c then pcall(c.close, c) end
   self.listen_conn = nil
-  local ok, c = pcall(pg.connect, self.conninfo)
+  local ok
+  ok, c = pcall(pg.connect, self.conninfo)
   if not ok then return nil end
-  local lok = pcall(c.listen, c, M.CHANNEL)
-  if not lok then c:close() return nil end
+  if not pcall(c.listen, c, M.CHANNEL) then c:close() return nil end
   self.listen_conn = c
+  self.listen_fresh = true
   for w in pairs(self.watchers) do w:push("reconnected", nil) end
   return c
+end
+
+-- nudge(): the background task looks again now (a journal started to want cancel requests).
+function Store:nudge()
+  self.nudged = true
+  if self.bg_waiter then self.bg_waiter:wake() end
+end
+
+-- Waits up to `s` seconds or until nudged; never a pending I/O operation, so virtual time jumps.
+function Store:bg_sleep(s)
+  if self.nudged then self.nudged = false return end
+  self.bg_waiter = pg.core.waiter()
+  self.bg_waiter:wait(s)
+  self.bg_waiter = nil
+  self.nudged = false
 end
 
 function Store:background_loop()
   local every = self.lease / 3
   local next_beat = flow.now() + every
   while next(self.held) or next(self.watchers) do
-    local conn = (next(self.watchers) or self:wants_cancel_notes()) and self:listener() or nil
+    local want_listen = next(self.watchers) ~= nil or self:wants_cancel_notes()
+    local conn = want_listen and self:listener() or nil
+    if self.listen_fresh then
+      self.listen_fresh = false
+      next_beat = flow.now()
+    end
     local wait = math.max(0, next_beat - flow.now())
-    if conn and not core.virtual_time() then
+    if conn and not core.virtual_time() and wait > 0 then
       local ok, note = pcall(conn.wait_notify, conn, wait)
       if not ok then
         if flow.cancelled(note) then error(note, 0) end
         pcall(conn.close, conn)
         self.listen_conn = nil
-        flow.sleep(math.min(1, wait))
+        self:bg_sleep(math.min(1, wait))
       elseif note then
         dispatch(self, note)
       end
-    else
-      -- no connection to listen on (or virtual time, where a pending wait would stop the clock
-      -- from jumping): notifications are picked up between sleeps
-      flow.sleep(math.min(conn and 0.1 or 1, wait))
-      if conn then
-        while true do
-          local ok, note = pcall(conn.wait_notify, conn, 0)
-          if not ok or not note then break end
-          dispatch(self, note)
-        end
+    elseif wait > 0 then
+      -- nothing to listen on (or virtual time, where a pending wait would stop the clock from
+      -- jumping): notifications are picked up between short sleeps
+      self:bg_sleep(math.min(conn and 0.1 or 1, wait))
+    end
+    if conn then
+      while true do
+        local ok, note = pcall(conn.wait_notify, conn, 0)
+        if not ok or not note then break end
+        dispatch(self, note)
       end
     end
     if flow.now() >= next_beat then
@@ -857,6 +879,7 @@ function Store:watch()
   local w = setmetatable({ store = self, q = {}, waiter = pg.core.waiter() }, Watcher)
   self.watchers[w] = true
   self:start_background()
+  self:nudge()
   -- the first wait may come before the listener is up: it is told to look (reconnected)
   w:push("reconnected", nil)
   return w
@@ -987,6 +1010,8 @@ local function list_sql(f, desc)
   list_cache[key] = sql
   return sql
 end
+
+M.list_sql = list_sql
 
 -- A summary row as a run listing shows it (the fields of a replayed run that `runs` reads).
 local function summary_of(r)

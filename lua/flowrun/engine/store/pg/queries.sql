@@ -5,8 +5,11 @@
 -- heartbeats, so that machines whose clocks disagree still agree on who holds a run.
 
 -- name: schema_exists
--- Takes: nothing.
-SELECT to_regclass('flowrun.schema_version') IS NOT NULL AS present
+-- Takes: nothing. Reads the catalog with the statement's snapshot (not to_regclass, whose cache
+-- may not yet know of a table another session created while this one waited for the lock).
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = 'flowrun' AND c.relname = 'schema_version') AS present
 
 -- name: schema_version
 -- Takes: nothing (a plain read).
