@@ -173,6 +173,27 @@ t.test(label .. ": resume after a cleanup undid a task: that task and what follo
   t.like(table.concat(problems or {}, "\n"), 'undoes unknown task "zz"', "names must exist")
 end)
 
+t.test(label .. ": a run interrupted after every task succeeded finishes on resume, running nothing", function()
+  local made = 0
+  local wf = flow.workflow { name = "alldone" }
+  wf:task("make", function() made = made + 1 return { id = made } end)
+  wf:task("use", { after = "make" }, function(ctx) return ctx.results.make.id end)
+  wf:task("teardown", { after = { "make", "use" }, cleanup = true, undoes = "make" }, function() end)
+  local jr = start_journal("ad1", wf)
+  -- its process dies after the last task's success, before the run's end is recorded
+  local cut = setmetatable({ append = function(_, r) if r.ev ~= "run_finished" then return jr:append(r) end end },
+    { __index = function(_, k) return function(_, ...) return jr[k](jr, ...) end end })
+  t.eq(engine.run(wf, { params = {}, journal = cut, run_id = "ad1" }).state, "success", "ran")
+  jr:close()
+  local prev = assert(store:load("ad1"))
+  t.eq(prev.state, "interrupted", "its end is missing: interrupted")
+  local jr2 = assert(store:resume_run(prev))
+  local sum = engine.run(wf, { params = {}, journal = jr2, run_id = "ad1", resume = prev })
+  jr2:close()
+  t.eq(sum.state, "success", "the resumed run succeeds")
+  t.eq(made, 1, "nothing ran again: the cleanup's undo does not start a second resource")
+end)
+
 -- task logs: kept per task and attempt, bounded, with a truncated mark (both stores)
 t.test(label .. ": task logs are kept per task and attempt, bounded", function()
   local wf = flow.workflow { name = "logs" }

@@ -134,6 +134,15 @@ end
 -- that a cleanup task has undone since (rules.undone_by_cleanup) runs again as well.
 function Run:keep_resumed(prev)
   local undone = rules.undone_by_cleanup(self.wf, prev)
+  -- a run interrupted after every one of its tasks succeeded (only its end was not recorded: its
+  -- process died, or a worker's lease ran out) has nothing left to do; undoing what its cleanup
+  -- took down would only start it all again (a second EMR cluster for the run)
+  local all_succeeded = true
+  for _, st in ipairs(self.order) do
+    local rec = prev.tasks[st.name]
+    if not rec or rec.state ~= "success" then all_succeeded = false break end
+  end
+  if all_succeeded then undone = {} end
   for _, st in ipairs(self.order) do
     local rec = prev.tasks[st.name]
     if rec then

@@ -10,9 +10,11 @@ local sys = require "flow.sys"
 
 local M = {}
 
--- handle(state_file, opts) -> a transport (aws.use_transport) over the simulator. opts: what
--- sim.configure takes (fail, durations ...).
-function M.handle(state_file, opts)
+-- handle(state_file, opts, check) -> a transport (aws.use_transport) over the simulator. opts:
+-- what sim.configure takes (fail, durations ...). check(req), when given, is called once the lock
+-- is held, right before the call is answered (flowrun.worker.fence's checker: a run lost while
+-- this process waited for the lock makes no call).
+function M.handle(state_file, opts, check)
   local sim = require "sim"
   local lock_path = state_file .. ".lock"
   local seen -- size and mtime of the state file after our last load or save
@@ -36,6 +38,7 @@ function M.handle(state_file, opts)
       if not ok2 then f:close() error(serr, 0) end
     end
     local ok, res = pcall(function()
+      if check then check(req) end
       if stamp() ~= seen then
         local o = { state_file = state_file }
         for k, v in pairs(opts or {}) do o[k] = v end

@@ -55,9 +55,10 @@ function M.run(opts)
     local state_file = os.getenv("FLOWRUN_SIM_STATE")
     if not state_file or state_file == "" then state_file = s.state_dir .. "/sim-state.json" end
     require("aws").use_transport(require("flowrun.worker.simshare").handle(state_file,
-      { fail = s.sim.fail }))
+      { fail = s.sim.fail }, require("flowrun.worker.fence").checker(store)))
+  else
+    require("flowrun.worker.fence").install(store)
   end
-  require("flowrun.worker.fence").install(store)
   local fmt = s.log_format
   if fmt == "auto" or fmt == "tty" then fmt = "text" end
   local w = require("flowrun.worker").new { store = store, concurrency = n, sim = s.sim,
