@@ -183,12 +183,18 @@ end
 
 function Store:describe() return self.where end
 
--- The pool, created and the schema checked (or migrated) on first use.
+-- The pool, created and the schema checked (or migrated) on first use, on the pool's first
+-- connection (a command that reads one run opens one connection).
 function Store:pool()
-  if self.pool_ then return self.pool_ end
+  if self.ready then return self.pool_ end
+  if not self.pool_ then
+    self.pool_ = pg.pool { conninfo = self.conninfo, size = self.pool_size }
+  end
   if not self.opening then
     self.opening = flow.spawn(function()
-      local ok, err = pcall(self.ensure_schema, self, self.migrate_on_use)
+      local ok, err = pcall(self.pool_.with, self.pool_, function(c)
+        self:ensure_schema(self.migrate_on_use, c)
+      end)
       if not ok then return nil, err end
       return true
     end)
@@ -197,10 +203,13 @@ function Store:pool()
   local ok, res, err = pcall(h.wait, h)
   if self.opening == h and (not ok or not res) then self.opening = nil end
   if not ok then error(res, 0) end
-  if not res then error(err, 0) end
-  if not self.pool_ then
-    self.pool_ = pg.pool { conninfo = self.conninfo, size = self.pool_size }
+  if not res then
+    if transient(err) or (type(err) == "table" and tostring(err.code):match("^pg%.28")) then
+      err = store_error(self, err)
+    end
+    error(err, 0)
   end
+  self.ready = true
   return self.pool_
 end
 
@@ -219,9 +228,13 @@ end
 
 -- The schema: created, migrated, or checked. Migrations run on a connection of their own, each in
 -- a transaction holding the advisory lock, the version re-read under it.
-function Store:ensure_schema(migrate)
-  local ok, conn = pcall(pg.connect, self.conninfo)
-  if not ok then error(store_error(self, conn), 0) end
+function Store:ensure_schema(migrate, conn)
+  local own = conn == nil
+  if own then
+    local ok, c = pcall(pg.connect, self.conninfo)
+    if not ok then error(store_error(self, c), 0) end
+    conn = c
+  end
   local function current(c)
     if not c:query(SQL.schema_exists)[1].present then return 0 end
     return c:query(SQL.schema_version)[1].version
@@ -256,7 +269,7 @@ function Store:ensure_schema(migrate)
       end
     end
   end)
-  conn:close()
+  if own then conn:close() end
   if not rok then
     if flow.is_error(rerr) and tostring(rerr.code):match("^store%.") then error(rerr, 0) end
     error(store_error(self, rerr), 0)
@@ -277,6 +290,7 @@ function Store:close()
   for _, j in pairs(self.held) do j:close() end
   self:stop_background()
   if self.pool_ then self.pool_:close() self.pool_ = nil end
+  self.ready, self.opening = false, nil
 end
 
 ---- the summary a commit keeps in flowrun.runs ---------------------------------------------------------
