@@ -57,7 +57,7 @@ function M.new(o)
     id = o.id or string.format("%s:%d:%04x", host, sys.getpid(), math.random(0, 0xffff)),
     hostname = host, pid = sys.getpid(), version = sys.version, vars_files = o.vars_files,
     reporter = o.reporter, log = o.log or default_log, on_finished = o.on_finished,
-    runs = {}, nrunning = 0, stopping = false, claimed = 0, finished = 0, lost = 0,
+    runs = {}, nrunning = 0, reported = 0, stopping = false, claimed = 0, finished = 0, lost = 0,
   }, Worker)
   w.lease = o.store.lease or 0
   return w
@@ -128,11 +128,16 @@ function Worker:main()
           end
         end
       end
-      if flow.now() >= next_beat then
-        pcall(store.worker_heartbeat, store, self:info(), "running")
+      -- the registry's heartbeat; sooner (at most once a second) when the runs held changed
+      if flow.now() >= next_beat or (self.nrunning ~= self.reported
+          and flow.now() >= next_beat - beat_every + 1) then
+        if pcall(store.worker_heartbeat, store, self:info(), "running") then
+          self.reported = self.nrunning
+        end
         next_beat = flow.now() + beat_every
       end
       local wait = math.min(self.poll, math.max(0, next_beat - flow.now()))
+      if self.nrunning ~= self.reported then wait = math.min(wait, 1) end
       if failures > 0 then wait = math.min(wait, math.min(5, 0.2 * 2 ^ failures)) end
       if not self.stopping then self.watcher:wait(wait) end
     end

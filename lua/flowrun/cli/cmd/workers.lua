@@ -28,7 +28,7 @@ function M.run(opts)
     local state = w.state
     if state == "running" and not w.live then state = "gone" end
     io.stdout:write(string.format("%-34s %-9s %6s %10s  %s\n", w.id, state,
-      string.format("%d/%d", w.running or #(w.runs or {}), w.concurrency or 0),
+      string.format("%d/%d", #(w.runs or {}), w.concurrency or 0),
       duration.format(math.max(0, w.age or 0)) .. " ago", table.concat(w.runs or {}, " ")))
   end
   return 0
