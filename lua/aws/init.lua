@@ -53,7 +53,7 @@ local API = {} -- the functions of the module (kept apart from the service table
 
 local settings = {}
 local transport_override
-local override_network -- use_transport(fn, true): fn reaches the network
+local request_hook -- aws.set_request_hook
 local call_context -- defined below
 local label_of     -- defined below
 local ctx_cache = {}  -- service -> resolved call context (see call_context)
@@ -235,22 +235,27 @@ end
 function API.reset(opts)
   settings = {}
   clients, cred_cache, cred_refresh = {}, {}, {}
-  transport_override, override_network = nil, nil
+  transport_override, request_hook = nil, nil
   ctx_cache = {}
   config.reset(opts and opts.env)
 end
 
--- aws.use_transport(fn [, network]): fn sends every request from now on (nil: HTTP again).
--- network = true says fn still reaches the real network (a wrapper around the transport that
--- current_transport() returned, like the worker's fence): credentials and regions are then
--- resolved as for HTTP, not the simulator's way.
-function API.use_transport(fn, network)
+function API.use_transport(fn)
   if fn ~= nil and type(fn) ~= "function" then
     error("aws.use_transport: a function (or nil) expected, got " .. type(fn), 2)
   end
   transport_override = fn
-  override_network = fn ~= nil and network == true
   ctx_cache = {}
+end
+
+-- aws.set_request_hook(fn): fn(req) is called before each request is sent (every attempt), with
+-- the request as the transport gets it; it may raise to refuse the call (nil: no hook). The
+-- workers' fence (flowrun.worker.fence) refuses the calls of a run this process no longer holds.
+function API.set_request_hook(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error("aws.set_request_hook: a function (or nil) expected, got " .. type(fn), 2)
+  end
+  request_hook = fn
 end
 
 local http_mod
@@ -264,7 +269,7 @@ end
 
 -- The transport in force and whether it is the network.
 local function current_transport()
-  if transport_override then return transport_override, override_network end
+  if transport_override then return transport_override, false end
   return http_transport, true
 end
 API.current_transport = current_transport
@@ -551,6 +556,7 @@ function API.call(service, op, params, opts)
       dlog(("> %s %s %s (attempt %d/%d)\n%s\n  body: %s"):format(label, req.method, url, attempt,
         attempts_max, header_lines(headers), protocols.first_bytes(req.body, 2000)))
     end
+    if request_hook then request_hook(wire) end
     local resp, neterr = transport(wire)
     if resp ~= nil and type(resp) ~= "table" then
       resp, neterr = nil, flow.error("aws.TransportError", "transport answered a " .. type(resp), { retryable = false })

@@ -6,8 +6,8 @@
 -- lease that is about to run out before letting a call through, and refuses calls for a run that
 -- was taken over (store.lost) or that a stopping worker handed back.
 --
--- The fence wraps the AWS transport in force (HTTP, or the simulator's), so every call made from
--- a workflow task is checked. Calls made outside a workflow task (and from tasks a workflow task
+-- Every call made from a workflow task is checked, before each attempt is sent (aws's request
+-- hook). Calls made outside a workflow task (and from tasks a workflow task
 -- spawns itself, which flow.context does not follow) are not a run's and pass unchecked.
 --
 -- FLOWRUN_FENCE_LOG=file (tests): each call let through is appended as one JSON line
@@ -53,17 +53,11 @@ function M.checker(store)
 end
 
 -- install(store): from now on, an AWS call made by a workflow task asks store:guard(run_id)
--- first. Install after the transport is chosen (after --sim). Does nothing for a store without
--- a guard.
+-- first (aws.set_request_hook: the transport in force, HTTP or the simulator's, stays as it is).
+-- Does nothing for a store without a guard.
 function M.install(store)
   if not store.guard then return end
-  local aws = require "aws"
-  local inner, network = aws.current_transport()
-  local check = M.checker(store)
-  aws.use_transport(function(req)
-    check(req)
-    return inner(req)
-  end, network)
+  require("aws").set_request_hook(M.checker(store))
 end
 
 return M

@@ -5,24 +5,31 @@
 -- exclusive lock on <state file>.lock, reloads the world when another process changed the file
 -- since, answers, and saves before letting go; so a cluster created by a worker that then died
 -- is found by the worker that takes its run over, and never created twice.
+--
+-- The simulator's own sim.handle and sim.set_table_rows are replaced by locked ones (so a
+-- workflow that asks whether the transport in force is the simulator's still gets yes). A shared
+-- mode inside lua/sim would make this module unnecessary.
 local flow = require "flow"
 local sys = require "flow.sys"
 
 local M = {}
 
--- handle(state_file, opts, check) -> a transport (aws.use_transport) over the simulator. opts:
--- what sim.configure takes (fail, durations ...). check(req), when given, is called once the lock
--- is held, right before the call is answered (flowrun.worker.fence's checker: a run lost while
--- this process waited for the lock makes no call).
-function M.handle(state_file, opts, check)
+-- share(state_file, opts, check) -> the simulator's (now locked) handle, to install with
+-- aws.use_transport. opts: what sim.configure takes (fail, durations ...). check(req), when
+-- given, is called once the lock is held, right before the call is answered
+-- (flowrun.worker.fence's checker: a run lost while this process waited for the lock makes no
+-- call).
+function M.share(state_file, opts, check)
   local sim = require "sim"
+  if sim.shared_state_file == state_file then return sim.handle end
+  local raw_handle, raw_set_rows = sim.handle, sim.set_table_rows
   local lock_path = state_file .. ".lock"
   local seen -- size and mtime of the state file after our last load or save
   local function stamp()
     local st = sys.stat(state_file)
     return st and (st.size .. "/" .. st.mtime) or "none"
   end
-  return function(req)
+  local function locked(fn, ...)
     local f = assert(io.open(lock_path, "a"))
     local tries = 0
     while true do
@@ -37,21 +44,29 @@ function M.handle(state_file, opts, check)
       local ok2, serr = pcall(flow.sleep, math.min(0.0005 * tries, 0.01))
       if not ok2 then f:close() error(serr, 0) end
     end
-    local ok, res = pcall(function()
-      if check then check(req) end
+    local r = table.pack(pcall(function(...)
       if stamp() ~= seen then
         local o = { state_file = state_file }
         for k, v in pairs(opts or {}) do o[k] = v end
         sim.configure(o)
       end
-      local r = sim.handle(req)
+      local res = table.pack(fn(...))
       seen = stamp()
-      return r
-    end)
+      return table.unpack(res, 1, res.n)
+    end, ...))
     f:close()
-    if not ok then error(res, 0) end
-    return res
+    if not r[1] then error(r[2], 0) end
+    return table.unpack(r, 2, r.n)
   end
+  sim.handle = function(req)
+    return locked(function()
+      if check then check(req) end
+      return raw_handle(req)
+    end)
+  end
+  sim.set_table_rows = function(...) return locked(raw_set_rows, ...) end
+  sim.shared_state_file = state_file
+  return sim.handle
 end
 
 return M

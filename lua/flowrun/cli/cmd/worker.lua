@@ -54,7 +54,7 @@ function M.run(opts)
     require("flow.sys").mkdir_p(s.state_dir)
     local state_file = os.getenv("FLOWRUN_SIM_STATE")
     if not state_file or state_file == "" then state_file = s.state_dir .. "/sim-state.json" end
-    require("aws").use_transport(require("flowrun.worker.simshare").handle(state_file,
+    require("aws").use_transport(require("flowrun.worker.simshare").share(state_file,
       { fail = s.sim.fail }, require("flowrun.worker.fence").checker(store)))
   else
     require("flowrun.worker.fence").install(store)

@@ -456,13 +456,20 @@ function Journal:commit()
   while self.committed < target do
     local h = self.flight
     if not h then
-      h = flow.spawn(write_pending, self)
+      -- the flight reports its failure as a value: whoever waits for it raises it (and when
+      -- every waiter was cancelled, nobody is left to be told)
+      h = flow.spawn(function()
+        local ok, err = pcall(write_pending, self)
+        if not ok then return false, err end
+        return true
+      end)
       self.flight = h
     end
-    local ok, err = pcall(h.wait, h)
+    local ok, wok, werr = pcall(h.wait, h)
     if self.flight == h then self.flight = nil end
     if self.lost then error(self.lost, 0) end
-    if not ok then error(err, 0) end
+    if not ok then error(wok, 0) end
+    if not wok then error(werr, 0) end
   end
 end
 
