@@ -201,7 +201,7 @@ t.test("claims: FOR UPDATE SKIP LOCKED hands each run to one worker, oldest firs
   local again = workers[1]:claim("W1", 100)
   t.eq(#again, 30, "runs let go unfinished are taken over")
   t.eq(again[1].was, "running", "as takeovers")
-  t.eq(again[1].takeovers, 1, "counted")
+  t.eq(again[1].takeovers, 0, "not counted against the run: it was handed back, its holder did not die")
   for _, c in ipairs(again) do
     c.journal:append { ev = "run_finished", state = "cancelled", exit = 130 }
     c.journal:close()
@@ -235,6 +235,7 @@ t.test("a claimed run whose holder vanished is taken over after its lease, epoch
   t.eq(c2 and c2.id, "tk1", "taken over once the lease expired")
   t.eq(c2 and c2.was, "running", "as a takeover")
   t.eq(c2 and c2.epoch, c.epoch + 1, "with the next epoch")
+  t.eq(c2 and c2.takeovers, 1, "counted: its holder's lease ran out")
   t.eq(c2 and c2.run and c2.run.tasks.a.state, "running", "its journal replayed for the resume")
   c.journal:append { ev = "task_succeeded", task = "a", attempt = 1 }
   t.raises(function() c.journal:commit() end, "store.lost", "the old holder's commit is refused")

@@ -121,9 +121,11 @@ t.test("PostgreSQL: a run whose holders keep dying is failed, its cleanup run", 
   local pg = require "pg"
   local admin = pg.connect(conninfo)
   admin:query("UPDATE flowrun.runs SET takeovers = $1 WHERE id = 'dying'", worker.MAX_TAKEOVERS)
-  -- one more claim makes it a takeover past the limit: claim and let go as a dying worker would
-  local c = s:claim("dead", 1)[1]
-  c.journal:close()
+  -- one more takeover is past the limit: a worker claims it and dies (its lease runs out)
+  local dead = pgstore.open(conninfo, { clock = flow.time, owner = "dead" })
+  local c = dead:claim("dead", 1)[1]
+  dead:stop_background()
+  admin:query("UPDATE flowrun.runs SET lease_until = now() - interval '1 second' WHERE id = 'dying'")
   local w = new_worker { store = pgstore.open(conninfo, { clock = flow.time }) }
   w:start()
   t.ok(wait_until(function() return (s:state("dying")) == "failed" end), "the run failed")
@@ -132,6 +134,8 @@ t.test("PostgreSQL: a run whose holders keep dying is failed, its cleanup run", 
   t.eq(r.tasks.z.state, "success", "its cleanup task ran")
   w:stop("test over")
   w:wait()
+  c.journal:close()
+  dead:close()
   admin:close()
   s:close()
 end)

@@ -68,6 +68,9 @@ local OPTIONS = {
       .. "whose worker died is taken over after it" },
   poll = { "--poll", arg = "DURATION",
     help = "look for runs at least this often even without a notification (default 5s)" },
+  max_takeovers = { "--max-takeovers", arg = "N",
+    help = "fail a run (its cleanup tasks run) once it was taken over more than N times from "
+      .. "workers that died (default 5)" },
   run_id_opt = { "--run-id", arg = "ID", help = "the new run's id (default: a new one)" },
   quiet = { "-q --quiet", help = "print only the run id" },
 }
@@ -117,8 +120,8 @@ M.COMMANDS = {
       .. "then queues a run with the workflow file's source, which a worker runs (`flowrun "
       .. "worker`). Secret parameters are not stored: the worker takes them from its own "
       .. "environment (FLOWRUN_VAR_<NAME>) or --vars-file." },
-  { name = "worker", options = { "state_dir", "store", "concurrency", "lease", "poll", "vars_file",
-      "log_format" },
+  { name = "worker", options = { "state_dir", "store", "concurrency", "lease", "poll",
+      "max_takeovers", "vars_file", "log_format" },
     summary = "run queued runs (and take over runs whose worker died) until stopped",
     description = "Claims queued runs from the store and runs up to --concurrency of them at once; "
       .. "renews their leases; takes over runs whose lease expired (their worker died) and "
@@ -133,7 +136,7 @@ M.COMMANDS = {
   { name = "workers", options = { "state_dir", "store", "json" },
     summary = "list the workers: host, pid, runs, last heartbeat" },
   { name = "store", args = { { "action", "init" } }, options = { "state_dir", "store" },
-    summary = "store init: create or migrate the run store's schema",
+    summary = "create or migrate the PostgreSQL run store's schema",
     description = "Creates the PostgreSQL run store's schema, or migrates it to this flowrun's "
       .. "version (also done on first use). Refuses a schema newer than this flowrun." },
   { name = "repl", options = { "output" },

@@ -290,6 +290,10 @@ end
 -- One attempt of the task's body, with the ctx bound to the flowrun task running it (under
 -- flow.timeout the body runs in a task of its own: log lines from it find the ctx too).
 local function attempt(st, ctx)
+  -- a run that another process took over (its lease ran out while this one was stopped) starts
+  -- no task body here: the journal's guard raises store.lost (and the run is abandoned)
+  local jr = st.run.journal
+  if jr.guard then jr:guard() end
   local id = core.current().id
   context.bind(id, ctx)
   local ok, r = pcall(st.t.fn, ctx)
@@ -333,6 +337,7 @@ function Run:run_attempts(st)
       return self:finish_cancelled(st, err)
     end
     local retry = st.tries <= (t.retries or 0) and (t.cleanup or not self.cancelling)
+      and not self.abandoned
     if retry and t.retry_if then
       local rok, r = pcall(t.retry_if, err, ctx)
       retry = rok and r and true or false

@@ -34,7 +34,8 @@ local replay = require "flowrun.engine.replay"
 local M = {}
 
 M.POLL = 5               -- seconds between looks without a notification
-M.MAX_TAKEOVERS = 5      -- a run taken over more often than this fails (its workers keep dying)
+M.MAX_TAKEOVERS = 5      -- a run taken over more often than this fails (its workers keep dying:
+                         -- leases that ran out; runs handed back by stopping workers do not count)
 
 local Worker = {}
 Worker.__index = Worker
@@ -44,7 +45,7 @@ local function default_log(msg)
   io.stderr:flush()
 end
 
--- new(o) -> worker. o: store, concurrency (default 4), sim (the simulator's settings when this
+-- new(o) -> worker. o: store, concurrency (default 4), max_takeovers (default MAX_TAKEOVERS), sim (the simulator's settings when this
 -- worker answers AWS from it: it then claims only runs submitted with --sim, and the others
 -- only runs submitted without), poll (seconds), id (default host:pid:random), vars_files
 -- (secret parameters), reporter (fn(run_id) -> a reporter, flowrun.cli.view's interface;
@@ -54,6 +55,7 @@ function M.new(o)
   local host = sys.hostname() or "host"
   local w = setmetatable({
     store = o.store, concurrency = o.concurrency or 4, sim = o.sim, poll = o.poll or M.POLL,
+    max_takeovers = o.max_takeovers or M.MAX_TAKEOVERS,
     id = o.id or string.format("%s:%d:%04x", host, sys.getpid(), math.random(0, 0xffff)),
     hostname = host, pid = sys.getpid(), version = sys.version, vars_files = o.vars_files,
     reporter = o.reporter, log = o.log or default_log, on_finished = o.on_finished,
@@ -263,7 +265,7 @@ function Worker:execute(c)
   if c.was == "running" then
     self.log(string.format("worker %s: taking over run %s (its holder stopped renewing its lease; "
       .. "takeover %d)", self.id, c.id, c.takeovers or 0))
-    if (c.takeovers or 0) > M.MAX_TAKEOVERS then
+    if (c.takeovers or 0) > self.max_takeovers then
       o.cancel_reason = string.format("taken over %d times: the workers running it keep dying",
         c.takeovers)
     end

@@ -43,11 +43,15 @@ function M.run(opts)
   end
   return common.store_call(function()
     print_new()
-    -- follow while some process runs the run (or it waits for a worker); the lines written
-    -- before it ended are printed last
+    -- follow while some process runs the run, or a worker will (queued, or interrupted and
+    -- about to be taken over); the lines written before it ended are printed last
+    local submitted = r.kind == "submitted" or r.kind == "scheduled" or r.adoptable
     while opts.follow do
       local state = store:state(r.id)
-      if not state or FINAL[state] or state == "interrupted" then print_new() break end
+      if not state or FINAL[state] or (state == "interrupted" and not submitted) then
+        print_new()
+        break
+      end
       flow.sleep(M.FOLLOW_EVERY)
       print_new()
     end

@@ -41,6 +41,13 @@ function M.run(opts)
     n = math.tointeger(tonumber(opts.concurrency))
     if not n or n < 1 then common.eprint("--concurrency expects a positive integer") return 2 end
   end
+  local max_takeovers
+  if opts.max_takeovers then
+    max_takeovers = math.tointeger(tonumber(opts.max_takeovers))
+    if not max_takeovers or max_takeovers < 0 then
+      common.eprint("--max-takeovers expects an integer >= 0") return 2
+    end
+  end
   local lease, lerr = positive_duration("--lease", opts.lease)
   if lerr then common.eprint(lerr) return 2 end
   local poll, perr = positive_duration("--poll", opts.poll)
@@ -62,6 +69,7 @@ function M.run(opts)
   local fmt = s.log_format
   if fmt == "auto" or fmt == "tty" then fmt = "text" end
   local w = require("flowrun.worker").new { store = store, concurrency = n, sim = s.sim,
+    max_takeovers = max_takeovers,
     poll = poll, vars_files = opts.vars_file, reporter = reporter_for(fmt) }
   return common.store_call(function()
     w:start()

@@ -189,6 +189,11 @@ function Journal:watch(hooks)
   end)
 end
 
+-- j:guard(): raises when a stopping worker hands the run back (store:guard).
+function Journal:guard()
+  return self.store:guard(self.run_id)
+end
+
 -- j:handback(why): a stopping worker gives the run back: nothing more is written, and close()
 -- releases the lock, so another worker takes it over.
 function Journal:handback(why)

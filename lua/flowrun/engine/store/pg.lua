@@ -568,6 +568,12 @@ function Journal:deliver_cancel()
   end
 end
 
+-- j:guard(): raises unless this process may act for the run now (before a task body starts,
+-- see flowrun.engine.run): store:guard for this run.
+function Journal:guard()
+  return self.store:guard(self.run_id)
+end
+
 -- j:handback(why): a stopping worker gives the run back: nothing more is written or called for
 -- it here, and close() leaves its lease expired so that another worker takes it over at once.
 function Journal:handback(why)

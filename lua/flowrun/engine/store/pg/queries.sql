@@ -58,23 +58,26 @@ SELECT id, pg_notify('flowrun', 'queued ' || id) AS notified FROM run
 -- then queued runs, oldest first. Takes: row locks on the candidates, FOR UPDATE SKIP LOCKED:
 -- a run another worker is claiming, or whose holder is committing, is skipped, never waited
 -- for. Bumps each claimed run's epoch, so its previous holder's writes are refused from now on.
+-- A takeover is counted when the previous holder's lease ran out, not when it handed the run
+-- back (release: owner NULL), so that restarting workers does not count against a run.
 WITH expired AS (
-  SELECT id, state FROM flowrun.runs
+  SELECT id, state, owner FROM flowrun.runs
   WHERE state = 'running' AND adoptable AND sim = $3 AND lease_until < now()
   ORDER BY lease_until LIMIT $2
   FOR UPDATE SKIP LOCKED
 ), queued AS (
-  SELECT id, state FROM flowrun.runs
+  SELECT id, state, owner FROM flowrun.runs
   WHERE state = 'queued' AND sim = $3
   ORDER BY created, id LIMIT $2
   FOR UPDATE SKIP LOCKED
 ), picked AS (
-  SELECT id, state FROM expired UNION ALL SELECT id, state FROM queued LIMIT $2
+  SELECT id, state, owner FROM expired UNION ALL SELECT id, state, owner FROM queued LIMIT $2
 )
 UPDATE flowrun.runs r
 SET state = 'running', owner = $1, epoch = r.epoch + 1,
     lease_until = now() + make_interval(secs => $4),
-    takeovers = r.takeovers + (picked.state = 'running')::int, updated_at = now()
+    takeovers = r.takeovers + (picked.state = 'running' AND picked.owner IS NOT NULL)::int,
+    updated_at = now()
 FROM picked
 WHERE r.id = picked.id
 RETURNING r.id, r.epoch, picked.state AS was, r.workflow, r.file, r.hash, r.source, r.params,
