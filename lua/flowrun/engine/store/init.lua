@@ -13,8 +13,9 @@
 --       the run: a cancel request, the run lost to another holder (PostgreSQL: its lease
 --       expired and another worker claimed it); after that commit() raises store.lost
 --   journal:handback(why)     a stopping worker gives the run back (taken over at once)
---   store:guard(run_id)       raises unless this process may act for the run now (before an
---                             AWS call: flowrun.worker.fence)
+--   journal:guard(), store:guard(run_id)   raise unless this process may act for the run now:
+--                             before each task body starts (the engine) and each AWS call
+--                             (flowrun.worker.fence); a lease about to run out is renewed first
 --
 -- Reading runs:
 --   store:runs(filter) -> summaries, next_cursor   filter: workflow, state (name or list;
