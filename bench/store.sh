@@ -2,13 +2,14 @@
 # bench/store.sh — the run store and the workers, beside their peers, on one throwaway PostgreSQL
 # 15 (tests/servers/pg.sh) made durable for the run (fsync, synchronous_commit and
 # full_page_writes on, as a production server has them):
-#   1. the engine's per-task overhead on the 10,000-task layered DAG: file store beside
+#   1. submit-to-start latency of an idle worker, p50/p99, beside graphile-worker's
+#      add-job-to-start (bench/store_latency.lua, bench/peers/graphile_latency.mjs), first, on
+#      a server with nothing else to do;
+#   2. the engine's per-task overhead on the 10,000-task layered DAG: file store beside
 #      PostgreSQL store (bench/store_dag.lua);
-#   2. 1,000 runs of 10 sequential no-op steps with 1 and 4 workers (16 runs each at once):
+#   3. 1,000 runs of 10 sequential no-op steps with 1 and 4 workers (16 runs each at once):
 #      runs/s and steps/s, beside DBOS Transact doing the same durable 10-step workflow from a
-#      queue (bench/store_steps.lua, bench/peers/dbos_steps.mjs);
-#   3. submit-to-start latency of an idle worker, p50/p99, beside graphile-worker's
-#      add-job-to-start (bench/store_latency.lua, bench/peers/graphile_latency.mjs).
+#      queue (bench/store_steps.lua, bench/peers/dbos_steps.mjs).
 # The peers are npm packages pinned in bench/peers/package-lock.json, installed (npm ci) when
 # missing. Prints figures; asserts nothing. Usage: bench/store.sh [RUNS] [LATENCY_N]
 set -euo pipefail
@@ -40,6 +41,18 @@ field() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().spl
 echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), fsync and synchronous_commit on; $(nproc) cores"
 echo
 
+fresh lat
+lat_fr=$("$FLOWRUN" bench/store_latency.lua "$(ci lat)" "$LN")
+fresh glat
+lat_gw=$(cd bench/peers && NODE_NO_WARNINGS=1 node graphile_latency.mjs "$(url glat)" "$LN" 2>/dev/null | tail -1)
+printf 'submit-to-start latency of an idle worker, %d runs one after another (ms)\n' "$LN"
+printf '  %-34s %8s %8s %8s %8s\n' "" "p50" "p99" "mean" "max"
+printf '  %-34s %8s %8s %8s %8s\n' "flowrun (submit -> first task)" "$(field p50_ms "$lat_fr" 2)" \
+  "$(field p99_ms "$lat_fr" 2)" "$(field mean_ms "$lat_fr" 2)" "$(field max_ms "$lat_fr" 2)"
+printf '  %-34s %8s %8s %8s %8s\n' "graphile-worker 0.17 (addJob -> task)" "$(field p50_ms "$lat_gw" 2)" \
+  "$(field p99_ms "$lat_gw" 2)" "$(field mean_ms "$lat_gw" 2)" "$(field max_ms "$lat_gw" 2)"
+echo "  (target: flowrun's p50 no worse than graphile-worker's)"
+echo
 fresh dag
 "$FLOWRUN" bench/store_dag.lua "$(ci dag)" 10000 1000
 echo
@@ -69,16 +82,3 @@ except Exception as e:
     print("  %s worker(s): no ratio (%s)" % (sys.argv[3], e))
 PY
 done
-echo
-
-fresh lat
-lat_fr=$("$FLOWRUN" bench/store_latency.lua "$(ci lat)" "$LN")
-fresh glat
-lat_gw=$(cd bench/peers && NODE_NO_WARNINGS=1 node graphile_latency.mjs "$(url glat)" "$LN" 2>/dev/null | tail -1)
-printf 'submit-to-start latency of an idle worker, %d runs one after another (ms)\n' "$LN"
-printf '  %-34s %8s %8s %8s %8s\n' "" "p50" "p99" "mean" "max"
-printf '  %-34s %8s %8s %8s %8s\n' "flowrun (submit -> first task)" "$(field p50_ms "$lat_fr" 2)" \
-  "$(field p99_ms "$lat_fr" 2)" "$(field mean_ms "$lat_fr" 2)" "$(field max_ms "$lat_fr" 2)"
-printf '  %-34s %8s %8s %8s %8s\n' "graphile-worker 0.17 (addJob -> task)" "$(field p50_ms "$lat_gw" 2)" \
-  "$(field p99_ms "$lat_gw" 2)" "$(field mean_ms "$lat_gw" 2)" "$(field max_ms "$lat_gw" 2)"
-echo "  (target: flowrun's p50 no worse than graphile-worker's)"

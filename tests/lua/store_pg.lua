@@ -137,7 +137,7 @@ t.test("a commit whose answer was lost is retried without writing twice", functi
   local payload = "[" .. table.concat(j.buf, ",") .. "]"
   local r = s:q("commit", "rt1", j.epoch, j.seq, 1, payload, "running", j.tally.started, pg.null,
     j.tally.last_t, pg.null, pg.null, 1, 0, 0, 0, s.lease)
-  t.eq(r.affected, 1, "the first try wrote it")
+  t.eq(r[1].written, 1, "the first try wrote it")
   j:commit()
   t.eq(j.seq, 2, "the retry finds its own commit and goes on")
   t.eq(count("SELECT count(*) AS n FROM flowrun.events WHERE run_id = 'rt1'"), 2, "written once")

@@ -97,7 +97,8 @@ function M.start(wf, o)
   if o.journal then
     jr = o.journal
     first.run = jr.run_id
-    local cok, cerr = pcall(function() jr:append(first) jr:commit() end)
+    -- committed with the run's first tasks (nothing is acted on before that commit)
+    local cok, cerr = pcall(jr.append, jr, first)
     if not cok then jr:close() error(cerr, 0) end
   else
     jr, err = o.store:create_run(first, run.new_run_id, { source = o.source })
@@ -120,7 +121,7 @@ function M.resume(wf, prev, o)
   end
   local rec = { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced }
   for k, v in pairs(o.extra or {}) do rec[k] = v end
-  local cok, cerr = pcall(function() jr:append(rec) jr:commit() end)
+  local cok, cerr = pcall(jr.append, jr, rec)
   if not cok then jr:close() error(cerr, 0) end
   local r = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
     reporter = o.reporter, max_active = o.max_active, timeout = o.timeout, resume = prev,

@@ -492,7 +492,8 @@ function Run:execute()
   self.task = core.current()
   self.deadline = self.timeout and (t0 + self.timeout)
   local rep = self.reporter
-  self.journal:commit()
+  -- what was appended before (run_started, run_resumed) goes with the first pump's commit, made
+  -- before any task starts
   local kept = 0
   for _, st in ipairs(self.order) do if st.resumed then kept = kept + 1 end end
   if rep.set_tasks then rep:set_tasks(self.states, self.order) end

@@ -410,7 +410,7 @@ local function write_pending(self)
       payload, state, started, fin, last_t, exit, reason, total, nsucc, nfail, resumed,
       self.store.lease)
     local verdict
-    if ok and res.affected == n then
+    if ok and res[1].written == n then
       verdict = "ours"
     elseif ok then
       local vok, v = pcall(self.after_refusal, self, self.seq + n)
@@ -442,7 +442,6 @@ local function write_pending(self)
   self.records = self.records + n
   self.commits = self.commits + 1
   self.syncs = self.commits
-  if finished then pcall(self.store.q, self.store, "notify_finished", self.run_id) end
 end
 
 -- j:commit(): writes everything appended so far and the run's summary in one statement, and

@@ -103,25 +103,28 @@ RETURNING epoch, seq
 -- statement (one transaction). Takes: the run's row lock (UPDATE) for the statement. Writes
 -- nothing when the epoch moved on (another holder claimed the run) or when seq is not the one
 -- this holder last wrote (this very commit already happened: a retry after a lost answer).
--- Renews the lease: a holder that commits is alive.
+-- Renews the lease: a holder that commits is alive. When the run ends, tells watchers (NOTIFY
+-- finished, delivered at commit). Answers how many records it wrote.
 WITH run AS (
   UPDATE flowrun.runs
   SET seq = $3 + $4, state = $6, started = coalesce($7, started), finished = $8, last_t = $9,
       exit = $10, reason = $11, tasks_total = $12, tasks_succeeded = $13, tasks_failed = $14,
       resumed = $15, lease_until = now() + make_interval(secs => $16), updated_at = now()
   WHERE id = $1 AND epoch = $2 AND seq = $3
-  RETURNING id)
-INSERT INTO flowrun.events (run_id, seq, epoch, t, rec)
-SELECT run.id, $3 + x.n, $2, (x.r ->> 't')::float8, x.r
-FROM run, json_array_elements($5::json) WITH ORDINALITY AS x(r, n)
+  RETURNING id, state
+), written AS (
+  INSERT INTO flowrun.events (run_id, seq, epoch, t, rec)
+  SELECT run.id, $3 + x.n, $2, (x.r ->> 't')::float8, x.r
+  FROM run, json_array_elements($5::json) WITH ORDINALITY AS x(r, n)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM written)::int AS written,
+  (SELECT pg_notify('flowrun', 'finished ' || id) FROM run WHERE state <> 'running') IS NULL
+    AS quiet
 
 -- name: holder
 -- What a commit that wrote nothing finds: whose the run is now. Takes: nothing (a plain read).
 SELECT epoch, seq, owner, state FROM flowrun.runs WHERE id = $1
-
--- name: notify_finished
--- Tells watchers (flowrun logs -f, the server) that a run ended. Takes: nothing (NOTIFY).
-SELECT pg_notify('flowrun', 'finished ' || $1::text) AS notified
 
 -- name: append_logs
 -- Task log lines. Takes: a share lock on the run's row (FOR SHARE) for the statement, so that a
