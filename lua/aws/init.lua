@@ -53,6 +53,7 @@ local API = {} -- the functions of the module (kept apart from the service table
 
 local settings = {}
 local transport_override
+local request_hook -- aws.set_request_hook
 local call_context -- defined below
 local label_of     -- defined below
 local ctx_cache = {}  -- service -> resolved call context (see call_context)
@@ -234,7 +235,7 @@ end
 function API.reset(opts)
   settings = {}
   clients, cred_cache, cred_refresh = {}, {}, {}
-  transport_override = nil
+  transport_override, request_hook = nil, nil
   ctx_cache = {}
   config.reset(opts and opts.env)
 end
@@ -245,6 +246,16 @@ function API.use_transport(fn)
   end
   transport_override = fn
   ctx_cache = {}
+end
+
+-- aws.set_request_hook(fn): fn(req) is called before each request is sent (every attempt), with
+-- the request as the transport gets it; it may raise to refuse the call (nil: no hook). The
+-- workers' fence (flowrun.worker.fence) refuses the calls of a run this process no longer holds.
+function API.set_request_hook(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error("aws.set_request_hook: a function (or nil) expected, got " .. type(fn), 2)
+  end
+  request_hook = fn
 end
 
 local http_mod
@@ -545,6 +556,7 @@ function API.call(service, op, params, opts)
       dlog(("> %s %s %s (attempt %d/%d)\n%s\n  body: %s"):format(label, req.method, url, attempt,
         attempts_max, header_lines(headers), protocols.first_bytes(req.body, 2000)))
     end
+    if request_hook then request_hook(wire) end
     local resp, neterr = transport(wire)
     if resp ~= nil and type(resp) ~= "table" then
       resp, neterr = nil, flow.error("aws.TransportError", "transport answered a " .. type(resp), { retryable = false })

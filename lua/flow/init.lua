@@ -110,14 +110,34 @@ function M.timeout(s, fn, ...)
   return h:wait()
 end
 
+-- Inside a workflow task, what a command printed becomes the task's log lines (kept with the
+-- run: flowrun logs), each stream's first EXEC_LOG_MAX bytes, once the command has ended (the
+-- process module hands over its output whole).
+M.EXEC_LOG_MAX = 256 * 1024
+
+local function log_output(ctx, prog, stream, text)
+  if not text or text == "" then return end
+  local name = tostring(prog):match("[^/]*$")
+  local label = stream == "stderr" and (name .. " (stderr): ") or (name .. ": ")
+  local cut = #text > M.EXEC_LOG_MAX
+  local body = cut and text:sub(1, M.EXEC_LOG_MAX) or text
+  for line in body:gmatch("([^\n]*)\n?") do
+    if line ~= "" then ctx.log(label .. line:gsub("\r$", "")) end
+  end
+  if cut then
+    ctx.log(string.format("%s[%d more bytes of %s not logged]", label, #text - M.EXEC_LOG_MAX, stream))
+  end
+end
+
 -- flow.exec(cmd, opts) -> {status, signal, stdout, stderr, truncated, pid}. Runs a command
 -- without blocking the loop: cmd is a list {"prog", "arg", ...} (run directly, no shell) or a
 -- string (run by /bin/sh -c). opts: stdin (string), env (table over this process's
 -- environment; NAME = false removes NAME), clear_env, cwd, max_output (bytes kept, default
 -- 64 MB), timeout (seconds: the child is terminated and flow.timeout raised), check (raise
--- "proc.failed" with the end of stderr when the status is not 0). Cancelling the task
--- terminates the child (SIGTERM, SIGKILL after 3 s). Raises "proc.spawn" when the command
--- cannot be started.
+-- "proc.failed" with the end of stderr when the status is not 0), log (default true: inside a
+-- workflow task, the output becomes the task's log lines, "prog: line" and "prog (stderr):
+-- line"). Cancelling the task terminates the child (SIGTERM, SIGKILL after 3 s). Raises
+-- "proc.spawn" when the command cannot be started.
 function M.exec(cmd, opts)
   opts = opts or {}
   local argv = cmd
@@ -134,6 +154,12 @@ function M.exec(cmd, opts)
   end
   local r
   if opts.timeout then r = M.timeout(opts.timeout, run, argv, opts) else r = run(argv, opts) end
+  local ctx = opts.log ~= false and require("flow.context").current()
+  if ctx then
+    local prog = type(cmd) == "string" and "sh" or argv[1]
+    log_output(ctx, prog, "stdout", r.stdout)
+    log_output(ctx, prog, "stderr", r.stderr)
+  end
   if opts.check and r.status ~= 0 then
     local tail = r.stderr:sub(-500):gsub("%s+$", "")
     error(core.error("proc.failed", ("%s %s%s"):format(tostring(argv[1]),

@@ -1,12 +1,15 @@
--- The file run store: JSON lines, group commit with fsync, replay, a last line cut by a crash
--- (repaired in place), damage elsewhere (every record checked as it is read), resume keeping
--- succeeded tasks' results, the run's lock (no lock files), task logs kept beside the journal.
+-- The run stores: what both keep alike (replay, group commit, resume keeping succeeded tasks'
+-- results, a cleanup that undid a task, task logs bounded per attempt, listing), run against the
+-- file store and against PostgreSQL; then the file store's own (JSON lines with fsync, a last
+-- line cut by a crash repaired in place, damage named by file and line, the run's lock with no
+-- lock files). tests/lua/store_pg.lua has the PostgreSQL store's own.
 local t = require "tap"
 local flow = require "flow"
 local core = require "flow.core"
 local sys = require "flow.sys"
 local engine = require "flowrun.engine"
 local filestore = require "flowrun.engine.store.file"
+local pgstore = require "flowrun.engine.store.pg"
 local json = require "json"
 
 core.set_virtual_time(true)
@@ -32,11 +35,16 @@ end
 
 local function start_journal(id, wf)
   local jr = assert(store:create_run({ ev = "run_started", run = id, workflow = wf.name,
-    params = {}, v = 1 }))
-  return jr, jpath(id)
+    params = {}, v = 1 }, function() error("run id " .. id .. " is taken") end))
+  return jr
 end
 
-t.test("a run's journal replays to the run's final states and results", function()
+-- The cases both stores share; `store` and `backend` (the store's module) are set before each
+-- round, and `label` names it.
+local backend, label = filestore, "file store"
+local function shared_cases()
+
+t.test(label .. ": a run's journal replays to the run's final states and results", function()
   local wf = flow.workflow { name = "j" }
   wf:task("a", function() return { n = 1, list = { 1, 2, 3 }, big = 9007199254740993 } end)
   wf:task("b", { after = "a", retries = 1, retry_delay = 5 }, function(ctx)
@@ -66,7 +74,7 @@ t.test("a run's journal replays to the run's final states and results", function
   t.ok(jr.syncs > 0 and jr.syncs == jr.commits, "every commit fsynced")
 end)
 
-t.test("group commit: one fsync for changes that happen together", function()
+t.test(label .. ": group commit: one commit for changes that happen together", function()
   local wf = flow.workflow { name = "layers" }
   local prev = {}
   for layer = 1, 4 do
@@ -87,38 +95,7 @@ t.test("group commit: one fsync for changes that happen together", function()
   t.ok(jr.commits - c0 <= 10, "in at most 10 commits (" .. (jr.commits - c0) .. ")")
 end)
 
-t.test("a last line cut by a crash is ignored and repaired; other damage is an error", function()
-  local path = jpath("cut")
-  local lines = {
-    json.encode { ev = "run_started", run = "cut", workflow = "w", t = 1 },
-    json.encode { ev = "task_started", task = "a", attempt = 1, t = 2 },
-    json.encode { ev = "task_succeeded", task = "a", attempt = 1, result = 5, t = 3 },
-  }
-  spit(path, table.concat(lines, "\n") .. '\n{"ev":"task_started","ta')
-  local run, err = store:load("cut")
-  t.ok(run, "loaded: " .. tostring(err))
-  t.ok(run and run.truncated, "marked truncated")
-  t.eq(run and run.tasks.a.state, "success", "lines before the cut are read")
-  t.eq(run and run.state, "interrupted", "no run_finished and nobody holds it: interrupted")
-  -- the next writer truncates the cut line away instead of gluing a record to it
-  local jw = assert(store:resume_run(run))
-  jw:append { ev = "run_resumed", t = 4 }
-  jw:close()
-  t.eq(slurp(path), table.concat(lines, "\n") .. "\n" .. '{"ev":"run_resumed","t":4}\n',
-    "the cut line is gone, the new record on a line of its own")
-
-  spit(path, lines[1] .. "\n" .. "garbage{\n" .. lines[3] .. "\n")
-  local bad, msg = store:load("cut")
-  t.ok(bad == nil, "damage in the middle refused")
-  t.like(msg, "cut%.jsonl:2: damaged journal line", "message names the file and line")
-
-  spit(path, lines[2] .. "\n")
-  local _, msg2 = store:load("cut")
-  t.like(msg2 or "", "expected a run_started record", "must start with run_started")
-  os.remove(path)
-end)
-
-t.test("resume: succeeded tasks keep results and do not run again", function()
+t.test(label .. ": resume: succeeded tasks keep results and do not run again", function()
   local runs = {}
   local fail_b = true
   local wf = flow.workflow { name = "res" }
@@ -153,7 +130,7 @@ t.test("resume: succeeded tasks keep results and do not run again", function()
   t.eq(again.tasks.c.result, "ABC", "c's result journaled")
 end)
 
-t.test("resume after a cleanup undid a task: that task and what follows run again", function()
+t.test(label .. ": resume after a cleanup undid a task: that task and what follows run again", function()
   local made, alive = 0, {}
   local fail_use = true
   local wf = flow.workflow { name = "undo" }
@@ -215,6 +192,129 @@ t.test("resume after a cleanup undid a task: that task and what follows run agai
   t.ok(not ok, "undoes is checked")
   t.like(table.concat(problems or {}, "\n"), "only a cleanup task can undo", "only on cleanup tasks")
   t.like(table.concat(problems or {}, "\n"), 'undoes unknown task "zz"', "names must exist")
+end)
+
+t.test(label .. ": a run interrupted after every task succeeded finishes on resume, running nothing", function()
+  local made = 0
+  local wf = flow.workflow { name = "alldone" }
+  wf:task("make", function() made = made + 1 return { id = made } end)
+  wf:task("use", { after = "make" }, function(ctx) return ctx.results.make.id end)
+  wf:task("teardown", { after = { "make", "use" }, cleanup = true, undoes = "make" }, function() end)
+  local jr = start_journal("ad1", wf)
+  -- its process dies after the last task's success, before the run's end is recorded
+  local cut = setmetatable({ append = function(_, r) if r.ev ~= "run_finished" then return jr:append(r) end end },
+    { __index = function(_, k) return function(_, ...) return jr[k](jr, ...) end end })
+  t.eq(engine.run(wf, { params = {}, journal = cut, run_id = "ad1" }).state, "success", "ran")
+  jr:close()
+  local prev = assert(store:load("ad1"))
+  t.eq(prev.state, "interrupted", "its end is missing: interrupted")
+  local jr2 = assert(store:resume_run(prev))
+  local sum = engine.run(wf, { params = {}, journal = jr2, run_id = "ad1", resume = prev })
+  jr2:close()
+  t.eq(sum.state, "success", "the resumed run succeeds")
+  t.eq(made, 1, "nothing ran again: the cleanup's undo does not start a second resource")
+end)
+
+-- task logs: kept per task and attempt, bounded, with a truncated mark (both stores)
+t.test(label .. ": task logs are kept per task and attempt, bounded", function()
+  local wf = flow.workflow { name = "logs" }
+  wf:task("a", { retries = 1 }, function(ctx)
+    ctx.log("hello from", ctx.attempt)
+    if ctx.attempt == 1 then error("again", 0) end
+    ctx.log("caf\xe9 bytes")
+  end)
+  local jr = start_journal("lg", wf)
+  local sum = engine.run(wf, { params = {}, journal = jr, run_id = "lg" })
+  jr:close()
+  t.eq(sum.state, "success", "ran")
+  local got = {}
+  for _, l in ipairs(store:logs("lg")) do got[#got + 1] = { l.task, l.attempt, l.msg } end
+  t.eq(got, { { "a", 1, "hello from 1" }, { "a", 2, "hello from 2" }, { "a", 2, "caf\\xE9 bytes" } },
+    "each line with its task and attempt; bytes that are not UTF-8 escaped")
+  local old = backend.LOG_LIMIT
+  backend.LOG_LIMIT = 100
+  local wf2 = flow.workflow { name = "many" }
+  wf2:task("chatty", function(ctx) for i = 1, 50 do ctx.log("line " .. i) end end)
+  local jr2 = start_journal("lg2", wf2)
+  engine.run(wf2, { params = {}, journal = jr2, run_id = "lg2" })
+  jr2:close()
+  backend.LOG_LIMIT = old
+  local l2 = store:logs("lg2")
+  t.ok(#l2 < 20, "bounded per attempt (" .. #l2 .. " lines kept)")
+  t.ok(l2[#l2] and l2[#l2].truncated and l2[#l2].msg:match("truncated"), "with a clear truncated mark")
+  local later, upto = store:logs("lg2", { after = l2[3].id })
+  t.eq(#later, #l2 - 3, "logs after a line: only what came later (for logs -f)")
+  t.eq(upto, l2[#l2].id, "and the id to go on from")
+end)
+
+t.test(label .. ": listing reads summaries: filters, order, pages", function()
+  local wf = flow.workflow { name = "listed" }
+  wf:task("a", function() return 1 end)
+  local bad = flow.workflow { name = "listed_bad" }
+  bad:task("a", function() error("no", 0) end)
+  for i = 1, 7 do
+    local w = (i % 3 == 0) and bad or wf
+    local id = string.format("list-%02d", i)
+    local jr = start_journal(id, w)
+    engine.run(w, { params = {}, journal = jr, run_id = id })
+    jr:close()
+    flow.sleep(1)
+  end
+  local ids = function(list)
+    local out = {}
+    for _, r in ipairs(list) do if r.id:match("^list%-") then out[#out + 1] = r.id end end
+    return out
+  end
+  t.eq(ids(store:runs { workflow = "listed_bad" }), { "list-03", "list-06" }, "by workflow, oldest first")
+  t.eq(ids(store:runs { workflow = "listed", state = "success" }),
+    { "list-01", "list-02", "list-04", "list-05", "list-07" }, "by workflow and state")
+  local page1, cur = store:runs { workflow = "listed", order = "desc", limit = 2 }
+  t.eq(ids(page1), { "list-07", "list-05" }, "newest first, a page of 2")
+  local page2, cur2 = store:runs { workflow = "listed", order = "desc", limit = 2, cursor = cur }
+  t.eq(ids(page2), { "list-04", "list-02" }, "the next page starts after the cursor")
+  local page3, cur3 = store:runs { workflow = "listed", order = "desc", limit = 2, cursor = cur2 }
+  t.eq(ids(page3), { "list-01" }, "the last page")
+  t.eq(cur3, nil, "and no cursor after it")
+  local r3 = store:runs { workflow = "listed_bad" }
+  t.eq({ r3[1].state, r3[1].tasks_failed, r3[1].tasks_total, r3[1].exit }, { "failed", 1, 1, 1 },
+    "a summary: state, task counts, exit")
+  local mid = store:runs { workflow = "listed", since = page1[2].created, before = page1[1].created }
+  t.eq(ids(mid), { "list-05" }, "a time range: since <= created < before")
+end)
+
+end
+
+shared_cases()
+
+t.test("a last line cut by a crash is ignored and repaired; other damage is an error", function()
+  local path = jpath("cut")
+  local lines = {
+    json.encode { ev = "run_started", run = "cut", workflow = "w", t = 1 },
+    json.encode { ev = "task_started", task = "a", attempt = 1, t = 2 },
+    json.encode { ev = "task_succeeded", task = "a", attempt = 1, result = 5, t = 3 },
+  }
+  spit(path, table.concat(lines, "\n") .. '\n{"ev":"task_started","ta')
+  local run, err = store:load("cut")
+  t.ok(run, "loaded: " .. tostring(err))
+  t.ok(run and run.truncated, "marked truncated")
+  t.eq(run and run.tasks.a.state, "success", "lines before the cut are read")
+  t.eq(run and run.state, "interrupted", "no run_finished and nobody holds it: interrupted")
+  -- the next writer truncates the cut line away instead of gluing a record to it
+  local jw = assert(store:resume_run(run))
+  jw:append { ev = "run_resumed", t = 4 }
+  jw:close()
+  t.eq(slurp(path), table.concat(lines, "\n") .. "\n" .. '{"ev":"run_resumed","t":4}\n',
+    "the cut line is gone, the new record on a line of its own")
+
+  spit(path, lines[1] .. "\n" .. "garbage{\n" .. lines[3] .. "\n")
+  local bad, msg = store:load("cut")
+  t.ok(bad == nil, "damage in the middle refused")
+  t.like(msg, "cut%.jsonl:2: damaged journal line", "message names the file and line")
+
+  spit(path, lines[2] .. "\n")
+  local _, msg2 = store:load("cut")
+  t.like(msg2 or "", "expected a run_started record", "must start with run_started")
+  os.remove(path)
 end)
 
 t.test("interrupted journal: running tasks replay as running and run again on resume", function()
@@ -280,34 +380,6 @@ t.test("damaged records are named by file and line, whatever field is missing", 
   os.remove(jpath("dmg"))
 end)
 
-t.test("task logs are kept per task and attempt, bounded", function()
-  local wf = flow.workflow { name = "logs" }
-  wf:task("a", { retries = 1 }, function(ctx)
-    ctx.log("hello from", ctx.attempt)
-    if ctx.attempt == 1 then error("again", 0) end
-    ctx.log("caf\xe9 bytes")
-  end)
-  local jr = start_journal("lg", wf)
-  local sum = engine.run(wf, { params = {}, journal = jr, run_id = "lg" })
-  jr:close()
-  t.eq(sum.state, "success", "ran")
-  local got = {}
-  for _, l in ipairs(store:logs("lg")) do got[#got + 1] = { l.task, l.attempt, l.msg } end
-  t.eq(got, { { "a", 1, "hello from 1" }, { "a", 2, "hello from 2" }, { "a", 2, "caf\\xE9 bytes" } },
-    "each line with its task and attempt; bytes that are not UTF-8 escaped")
-  local old = filestore.LOG_LIMIT
-  filestore.LOG_LIMIT = 100
-  local wf2 = flow.workflow { name = "many" }
-  wf2:task("chatty", function(ctx) for i = 1, 50 do ctx.log("line " .. i) end end)
-  local jr2 = start_journal("lg2", wf2)
-  engine.run(wf2, { params = {}, journal = jr2, run_id = "lg2" })
-  jr2:close()
-  filestore.LOG_LIMIT = old
-  local l2 = store:logs("lg2")
-  t.ok(#l2 < 20, "bounded per attempt (" .. #l2 .. " lines kept)")
-  t.ok(l2[#l2] and l2[#l2].truncated and l2[#l2].msg:match("truncated"), "with a clear truncated mark")
-end)
-
 t.test("one process at a time holds a run; a dead holder holds nothing; no lock files", function()
   local a = assert(store:create_run({ ev = "run_started", run = "lk", workflow = "lk" }))
   local prev = assert(store:load("lk"))
@@ -353,6 +425,16 @@ t.test("one process at a time holds a run; a dead holder holds nothing; no lock 
   end
   t.eq(locks, {}, "no lock files are left behind")
 end)
+
+-- the same cases against PostgreSQL
+do
+  local conninfo, db = require("pgstore").fresh("engine_journal")
+  backend, label = pgstore, "PostgreSQL store"
+  store = pgstore.open(conninfo, { clock = flow.time })
+  shared_cases()
+  store:close()
+  require("pgstore").drop(db)
+end
 
 local function rm_rf(p)
   local st = sys.stat(p)

@@ -39,6 +39,50 @@ function M.store(s)
   return require("flowrun.engine.store").open(s)
 end
 
+-- Is err a failure of the run store itself (unreachable, refused login, a schema it cannot use)
+-- rather than a bug? Those are reported in one line, without a traceback.
+function M.is_store_error(err)
+  if type(err) ~= "table" then return false end
+  local code = tostring(err.code or "")
+  return code:match("^store%.") ~= nil or code:match("^pg%.") ~= nil
+end
+
+-- store_call(fn, ...) -> exit code: runs a command's body; a failure of the store is one line
+-- on stderr and exit 1 (the store's messages never hold a password), anything else is raised.
+function M.store_call(fn, ...)
+  local r = table.pack(pcall(fn, ...))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  local err = r[2]
+  if M.is_store_error(err) then
+    M.eprint(err.message or err.code)
+    return 1
+  end
+  error(err, 0)
+end
+
+-- store_try(fn, ...) -> true, fn's results; or false after printing a failure of the store (the
+-- caller exits 1). Anything else is raised.
+function M.store_try(fn, ...)
+  local r = table.pack(pcall(fn, ...))
+  if r[1] then return true, table.unpack(r, 2, r.n) end
+  if M.is_store_error(r[2]) then
+    M.eprint(r[2].message or r[2].code)
+    return false
+  end
+  error(r[2], 0)
+end
+
+-- Where a store was named, as a command line continues it: "--store URL" (without password),
+-- "--state-dir DIR", or nothing when it is the default or comes from the environment.
+function M.store_arg(s)
+  if s.store_source == "--store" and s.store_kind == "postgresql" then
+    return " --store " .. require("flowrun.engine.store.pg").redact(s.store_url)
+  elseif s.state_dir_source == "--state-dir" or s.store_source == "--store" then
+    return " --state-dir " .. s.state_dir
+  end
+  return ""
+end
+
 -- load_workflow(path) -> workflow (validated), or nil after printing why (exit 2).
 function M.load_workflow(path)
   local wf, err = engine.load_file(path)

@@ -40,6 +40,9 @@ local OPTIONS = {
       .. "(precedence: defaults < --vars-file < FLOWRUN_VAR_<NAME> < --var)" },
   state_dir = { "--state-dir", arg = "DIR",
     help = "where runs are kept (default $FLOWRUN_HOME, else ~/.local/state/flowrun)" },
+  store = { "--store", arg = "STORE",
+    help = "the run store: postgresql://USER@HOST/DB (shared, for workers), file:DIR, or a name "
+      .. "from the config file (also FLOWRUN_STORE; default: the file store in --state-dir)" },
   timeout = { "--timeout", arg = "DURATION",
     help = "bound the whole run (e.g. 90m): running tasks are cancelled, cleanup tasks run, exit 1" },
   max_active = { "--max-active", arg = "N", help = "run at most N tasks at once" },
@@ -72,14 +75,32 @@ local OPTIONS = {
     help = "the region of the ARNs (default: the region of the parameters' ARNs, else AWS_REGION, else *)" },
   attempt = { "--attempt", arg = "N", help = "only this attempt's lines" },
   follow = { "-f --follow", help = "keep printing new lines until the run ends" },
+  -- listing runs
+  workflow = { "--workflow", arg = "NAME", help = "only runs of this workflow" },
+  state = { "--state", arg = "STATE", multi = true,
+    help = "only runs in this state: queued, running, interrupted, success, failed, cancelled "
+      .. "(repeatable)" },
+  limit = { "--limit", arg = "N", help = "only the N newest runs" },
+  -- workers
+  concurrency = { "--concurrency", arg = "N", help = "run at most N runs at once (default 4)" },
+  lease = { "--lease", arg = "DURATION",
+    help = "how long a claimed run stays this worker's without a heartbeat (default 30s); a run "
+      .. "whose worker died is taken over after it" },
+  poll = { "--poll", arg = "DURATION",
+    help = "look for runs at least this often even without a notification (default 5s)" },
+  max_takeovers = { "--max-takeovers", arg = "N",
+    help = "fail a run (its cleanup tasks run) once it was taken over more than N times from "
+      .. "workers that died (default 5)" },
+  run_id_opt = { "--run-id", arg = "ID", help = "the new run's id (default: a new one)" },
+  quiet = { "-q --quiet", help = "print only the run id" },
 }
 M.OPTIONS = OPTIONS
 
 M.GLOBAL = { "debug", "virtual_time", "sim", "sim_fail", "sim_policy", "help" }
 M.TOP = { "exec", "lib", "interactive", "output", "debug", "virtual_time", "sim", "sim_fail",
   "sim_policy", "version", "help" }
-M.RUN = { "var", "vars_file", "logical_date", "state_dir", "timeout", "max_active", "log_format",
-  "no_fsync" }
+M.RUN = { "var", "vars_file", "logical_date", "state_dir", "store", "timeout", "max_active",
+  "log_format", "no_fsync" }
 
 -- The commands, in the order `flowrun --help` lists them. args: {name, metavar, optional}.
 M.COMMANDS = {
@@ -88,17 +109,16 @@ M.COMMANDS = {
     description = "Runs a workflow: validates it, resolves its parameters, runs its tasks and "
       .. "journals every state change, so that a crashed run can be resumed. "
       .. "`flowrun WORKFLOW.lua --help` lists the workflow's parameters." },
-  { name = "runs", options = { "state_dir", "json" },
+  { name = "runs", options = { "state_dir", "store", "json", "workflow", "state", "limit" },
     summary = "list runs: id, workflow, started, duration, state",
-    description = "Lists the runs kept in the state directory, oldest first, and says where it "
-      .. "looked." },
+    description = "Lists the runs kept in the store, oldest first, and says where it looked." },
   { name = "show", args = { { "run_id", "RUN_ID" }, { "task", "TASK", true } },
-    options = { "state_dir", "json" },
+    options = { "state_dir", "store", "json" },
     summary = "a run's tasks: state, attempts, duration, error, result (TASK: the whole error)",
     description = "Shows a run. With TASK, shows that task's attempts and its whole error, "
       .. "lines intact. RUN_ID may be a unique prefix of an id, or \"last\"." },
   { name = "logs", args = { { "run_id", "RUN_ID" }, { "task", "TASK", true } },
-    options = { "state_dir", "attempt", "follow" },
+    options = { "state_dir", "store", "attempt", "follow" },
     summary = "a run's task logs (ctx.log lines, status lines), -f to follow a live run",
     description = "Prints the log lines kept for a run, for one task with TASK, for one attempt "
       .. "with --attempt." },
@@ -109,7 +129,7 @@ M.COMMANDS = {
       .. "again (unless a cleanup task undid them); the rest run. Parameters are the run's; "
       .. "secret ones come again from --var, --vars-file or FLOWRUN_VAR_<NAME>." },
   { name = "graph", args = { { "workflow", "WORKFLOW.lua" } },
-    options = { "format", "run", "state_dir" },
+    options = { "format", "run", "state_dir", "store" },
     summary = "print the workflow's DAG (coloured by state with --run)" },
   { name = "plan", args = { { "workflow", "WORKFLOW.lua" } },
     options = { "var", "vars_file", "logical_date" },
@@ -121,6 +141,33 @@ M.COMMANDS = {
       .. "operators may call on the paths the parameters select (success, each failure, "
       .. "cancellation, resume), on resources scoped from the parameters where AWS allows it. "
       .. "Runs nothing." },
+  { name = "submit", args = { { "workflow", "WORKFLOW.lua" } },
+    options = { "var", "vars_file", "state_dir", "store", "timeout", "max_active", "run_id_opt",
+      "quiet" },
+    summary = "queue a run of a workflow for the workers; prints its id",
+    description = "Validates the workflow and its parameters (exit 2 before anything is queued), "
+      .. "then queues a run with the workflow file's source, which a worker runs (`flowrun "
+      .. "worker`). Secret parameters are not stored: the worker takes them from its own "
+      .. "environment (FLOWRUN_VAR_<NAME>) or --vars-file." },
+  { name = "worker", options = { "state_dir", "store", "concurrency", "lease", "poll",
+      "max_takeovers", "vars_file", "log_format" },
+    summary = "run queued runs (and take over runs whose worker died) until stopped",
+    description = "Claims queued runs from the store and runs up to --concurrency of them at once; "
+      .. "renews their leases; takes over runs whose lease expired (their worker died) and "
+      .. "resumes them as flowrun resume does. SIGTERM or SIGINT: stops claiming and hands its "
+      .. "runs back to the store, where another worker takes them over at once. With --sim it "
+      .. "runs only runs submitted with --sim." },
+  { name = "cancel", args = { { "run_id", "RUN_ID" } }, options = { "state_dir", "store" },
+    summary = "cancel a run wherever it runs; its cleanup tasks run",
+    description = "A queued run ends at once. A running one is cancelled by the process running "
+      .. "it (a worker, or flowrun run in another terminal): its running tasks are stopped and "
+      .. "its cleanup tasks run." },
+  { name = "workers", options = { "state_dir", "store", "json" },
+    summary = "list the workers: host, pid, runs, last heartbeat" },
+  { name = "store", args = { { "action", "init" } }, options = { "state_dir", "store" },
+    summary = "create or migrate the PostgreSQL run store's schema",
+    description = "Creates the PostgreSQL run store's schema, or migrates it to this flowrun's "
+      .. "version (also done on first use). Refuses a schema newer than this flowrun." },
   { name = "repl", options = { "output" },
     summary = "the interactive REPL (also: flowrun with no arguments on a terminal)" },
 }
@@ -128,6 +175,7 @@ M.ARG_HELP = {
   workflow = "the workflow file (a Lua file returning flow.workflow{...})",
   run_id = "a run's id, a unique prefix of one, or \"last\"",
   task = "a task of the run",
+  action = "init",
 }
 
 M.BY_NAME = {}
@@ -217,6 +265,8 @@ function M.help()
   w("")
   w("Environment:")
   w("  FLOWRUN_HOME          where runs are kept (default ~/.local/state/flowrun)")
+  w("  FLOWRUN_STORE         as --store (postgresql://..., file:DIR, or a name from the config)")
+  w("  FLOWRUN_CONFIG        the config file (default ~/.config/flowrun/config.json)")
   w("  FLOWRUN_DEBUG         as --debug")
   w("  FLOWRUN_SIM=1         as --sim")
   w("  FLOWRUN_VAR_<NAME>    a workflow parameter")

@@ -99,10 +99,29 @@ function M.recorded_dates(wf, run)
     logical_date = run.logical_date, manual = run.manual } })
 end
 
+-- Runs r with journal jr, which the store may tell things while the run is held: a cancel
+-- request (flowrun cancel: the run is cancelled, its cleanup tasks run) and the run lost to
+-- another holder (its tasks are stopped at once, nothing more is written; execute raises
+-- store.lost). The journal is closed whatever happens.
+local function execute(r, jr, o)
+  if jr.watch then
+    jr:watch { cancel = function(reason) r:start_cancelling(reason) end,
+      lost = function(err) r:abandon(err) end }
+  end
+  if o.cancel_reason then r:start_cancelling(o.cancel_reason) end
+  local ok, sum = pcall(r.execute, r)
+  jr:close()
+  if not ok then error(sum, 0) end
+  return sum
+end
+
 -- start(wf, o) -> summary, or nil and an error (the store refused the run). o: store, params,
 -- dates (M.dates: its logical date and data interval; default: a manual run now), file, hash
--- (of the workflow file), sim (the simulator's settings when it answers AWS), reporter,
--- max_active, timeout.
+-- (of the workflow file), source (its text: the PostgreSQL store keeps it, so the run can be
+-- resumed elsewhere), sim (the simulator's settings when it answers AWS), reporter, max_active,
+-- timeout, on_signal (see flowrun.engine.run); journal: a run already held (a worker's claim:
+-- the run_started record is appended to it), run_id; extra: fields added to the run_started
+-- record (worker, epoch).
 function M.start(wf, o)
   local ok, problems = wf:validate()
   if not ok then return nil, "invalid workflow: " .. table.concat(problems, "; ") end
@@ -110,24 +129,35 @@ function M.start(wf, o)
   local names = {}
   for i, t in ipairs(wf.order) do names[i] = t.name end
   local d = o.dates or M.dates(wf)
-  local jr, err = o.store:create_run({ ev = "run_started", v = replay.VERSION,
+  local first = { ev = "run_started", v = replay.VERSION,
     run = o.run_id or run.new_run_id(), workflow = wf.name, file = o.file, hash = o.hash,
     params = params, secret_params = #secret > 0 and secret or nil, pid = sys.getpid(),
     tasks = names, sim = o.sim and { fail = o.sim.fail } or nil,
     logical_date = d.logical_date_epoch,
     data_interval = { d.data_interval.start_epoch, d.data_interval.end_epoch },
-    manual = d.manual or nil }, run.new_run_id)
-  if not jr then return nil, err end
-  local sum = run.new(wf, { params = o.params, run_id = jr.run_id, journal = jr, dates = d,
-    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout }):execute()
-  jr:close()
-  return sum
+    manual = d.manual or nil }
+  for k, v in pairs(o.extra or {}) do first[k] = v end
+  local jr, err
+  if o.journal then
+    jr = o.journal
+    first.run = jr.run_id
+    -- committed with the run's first tasks (nothing is acted on before that commit)
+    local cok, cerr = pcall(jr.append, jr, first)
+    if not cok then jr:close() error(cerr, 0) end
+  else
+    jr, err = o.store:create_run(first, run.new_run_id, { source = o.source })
+    if not jr then return nil, err end
+  end
+  local r = run.new(wf, { params = o.params, run_id = jr.run_id, journal = jr, dates = d,
+    reporter = o.reporter, max_active = o.max_active, timeout = o.timeout,
+    on_signal = o.on_signal })
+  return execute(r, jr, o)
 end
 
 -- resume(wf, prev, o) -> summary, or nil and an error (another process holds the run). prev: the
--- replayed run; o as for start, plus forced (the workflow file changed since) and rerun (names of
+-- replayed run; o as for start, plus forced (the workflow file changed since), rerun (names of
 -- tasks to run again although they succeeded, with everything downstream of them: Airflow's
--- "clear").
+-- "clear") and journal (a worker's takeover: the run already held).
 function M.resume(wf, prev, o)
   for _, name in ipairs(o.rerun or {}) do
     if not wf.by_name[name] then
@@ -135,16 +165,20 @@ function M.resume(wf, prev, o)
         .. tostring(name) }
     end
   end
-  local jr, err = o.store:resume_run(prev)
-  if not jr then return nil, err end
-  jr:append { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced,
+  local jr, err = o.journal, nil
+  if not jr then
+    jr, err = o.store:resume_run(prev)
+    if not jr then return nil, err end
+  end
+  local rec = { ev = "run_resumed", hash = o.hash, pid = sys.getpid(), forced = o.forced,
     rerun = o.rerun and #o.rerun > 0 and o.rerun or nil }
-  jr:commit()
-  local sum = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
+  for k, v in pairs(o.extra or {}) do rec[k] = v end
+  local cok, cerr = pcall(jr.append, jr, rec)
+  if not cok then jr:close() error(cerr, 0) end
+  local r = run.new(wf, { params = o.params, run_id = prev.id, journal = jr,
     dates = M.recorded_dates(wf, prev), reporter = o.reporter, max_active = o.max_active,
-    timeout = o.timeout, resume = prev, rerun = o.rerun }):execute()
-  jr:close()
-  return sum
+    timeout = o.timeout, resume = prev, rerun = o.rerun, on_signal = o.on_signal })
+  return execute(r, jr, o)
 end
 
 -- A cheap change detector for the workflow file (FNV-1a, 64 bits, hex). Not a security hash:

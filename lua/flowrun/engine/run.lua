@@ -85,6 +85,9 @@ Run.__index = Run
 --                the keep rule, everything downstream of them)
 --   random       function() -> [0,1) for jitter (default math.random)
 --   observer     function(event, name, st) called on each state change (tests)
+--   on_signal    function(sig) -> err or nil, asked when a signal stops the run: an error
+--                abandons the run instead of cancelling it (a worker hands its runs back to
+--                the store: their cleanup tasks are left to whoever takes them over)
 function M.new(wf, o)
   local ok, problems = wf:validate()
   if not ok then
@@ -96,7 +99,7 @@ function M.new(wf, o)
     reporter = o.reporter or QUIET,
     max_active = o.max_active or wf.max_active or math.huge,
     random = o.random or math.random, observer = o.observer, timeout = o.timeout,
-    resume = o.resume, rerun = o.rerun, dates = o.dates,
+    resume = o.resume, rerun = o.rerun, dates = o.dates, on_signal = o.on_signal,
     states = {}, order = {}, results = {}, queue = {}, qn = 0,
     running = {}, n_running = 0, cancelling = false, reason = nil,
     -- the ready FIFO holds pending tasks whose upstreams are all final; runq holds tasks
@@ -298,6 +301,10 @@ end
 -- One attempt of the task's body, with the ctx bound to the flowrun task running it (under
 -- flow.timeout the body runs in a task of its own: log lines from it find the ctx too).
 local function attempt(st, ctx)
+  -- a run that another process took over (its lease ran out while this one was stopped) starts
+  -- no task body here: the journal's guard raises store.lost (and the run is abandoned)
+  local jr = st.run.journal
+  if jr.guard then jr:guard() end
   local id = core.current().id
   context.bind(id, ctx)
   local ok, r = pcall(st.t.fn, ctx)
@@ -341,6 +348,7 @@ function Run:run_attempts(st)
       return self:finish_cancelled(st, err)
     end
     local retry = st.tries <= (t.retries or 0) and (t.cleanup or not self.cancelling)
+      and not self.abandoned
     if retry and t.retry_if then
       local rok, r = pcall(t.retry_if, err, ctx)
       retry = rok and r and true or false
@@ -397,6 +405,17 @@ function Run:start_cancelling(reason)
   for st, h in pairs(self.running) do
     if not st.t.cleanup then h:cancel() end
   end
+end
+
+-- r:abandon(err): the run is no longer this process's (another holder claimed it, or a stopping
+-- worker handed it back): every runner is cancelled, cleanup tasks included, nothing else
+-- starts (the new holder runs what is left, cleanups too) and execute() raises err. May be
+-- called from any task.
+function Run:abandon(err)
+  if self.abandoned then return end
+  self.abandoned = err
+  for _, h in pairs(self.running) do h:cancel() end
+  if self.task and self.task ~= core.current() then self.task:cancel() end
 end
 
 function Run:loop()
@@ -481,9 +500,11 @@ end
 -- results = {name -> result}}
 function Run:execute()
   local t0 = flow.now()
+  self.task = core.current()
   self.deadline = self.timeout and (t0 + self.timeout)
   local rep = self.reporter
-  self.journal:commit()
+  -- what was appended before (run_started, run_resumed) goes with the first pump's commit, made
+  -- before any task starts
   local kept = 0
   for _, st in ipairs(self.order) do if st.resumed then kept = kept + 1 end end
   if rep.set_tasks then rep:set_tasks(self.states, self.order) end
@@ -491,6 +512,16 @@ function Run:execute()
     resumed = self.resume ~= nil, kept = kept }
   local lok, lerr = pcall(self.loop, self)
   if not lok then
+    local sig = core.signal()
+    if not self.abandoned and sig and self.on_signal then
+      local herr = self.on_signal(sig)
+      if herr then self:abandon(herr) end
+    end
+    if self.abandoned then
+      for _, h in pairs(self.running) do h:cancel() end
+      rep:close()
+      error(self.abandoned, 0)
+    end
     if not (flow.cancelled(lerr) or core.cancelling()) then
       -- an engine bug: stop the runners and report it
       for _, h in pairs(self.running) do h:cancel() end
@@ -498,7 +529,6 @@ function Run:execute()
     end
     -- Ctrl-C / SIGTERM / SIGHUP (or our task was cancelled): stop the work, run cleanup tasks,
     -- shielded
-    local sig = core.signal()
     self:start_cancelling(sig and ("cancelled by " .. signal_name(sig)) or "cancelled")
     for _, h in pairs(self.running) do h:cancel() end
     flow.shield(self.loop, self)

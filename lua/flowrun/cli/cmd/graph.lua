@@ -13,9 +13,11 @@ function M.run(opts)
   if opts.run then
     local s, serr = settings.resolve(opts)
     if not s then common.eprint(serr) return 2 end
-    local err
-    run, err = common.store(s):find(opts.run)
-    if not run then common.eprint(err) return 2 end
+    local store = common.store(s)
+    local ok, r, err = common.store_try(store.find, store, opts.run)
+    if not ok then return 1 end
+    if not r then common.eprint(err) return 2 end
+    run = r
   end
   local fmt = opts.format or "dot"
   io.stdout:write(fmt == "dot" and graph.dot(wf, run) or graph.mermaid(wf, run))

@@ -1,5 +1,6 @@
 -- flowrun logs RUN_ID [TASK] [--attempt N] [-f]: the log lines a run's tasks wrote (ctx.log,
--- flow.poll status lines), each with its time, task and attempt; -f keeps following a live run.
+-- flow.poll status lines, flow.exec output), each with its time, task and attempt; -f keeps
+-- following a live run (from any machine that reaches its store) until it ends.
 local flow = require "flow"
 local settings = require "flowrun.cli.settings"
 local common = require "flowrun.cli.common"
@@ -7,11 +8,16 @@ local view = require "flowrun.cli.view"
 
 local M = {}
 
+M.FOLLOW_EVERY = 0.25 -- seconds between looks for new lines while following
+
+local FINAL = { success = true, failed = true, cancelled = true }
+
 function M.run(opts)
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
   local store = common.store(s)
-  local r, err = store:find(opts.run_id)
+  local ok, r, err = common.store_try(store.find, store, opts.run_id)
+  if not ok then return 1 end
   if not r then common.eprint(err) return 2 end
   if opts.task and not r.tasks[opts.task] then
     common.eprint("run ", r.id, " has no task ", opts.task, " (tasks: ",
@@ -23,27 +29,34 @@ function M.run(opts)
     attempt = math.tointeger(tonumber(opts.attempt))
     if not attempt or attempt < 1 then common.eprint("--attempt expects a positive integer") return 2 end
   end
-  local seen = 0
+  local last = 0
   local function print_new()
-    local lines = store:logs(r.id)
-    for i = seen + 1, #lines do
-      local l = lines[i]
+    local lines, upto = store:logs(r.id, { after = last })
+    for _, l in ipairs(lines) do
       if (not opts.task or l.task == opts.task) and (not attempt or l.attempt == attempt) then
         io.stdout:write(view.iso(l.t), " ", l.task and (l.task .. "#" .. tostring(l.attempt) .. ": ") or "",
           l.msg, "\n")
       end
     end
-    seen = #lines
+    last = upto or last
     io.stdout:flush()
   end
-  print_new()
-  while opts.follow do
-    local now = store:load(r.id)
-    if not now or now.state ~= "running" then print_new() break end
-    flow.sleep(0.5)
+  return common.store_call(function()
     print_new()
-  end
-  return 0
+    -- follow while some process runs the run, or a worker will (queued, or interrupted and
+    -- about to be taken over); the lines written before it ended are printed last
+    local submitted = r.kind == "submitted" or r.kind == "scheduled" or r.adoptable
+    while opts.follow do
+      local state = store:state(r.id)
+      if not state or FINAL[state] or (state == "interrupted" and not submitted) then
+        print_new()
+        break
+      end
+      flow.sleep(M.FOLLOW_EVERY)
+      print_new()
+    end
+    return 0
+  end)
 end
 
 return M

@@ -34,8 +34,7 @@ end
 -- The line a failed or cancelled run ends with: how to resume it, where it is kept.
 function M.resume_hint(sum, s)
   if sum.state == "success" then return end
-  io.stdout:write(string.format("resume with: flowrun resume %s%s\n", sum.run_id,
-    s.state_dir_source == "--state-dir" and (" --state-dir " .. s.state_dir) or ""))
+  io.stdout:write(string.format("resume with: flowrun resume %s%s\n", sum.run_id, common.store_arg(s)))
   io.stdout:flush()
 end
 
@@ -84,28 +83,43 @@ function M.run(opts, wf)
   return M.execute(wf, s, params, { file = common.abspath(path), dates = dates })
 end
 
--- execute(wf, settings, params, {file, resume = run, forced, rerun}) -> exit code: starts (or resumes)
--- the run in the store and prints the summary.
+local function read_text(path)
+  local f = path and io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- execute(wf, settings, params, {file, resume = run, forced, rerun, dates, source}) -> exit code: starts (or
+-- resumes) the run in the store and prints the summary. source: the workflow's text when it
+-- does not come from the file (a resume from the store's copy).
 function M.execute(wf, s, params, o)
   local store = common.store(s)
-  local hash = o.file and engine.hash_file(o.file) or nil
+  local source = o.source or read_text(o.file)
+  local hash = o.hash or (source and engine.hash_text(source)) or nil
   if s.sim then
     require("flow.sys").mkdir_p(s.state_dir)
     settings.use_sim(s, true)
   end
+  -- a run held through a lease (PostgreSQL) calls AWS only while it still holds it
+  require("flowrun.worker.fence").install(store)
   local rep, fmt = view.new(s.log_format)
   local args = { store = store, params = params, file = o.file, hash = hash, sim = s.sim,
     reporter = rep, max_active = s.max_active, timeout = s.timeout, forced = o.forced,
-    rerun = o.rerun, dates = o.dates }
-  local sum, err
-  if o.resume then sum, err = engine.resume(wf, o.resume, args)
-  else sum, err = engine.start(wf, args) end
-  if not sum then
-    common.eprint(type(err) == "table" and (err.message or err.code) or tostring(err))
-    return 2
-  end
-  if fmt ~= "json" then M.resume_hint(sum, s) end
-  return sum.exit
+    rerun = o.rerun, dates = o.dates,
+    source = store.kind == "postgresql" and source or nil }
+  return common.store_call(function()
+    local sum, err
+    if o.resume then sum, err = engine.resume(wf, o.resume, args)
+    else sum, err = engine.start(wf, args) end
+    if not sum then
+      common.eprint(type(err) == "table" and (err.message or err.code) or tostring(err))
+      return 2
+    end
+    if fmt ~= "json" then M.resume_hint(sum, s) end
+    return sum.exit
+  end)
 end
 
 return M

@@ -1,4 +1,6 @@
--- flowrun runs [--json]: the runs in the store, oldest first, and where they were looked for.
+-- flowrun runs [--workflow W] [--state S] [--limit N] [--json]: the runs in the store, oldest
+-- first, and where they were looked for. Read from the store's summaries (the PostgreSQL
+-- store's indexed columns), never by replaying every journal.
 local json = require "json"
 local duration = require "flow.duration"
 local settings = require "flowrun.cli.settings"
@@ -7,34 +9,51 @@ local view = require "flowrun.cli.view"
 
 local M = {}
 
-local function counts(r)
-  local ok_n, total = 0, 0
-  for _, t in pairs(r.tasks) do
-    total = total + 1
-    if t.state == "success" then ok_n = ok_n + 1 end
-  end
-  return ok_n, total
-end
+local STATES = { queued = true, running = true, interrupted = true, success = true, failed = true,
+  cancelled = true, damaged = true }
 
 function M.run(opts)
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
+  local filter = { workflow = opts.workflow }
+  if opts.state and #opts.state > 0 then
+    for _, st in ipairs(opts.state) do
+      if not STATES[st] then
+        common.eprint("--state: unknown state ", string.format("%q", st), " (queued, running, "
+          .. "interrupted, success, failed, cancelled)")
+        return 2
+      end
+    end
+    filter.state = opts.state
+  end
+  if opts.limit then
+    local n = math.tointeger(tonumber(opts.limit))
+    if not n or n < 1 then common.eprint("--limit expects a positive integer") return 2 end
+    filter.limit, filter.order = n, "desc"
+  end
   local store = common.store(s)
-  local runs = store:runs()
+  local ok, runs = common.store_try(store.runs, store, filter)
+  if not ok then return 1 end
+  if filter.order == "desc" then
+    local rev = {}
+    for i = #runs, 1, -1 do rev[#rev + 1] = runs[i] end
+    runs = rev
+  end
   if opts.json then
     local list = {}
     for _, r in ipairs(runs) do
-      local ok_n = counts(r)
       list[#list + 1] = { id = r.id, workflow = r.workflow, started = r.started,
         finished = r.finished, duration = (r.finished or r.last_t or r.started) - (r.started or 0),
-        state = r.state, exit = r.exit, error = r.error, tasks_succeeded = ok_n }
+        state = r.state, exit = r.exit, error = r.error, tasks_succeeded = r.tasks_succeeded,
+        tasks_total = r.tasks_total, kind = r.kind, owner = r.owner }
     end
     io.stdout:write(json.encode(json.array(list)), "\n")
     return 0
   end
   if #runs == 0 then
-    io.stdout:write("no runs in ", store:describe(), " (", s.state_dir_source == "default"
-      and "the default; FLOWRUN_HOME or --state-dir choose another" or ("from " .. s.state_dir_source),
+    local src = s.store_source or s.state_dir_source
+    io.stdout:write("no runs in ", store:describe(), " (", src == "default"
+      and "the default; FLOWRUN_HOME, --state-dir or --store choose another" or ("from " .. src),
       ")\n")
     return 0
   end
@@ -46,11 +65,12 @@ function M.run(opts)
       io.stdout:write(string.format("%-22s %-20s %-20s %9s  %s\n", r.id, "?", "?", "-",
         "damaged: " .. view.one_line(r.error, 60)))
     else
-      local ok_n, total = counts(r)
+      local started = r.started or r.created or 0
       io.stdout:write(string.format("%-22s %-20s %-20s %9s  %-11s %7s%s\n", r.id,
-        view.one_line(r.workflow, 20), os.date("!%Y-%m-%d %H:%M:%S", math.floor(r.started)),
-        duration.format((r.finished or r.last_t or r.started) - r.started), r.state,
-        ok_n .. "/" .. total, r.resumed > 0 and ("  resumed " .. r.resumed .. "x") or ""))
+        view.one_line(r.workflow, 20), os.date("!%Y-%m-%d %H:%M:%S", math.floor(started)),
+        r.state == "queued" and "-" or duration.format((r.finished or r.last_t or started) - started),
+        r.state, (r.tasks_succeeded or 0) .. "/" .. (r.tasks_total or 0),
+        (r.resumed or 0) > 0 and ("  resumed " .. r.resumed .. "x") or ""))
     end
   end
   return 0

@@ -21,7 +21,8 @@ local function show_json(r)
   io.stdout:write(json.encode { id = r.id, workflow = r.workflow, file = r.file,
     state = r.state, exit = r.exit, reason = r.reason, started = r.started,
     finished = r.finished, params = r.params, tasks = json.array(tasks), resumed = r.resumed,
-    truncated = r.truncated or nil }, "\n")
+    truncated = r.truncated or nil, owner = r.owner, kind = r.kind,
+    cancel_requested = r.cancel_requested or nil }, "\n")
 end
 
 local function indent(text, pad)
@@ -56,7 +57,9 @@ end
 function M.run(opts)
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
-  local r, err = common.store(s):find(opts.run_id)
+  local store = common.store(s)
+  local ok, r, err = common.store_try(store.find, store, opts.run_id)
+  if not ok then return 1 end
   if not r then common.eprint(err) return 2 end
   if opts.json then show_json(r) return 0 end
   if opts.task then return show_task(r, opts.task) end
@@ -65,6 +68,8 @@ function M.run(opts)
   w:write("  workflow  ", tostring(r.workflow), r.file and ("  (" .. r.file .. ")") or "", "\n")
   w:write("  state     ", r.state, r.exit and (" (exit " .. r.exit .. ")") or "",
     r.reason and (": " .. r.reason) or "", "\n")
+  if r.owner and r.state == "running" then w:write("  held by   ", r.owner, "\n") end
+  if r.cancel_requested and r.state ~= "cancelled" then w:write("  cancel    requested\n") end
   w:write("  started   ", os.date("!%Y-%m-%d %H:%M:%S UTC", math.floor(r.started)),
     "   duration ", duration.format((r.finished or r.last_t) - r.started),
     r.resumed > 0 and ("   resumed " .. r.resumed .. "x") or "", "\n")

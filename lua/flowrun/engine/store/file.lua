@@ -15,6 +15,20 @@
 -- Task logs (ctx.log lines, flow.poll status lines, flow.exec output a task logs) are kept per
 -- run as {t, task, attempt, msg} lines, bounded per attempt (LOG_LIMIT bytes; past it one
 -- "truncated" line), written as they come (no fsync: a log line is not a state change).
+--
+-- Workers on this machine (flowrun worker, the server) share the store through files too:
+--   <dir>/queue/<id>.json    a submitted run (its workflow's source, public parameters) until it
+--                            has finished; a worker claims it by creating and locking its
+--                            journal, and takes it over when the journal's lock is free and the
+--                            run did not finish (its worker died)
+--   <dir>/runs/<id>.cancel   a cancel request: the process holding the run polls for it
+--   <dir>/workers/<id>.json  a live worker, locked by it (so a dead worker's file is unlocked)
+--   <dir>/.lock              held for a moment around submit, claim and cancel
+--   <dir>/runs/.index.json   listing's cache of run summaries, keyed by journal size and mtime
+-- The journal's lock is the lease: the kernel releases it when its process dies, so there is
+-- no epoch to check here (one machine, one kernel).
+local flow = require "flow"
+local core = require "flow.core"
 local json = require "json"
 local sys = require "flow.sys"
 local replay = require "flowrun.engine.replay"
@@ -30,8 +44,12 @@ Store.__index = Store
 function M.open(dir, o)
   o = o or {}
   return setmetatable({ kind = "file", dir = dir, runs_dir = dir .. "/runs",
-    fsync = o.fsync ~= false, clock = o.clock or os.time }, Store)
+    queue_dir = dir .. "/queue", workers_dir = dir .. "/workers",
+    fsync = o.fsync ~= false, clock = o.clock or os.time, held = {}, worker_files = {},
+    handback_on_signal = false }, Store)
 end
+
+M.CANCEL_POLL = 0.5 -- seconds between looks for a cancel request by the process holding a run
 
 function Store:describe() return self.runs_dir end
 
@@ -84,9 +102,11 @@ function Store:open_journal(run_id, create)
     -- a new file: make its directory entry durable too
     sys.fsync_dir(self.runs_dir)
   end
-  return setmetatable({ f = f, path = path, run_id = run_id, store = self, buf = {}, n = 0,
+  local j = setmetatable({ f = f, path = path, run_id = run_id, store = self, buf = {}, n = 0,
     fsync = self.fsync, commits = 0, syncs = 0, records = 0, clock = self.clock,
-    logs = nil, log_bytes = {} }, Journal)
+    logs = nil, log_bytes = {}, hooks = {} }, Journal)
+  self.held[run_id] = j
+  return j
 end
 
 -- j:append(rec): buffers a record (a table with ev); sets rec.t when missing. Raises when the
@@ -94,6 +114,7 @@ end
 function Journal:append(rec)
   if not rec.t then rec.t = self.clock() end
   local line = json.encode(rec)
+  if self.lost then return line end
   self.n = self.n + 1
   self.buf[self.n] = line
   return line
@@ -102,6 +123,7 @@ end
 -- j:commit(): writes what is buffered, flushes and fsyncs. Does nothing when nothing is
 -- buffered. The write happens in one call so that a crash cuts at most the last line.
 function Journal:commit()
+  if self.lost then error(self.lost, 0) end
   if self.n == 0 then return end
   local data = table.concat(self.buf, "\n", 1, self.n) .. "\n"
   self.records = self.records + self.n
@@ -118,6 +140,7 @@ end
 
 -- j:log(task, attempt, msg): keeps one log line of a task attempt (task nil: the run's own).
 function Journal:log(task, attempt, msg)
+  if self.lost then return end
   local key = (task or "") .. "#" .. tostring(attempt or 0)
   local used = self.log_bytes[key] or 0
   if used > M.LOG_LIMIT then return end
@@ -142,10 +165,54 @@ function Journal:log(task, attempt, msg)
   self.logs:write(json.encode(rec), "\n")
 end
 
+-- j:watch{cancel = fn(reason), lost = fn(err)}: while the run is held, a cancel request
+-- (<run>.cancel, made by flowrun cancel) is looked for every CANCEL_POLL seconds and handed to
+-- cancel. (A file-store run is never lost to another process: its lock is held until close.)
+function Journal:watch(hooks)
+  self.hooks = hooks or {}
+  if self.cancel_pending and self.hooks.cancel then
+    -- a worker took over a run it was asked to cancel
+    self.cancel_pending = nil
+    self.hooks.cancel("cancelled by flowrun cancel")
+  end
+  if not self.hooks.cancel or self.poller then return end
+  local marker = self.store:cancel_path(self.run_id)
+  self.poller = flow.spawn(function()
+    while self.f do
+      if sys.stat(marker) then
+        sys.unlink(marker)
+        self.hooks.cancel("cancelled by flowrun cancel")
+        return
+      end
+      flow.sleep(M.CANCEL_POLL)
+    end
+  end)
+end
+
+-- j:guard(): raises when a stopping worker hands the run back (store:guard).
+function Journal:guard()
+  return self.store:guard(self.run_id)
+end
+
+-- j:handback(why): a stopping worker gives the run back: nothing more is written, and close()
+-- releases the lock, so another worker takes it over.
+function Journal:handback(why)
+  if self.lost then return end
+  self.lost = flow.error("store.lost", string.format("run %s was handed back (%s): its tasks are "
+    .. "stopped and nothing more is written or called for it", self.run_id, why),
+    { retryable = false, run_id = self.run_id })
+  self.buf, self.n = {}, 0
+  if self.hooks.lost then self.hooks.lost(self.lost) end
+end
+
 -- j:close(): commits and releases the run's lock.
 function Journal:close()
+  if self.poller then
+    if self.poller ~= flow.current() then self.poller:cancel() end
+    self.poller = nil
+  end
   if self.f then
-    self:commit()
+    if not self.lost then self:commit() end
     self.f:close()
     self.f = nil
   end
@@ -153,6 +220,7 @@ function Journal:close()
     self.logs:close()
     self.logs = nil
   end
+  if self.store.held[self.run_id] == self then self.store.held[self.run_id] = nil end
 end
 
 -- store:create_run(first) -> journal of a new run whose first record is `first` (a run_started
@@ -170,9 +238,24 @@ function Store:create_run(first, new_id)
   end
 end
 
--- store:resume_run(run) -> journal appending to an existing run, or nil, err.
-function Store:resume_run(run)
-  return self:open_journal(run.id, false)
+-- store:resume_run(run [, {keep_cancel}]) -> journal appending to an existing run, or nil, err.
+-- A cancel request left on the run is dropped (resuming is the newer wish) unless keep_cancel
+-- (a worker taking over a run it was asked to cancel).
+function Store:resume_run(run, o)
+  local j, err = self:open_journal(run.id, false)
+  if j and not (o and o.keep_cancel) then sys.unlink(self:cancel_path(run.id)) end
+  return j, err
+end
+
+-- guard(run_id): raises when a stopping worker hands its runs back (the run's AWS calls stop).
+function Store:guard(run_id)
+  local j = self.held[run_id]
+  if not j then return end
+  if j.lost then error(j.lost, 2) end
+  if self.handback_on_signal and core.signal() then
+    j:handback("the worker is stopping (signal " .. tostring(core.signal()) .. ")")
+    error(j.lost, 2)
+  end
 end
 
 ---- reading runs -------------------------------------------------------------------------------
@@ -223,28 +306,92 @@ function Store:live(run_id)
   return not ok and err ~= nil and err.code == "sys.locked"
 end
 
+function Store:queue_path(run_id) return self.queue_dir .. "/" .. run_id .. ".json" end
+function Store:cancel_path(run_id) return self.runs_dir .. "/" .. run_id .. ".cancel" end
+
+local function read_json(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  local ok, v = pcall(json.decode, text or "")
+  if ok and type(v) == "table" then return v end
+  return nil
+end
+
+-- Writes a file whole: to a temporary name, then renamed over it (a reader sees the old file or
+-- the new one, never half of one).
+local function write_atomic(path, text)
+  local tmp = path .. ".tmp" .. tostring(sys.getpid())
+  local f = assert(io.open(tmp, "wb"))
+  f:write(text)
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+-- A submitted run that has no journal yet (queued): made from its queue entry.
+local function queued_run(sub)
+  local tasks, order = {}, {}
+  for _, name in ipairs(sub.tasks or {}) do
+    tasks[name] = { state = "pending", attempts = 0 }
+    order[#order + 1] = name
+  end
+  return { id = sub.run, workflow = sub.workflow, file = sub.file, hash = sub.hash,
+    params = sub.params or {}, secret_params = sub.secret_params, started = sub.created,
+    last_t = sub.created, state = "queued", tasks = tasks, task_order = order, resumed = 0,
+    source = sub.source, kind = sub.kind, logical_date = sub.logical_date }
+end
+
 -- load(run_id) -> run (see replay.replay) with run.path and run.truncated, or nil and a message.
+-- A submitted run not started yet is "queued".
 function Store:load(run_id)
   local path = self:journal_path(run_id)
+  if not sys.stat(path) then
+    local sub = read_json(self:queue_path(run_id))
+    if sub then return queued_run(sub) end
+  end
   local recs, trunc = M.read(path)
   if not recs then return nil, trunc end
   local run = replay.replay(recs)
   run.path, run.truncated, run.records = path, trunc, #recs
   if run.state == "running" and not self:live(run.id) then run.state = "interrupted" end
+  local sub = read_json(self:queue_path(run_id))
+  if sub then run.source, run.kind, run.logical_date = sub.source, sub.kind, sub.logical_date end
   return run
 end
 
--- runs() -> every run sorted by start time (newest last); journals that cannot be read are
--- returned as {id, state = "damaged", error}.
-function Store:runs()
+-- records(run_id) -> the run's journal records, in order.
+function Store:records(run_id)
+  return (M.read(self:journal_path(run_id))) or {}
+end
+
+-- state(run_id) -> "queued" | "running" | "interrupted" | "success" | "failed" | "cancelled", and
+-- the number of records, or nil.
+function Store:state(run_id)
+  local r = self:load(run_id)
+  if not r then return nil end
+  return r.state, r.records or 0
+end
+
+-- Every run, replayed (queued ones too), sorted by start time; journals that cannot be read are
+-- {id, state = "damaged", error}.
+function Store:all_runs()
   local names = sys.readdir(self.runs_dir) or {}
-  local runs = {}
+  local runs, seen = {}, {}
   for _, n in ipairs(names) do
     local id = n:match("^(.+)%.jsonl$")
     if id and not id:match("%.log$") then
       local run, err = self:load(id)
+      seen[id] = true
       runs[#runs + 1] = run or { id = id, error = err, started = 0, state = "damaged",
         tasks = {}, task_order = {}, params = {}, resumed = 0 }
+    end
+  end
+  for _, n in ipairs(sys.readdir(self.queue_dir) or {}) do
+    local id = n:match("^(.+)%.json$")
+    if id and not seen[id] then
+      local sub = read_json(self.queue_dir .. "/" .. n)
+      if sub then runs[#runs + 1] = queued_run(sub) end
     end
   end
   table.sort(runs, function(a, b)
@@ -254,39 +401,385 @@ function Store:runs()
   return runs
 end
 
+-- What a listing shows of a run (the summary columns of the PostgreSQL store).
+local function summary_of(r)
+  local ok_n, failed, total = 0, 0, 0
+  for _, name in ipairs(r.task_order or {}) do
+    local t = r.tasks[name]
+    total = total + 1
+    if t.state == "success" then ok_n = ok_n + 1 elseif t.state == "failed" then failed = failed + 1 end
+  end
+  return { id = r.id, workflow = r.workflow, state = r.state, kind = r.kind, created = r.started or 0,
+    started = r.started or 0, finished = r.finished, last_t = r.last_t, exit = r.exit,
+    reason = r.reason, tasks_total = total, tasks_succeeded = ok_n, tasks_failed = failed,
+    resumed = r.resumed or 0, error = r.error, file = r.file, logical_date = r.logical_date }
+end
+
+-- The summaries of every run, from the listing cache (<runs>/.index.json) where a journal has
+-- not changed since (same size and mtime), else by replaying it; the cache is rewritten when it
+-- changed. A run that was running when it was cached is asked again whether it still is.
+function Store:summaries()
+  local index_path = self.runs_dir .. "/.index.json"
+  local index = read_json(index_path)
+  if not index or index.v ~= 1 or type(index.runs) ~= "table" then index = { v = 1, runs = {} } end
+  local fresh, changed, out = {}, false, {}
+  for _, n in ipairs(sys.readdir(self.runs_dir) or {}) do
+    local id = n:match("^(.+)%.jsonl$")
+    if id and not id:match("%.log$") then
+      local st = sys.stat(self.runs_dir .. "/" .. n)
+      local e = index.runs[id]
+      local s
+      if st and e and e.size == st.size and e.mtime == st.mtime and type(e.s) == "table" then
+        s = e.s
+        if s.state == "running" or s.state == "interrupted" then
+          s.state = self:live(id) and "running" or "interrupted"
+        end
+      else
+        local run, err = self:load(id)
+        s = summary_of(run or { id = id, error = err, started = 0, state = "damaged", resumed = 0 })
+        changed = true
+      end
+      if st then fresh[id] = { size = st.size, mtime = st.mtime, s = s } end
+      out[#out + 1] = s
+    end
+  end
+  for id in pairs(index.runs) do if not fresh[id] then changed = true end end
+  for _, n in ipairs(sys.readdir(self.queue_dir) or {}) do
+    local id = n:match("^(.+)%.json$")
+    if id and not fresh[id] then
+      local sub = read_json(self.queue_dir .. "/" .. n)
+      if sub and not sys.stat(self:journal_path(id)) then out[#out + 1] = summary_of(queued_run(sub)) end
+    end
+  end
+  if changed and sys.stat(self.runs_dir) then
+    pcall(write_atomic, index_path, json.encode { v = 1, runs = fresh })
+  end
+  return out
+end
+
+-- runs(filter) -> summaries, next_cursor: as the PostgreSQL store's (see flowrun.engine.store).
+function Store:runs(f)
+  f = f or {}
+  local desc = f.order == "desc"
+  local want
+  if f.state then
+    want = {}
+    for _, s in ipairs(type(f.state) == "table" and f.state or { f.state }) do want[s] = true end
+  end
+  local cur_c, cur_id
+  if f.cursor then
+    cur_c, cur_id = tostring(f.cursor):match("^([^/]+)/(.+)$")
+    cur_c = tonumber(cur_c)
+    if not cur_c then error("flowrun: a bad page cursor " .. tostring(f.cursor), 2) end
+  end
+  local all = {}
+  for _, s in ipairs(self:summaries()) do
+    local c = s.created or 0
+    local keep = (not f.workflow or s.workflow == f.workflow) and (not want or want[s.state])
+      and (not f.since or c >= f.since) and (not f.before or c < f.before)
+    if keep and cur_c then
+      if desc then keep = c < cur_c or (c == cur_c and s.id < cur_id)
+      else keep = c > cur_c or (c == cur_c and s.id > cur_id) end
+    end
+    if keep then all[#all + 1] = s end
+  end
+  table.sort(all, function(a, b)
+    local ca, cb = a.created or 0, b.created or 0
+    if ca ~= cb then if desc then return ca > cb end return ca < cb end
+    if desc then return tostring(a.id) > tostring(b.id) end
+    return tostring(a.id) < tostring(b.id)
+  end)
+  local limit = f.limit
+  if limit and #all > limit then
+    local last = all[limit]
+    for i = #all, limit + 1, -1 do all[i] = nil end
+    return all, string.format("%.17g/%s", last.created or 0, last.id)
+  end
+  return all, nil
+end
+
 -- find(id) -> run by id, unique prefix, or "last"; or nil, message.
 function Store:find(id)
   if not id then return nil, "expected a RUN_ID (see flowrun runs)" end
-  if sys.stat(self:journal_path(id)) then return self:load(id) end
-  local runs = self:runs()
+  if sys.stat(self:journal_path(id)) or sys.stat(self:queue_path(id)) then return self:load(id) end
   if id == "last" or id == "latest" then
+    local runs = self:runs { order = "desc", limit = 1 }
     if #runs == 0 then return nil, "no runs in " .. self.runs_dir end
-    local r = runs[#runs]
-    if r.error then return nil, r.error end
-    return r
+    if runs[1].error then return nil, runs[1].error end
+    return self:load(runs[1].id)
   end
   local found = {}
-  for _, r in ipairs(runs) do
+  for _, r in ipairs(self:summaries()) do
     if tostring(r.id):sub(1, #id) == id then found[#found + 1] = r end
   end
   if #found == 1 then
     if found[1].error then return nil, found[1].error end
-    return found[1]
+    return self:load(found[1].id)
   end
   if #found > 1 then return nil, "run id " .. id .. " is ambiguous (" .. #found .. " runs match)" end
   return nil, "no run " .. id .. " in " .. self.runs_dir
 end
 
--- logs(run_id) -> list of {t, task, attempt, msg}, in the order they were written.
-function Store:logs(run_id)
-  local out = {}
+-- logs(run_id, {after = n}) -> list of {id, t, task, attempt, msg, truncated} in the order they
+-- were written (id: the line's number), and the id of the last line.
+function Store:logs(run_id, o)
+  local out, after, n = {}, o and o.after or 0, 0
   local f = io.open(self:log_path(run_id), "r")
-  if not f then return out end
+  if not f then return out, after end
   for line in f:lines() do
-    local ok, rec = pcall(json.decode, line)
-    if ok and type(rec) == "table" and type(rec.msg) == "string" then out[#out + 1] = rec end
+    n = n + 1
+    if n > after then
+      local ok, rec = pcall(json.decode, line)
+      if ok and type(rec) == "table" and type(rec.msg) == "string" then
+        rec.id = n
+        out[#out + 1] = rec
+      end
+    end
   end
   f:close()
+  return out, math.max(n, after)
+end
+
+---- workers on this machine -----------------------------------------------------------------------
+
+-- Runs fn while holding the store's lock (<dir>/.lock), which is held only for a moment: a
+-- process that finds it taken tries again shortly.
+function Store:locked(fn, ...)
+  must("cannot create " .. self.dir, sys.mkdir_p(self.dir))
+  local f = assert(io.open(self.dir .. "/.lock", "a"))
+  local tries = 0
+  while true do
+    local ok, err = sys.flock(f)
+    if ok then break end
+    if not (err and err.code == "sys.locked") then
+      f:close()
+      error("cannot lock " .. self.dir .. "/.lock: " .. tostring(err and err.message), 0)
+    end
+    tries = tries + 1
+    flow.sleep(math.min(0.001 * tries, 0.02))
+  end
+  local r = table.pack(pcall(fn, ...))
+  f:close()
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+-- store:submit(o) -> run_id | nil, err: queues a run for the workers (see flowrun.engine.store).
+function Store:submit(o)
+  local id = o.run_id or o.new_id()
+  return self:locked(function()
+    if sys.stat(self:queue_path(id)) or sys.stat(self:journal_path(id)) then
+      return nil, { code = "store.exists", message = "run " .. id .. " is already in " .. self.runs_dir }
+    end
+    if o.logical_date and o.kind == "scheduled" then
+      -- one scheduled run per (workflow, logical date)
+      for _, r in ipairs(self:summaries()) do
+        if r.workflow == o.workflow and r.logical_date == o.logical_date and r.kind == "scheduled" then
+          return nil, { code = "store.exists", message = string.format(
+            "a run of %s for that logical date is already in %s (%s)", o.workflow, self.runs_dir, r.id) }
+        end
+      end
+    end
+    must("cannot create " .. self.queue_dir, sys.mkdir_p(self.queue_dir))
+    write_atomic(self:queue_path(id), json.encode { run = id, workflow = o.workflow,
+      source = o.source, hash = o.hash, file = o.file, params = o.params or json.object {},
+      secret_params = o.secret_params, tasks = o.tasks, sim = o.sim, kind = o.kind or "submitted",
+      options = o.options, created = o.created or self.clock(), logical_date = o.logical_date,
+      interval_start = o.interval_start, interval_end = o.interval_end })
+    if self.fsync then sys.fsync_dir(self.queue_dir) end
+    return id
+  end)
+end
+
+-- store:claim(worker_id, n, {sim}) -> claims (see flowrun.engine.store): queued runs (their
+-- journal created and locked) and runs a dead worker left (their journal's lock free, no
+-- run_finished), oldest first. A queue entry whose run finished is removed.
+function Store:claim(worker_id, n, o)
+  o = o or {}
+  local names = sys.readdir(self.queue_dir)
+  if not names or #names == 0 then return {} end
+  return self:locked(function()
+    local subs = {}
+    for _, name in ipairs(names) do
+      local id = name:match("^(.+)%.json$")
+      local sub = id and read_json(self.queue_dir .. "/" .. name)
+      if sub and (sub.sim ~= nil) == (o.sim == true) then subs[#subs + 1] = sub end
+    end
+    table.sort(subs, function(a, b)
+      if (a.created or 0) ~= (b.created or 0) then return (a.created or 0) < (b.created or 0) end
+      return a.run < b.run
+    end)
+    local out = {}
+    for _, sub in ipairs(subs) do
+      if #out >= n then break end
+      local id = sub.run
+      local c = { id = id, workflow = sub.workflow, source = sub.source, hash = sub.hash,
+        file = sub.file, params = sub.params or {}, secret_params = sub.secret_params,
+        tasks = sub.tasks, options = sub.options or {}, created = sub.created, kind = sub.kind,
+        logical_date = sub.logical_date, interval_start = sub.interval_start,
+        interval_end = sub.interval_end, takeovers = 0 }
+      if not sys.stat(self:journal_path(id)) then
+        local j = self:open_journal(id, true)
+        if j then
+          c.was, c.journal = "queued", j
+          out[#out + 1] = c
+        end
+      elseif not self:live(id) then
+        local run = self:load(id)
+        if run and run.state ~= "interrupted" and run.state ~= "running" then
+          sys.unlink(self:queue_path(id)) -- finished: nothing left to do
+        elseif run then
+          local j = self:resume_run(run, { keep_cancel = true })
+          if j then
+            c.was, c.journal, c.run = "running", j, run
+            c.cancel_requested = sys.stat(self:cancel_path(id)) ~= nil
+            if c.cancel_requested then
+              sys.unlink(self:cancel_path(id))
+              j.cancel_pending = true
+            end
+            out[#out + 1] = c
+          end
+        end
+      end
+    end
+    return out
+  end)
+end
+
+-- finished(run_id): a worker is done with a run (it finished): its queue entry goes.
+function Store:finished(run_id)
+  sys.unlink(self:queue_path(run_id))
+end
+
+-- store:request_cancel(run_id) -> "cancelled" | "requested" | "requested-unheld" | nil, msg (see
+-- flowrun.engine.store).
+function Store:request_cancel(run_id)
+  return self:locked(function()
+    local has_journal = sys.stat(self:journal_path(run_id)) ~= nil
+    local sub = read_json(self:queue_path(run_id))
+    if not has_journal then
+      if not sub then return nil, "no run " .. run_id .. " in " .. self.runs_dir end
+      -- queued: it ends now, nothing ran
+      local j = assert(self:open_journal(run_id, true))
+      j:append { ev = "run_started", v = replay.VERSION, run = run_id, workflow = sub.workflow,
+        file = sub.file, hash = sub.hash, params = sub.params, secret_params = sub.secret_params,
+        tasks = sub.tasks, sim = sub.sim }
+      j:append { ev = "run_finished", state = "cancelled", exit = 130,
+        reason = "cancelled before it started (flowrun cancel)" }
+      j:close()
+      sys.unlink(self:queue_path(run_id))
+      return "cancelled"
+    end
+    if self:live(run_id) then
+      io.open(self:cancel_path(run_id), "w"):close()
+      return "requested"
+    end
+    local run, err = self:load(run_id)
+    if not run then return nil, err end
+    if run.state ~= "interrupted" then
+      return nil, string.format("run %s already ended (%s)", run_id, run.state)
+    end
+    if sub then
+      io.open(self:cancel_path(run_id), "w"):close()
+      return "requested-unheld"
+    end
+    return nil, string.format("run %s is interrupted: no process runs it, so there is nothing to "
+      .. "cancel (flowrun resume %s continues it)", run_id, run_id)
+  end)
+end
+
+local Watcher = {}
+Watcher.__index = Watcher
+
+-- store:watch() -> w: w:wait(timeout) -> {{kind = "queued"}} when the queue directory changed,
+-- {{kind = "tick"}} every second otherwise (callers look again), nil on timeout.
+function Store:watch()
+  return setmetatable({ store = self, last = nil, ticked = flow.now() }, Watcher)
+end
+
+-- w:push(kind): wakes the waiting task (a worker whose run ended looks for another at once).
+function Watcher:push(kind)
+  self.pushed = self.pushed or {}
+  self.pushed[#self.pushed + 1] = { kind = kind }
+end
+
+function Watcher:wait(timeout)
+  local deadline = flow.now() + (timeout or math.huge)
+  while true do
+    if self.pushed then
+      local q = self.pushed
+      self.pushed = nil
+      return q
+    end
+    local st = sys.stat(self.store.queue_dir)
+    local stamp = st and st.mtime or 0
+    if self.last == nil then self.last = stamp end
+    if stamp ~= self.last then
+      self.last = stamp
+      return { { kind = "queued" } }
+    end
+    if flow.now() - self.ticked >= 1 then
+      self.ticked = flow.now()
+      return { { kind = "tick" } }
+    end
+    if flow.now() >= deadline then return nil end
+    flow.sleep(math.min(0.05, math.max(0, deadline - flow.now())))
+  end
+end
+
+function Watcher:close() end
+
+-- register_worker(w): a worker says it is alive: <dir>/workers/<id>.json, locked while it lives.
+function Store:register_worker(w)
+  must("cannot create " .. self.workers_dir, sys.mkdir_p(self.workers_dir))
+  local path = self.workers_dir .. "/" .. w.id .. ".json"
+  local f = assert(io.open(path, "w"))
+  must("cannot lock " .. path, sys.flock(f))
+  self.worker_files[w.id] = { f = f, path = path, started = self.clock() }
+  self:worker_heartbeat(w)
+end
+
+function Store:worker_heartbeat(w, state)
+  local e = self.worker_files[w.id]
+  if not e then return end
+  if state == "stopped" then
+    e.f:close()
+    sys.unlink(e.path)
+    self.worker_files[w.id] = nil
+    return
+  end
+  e.f:seek("set")
+  sys.truncate(e.f, 0)
+  e.f:write(json.encode { id = w.id, hostname = w.hostname, pid = w.pid, version = w.version,
+    concurrency = w.concurrency, sim = w.sim or false, lease = w.lease, state = state or "running",
+    running = w.running or 0, runs = json.array(w.run_ids or {}), started = e.started,
+    heartbeat = self.clock() })
+  e.f:flush()
+end
+
+-- workers() -> the live workers (their file still locked); files dead workers left are removed.
+function Store:workers()
+  local out = {}
+  for _, n in ipairs(sys.readdir(self.workers_dir) or {}) do
+    local path = self.workers_dir .. "/" .. n
+    if n:match("%.json$") then
+      local f = io.open(path, "r")
+      if f then
+        local free = sys.flock(f)
+        if free then
+          sys.unlink(path)
+        else
+          local w = read_json(path)
+          if w then
+            w.live, w.age = true, self.clock() - (w.heartbeat or 0)
+            out[#out + 1] = w
+          end
+        end
+        f:close()
+      end
+    end
+  end
+  table.sort(out, function(a, b) return (a.started or 0) < (b.started or 0) end)
   return out
 end
 

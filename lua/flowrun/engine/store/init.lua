@@ -1,17 +1,54 @@
--- flowrun.engine.store — where runs are kept. Every backend offers the same promise: a state
--- change is durable before the engine acts on it, and changes that happen together are one
--- commit. The interface (flowrun.engine.store.file is the reference):
+-- flowrun.engine.store — where runs are kept. Two backends, one interface: the file store
+-- (store/file.lua: JSON lines on this machine, the embedded default, the reference) and
+-- PostgreSQL (store/pg.lua: shared by processes on any number of machines). Every backend keeps
+-- the same promise: a state change is durable before the engine acts on it, and changes that
+-- happen together are one commit.
 --
---   store:create_run(run_started_record, new_id) -> journal | nil, err
---   store:resume_run(run) -> journal | nil, err     (err.code "store.busy": held elsewhere)
+-- Running a run (the engine):
+--   store:create_run(run_started_record, new_id [, {source}]) -> journal | nil, err
+--   store:resume_run(run) -> journal | nil, err   (err.code "store.busy": held elsewhere;
+--                                                  "store.queued": a worker will start it)
 --   journal:append(record), journal:commit(), journal:log(task, attempt, msg), journal:close()
---   store:runs() -> runs (replayed, oldest first); store:find(id | prefix | "last") -> run | nil, msg
---   store:load(id) -> run | nil, msg; store:logs(run_id) -> {{t, task, attempt, msg}...}
---   store:describe() -> where it is, for messages
+--   journal:watch{cancel = fn(reason), lost = fn(err)}   what the holder is told while it holds
+--       the run: a cancel request, the run lost to another holder (PostgreSQL: its lease
+--       expired and another worker claimed it); after that commit() raises store.lost
+--   journal:handback(why)     a stopping worker gives the run back (taken over at once)
+--   journal:guard(), store:guard(run_id)   raise unless this process may act for the run now:
+--                             before each task body starts (the engine) and each AWS call
+--                             (flowrun.worker.fence); a lease about to run out is renewed first
+--
+-- Reading runs:
+--   store:runs(filter) -> summaries, next_cursor   filter: workflow, state (name or list;
+--       queued, running, interrupted, success, failed, cancelled), since, before (created time,
+--       epoch seconds), order ("asc" default | "desc"), limit, cursor. A summary: id, workflow,
+--       state, created, started, finished, last_t, exit, reason, tasks_total, tasks_succeeded,
+--       tasks_failed, resumed (PostgreSQL: from indexed columns, never a replayed journal)
+--   store:find(id | prefix | "last") -> run | nil, msg;  store:load(id) -> run | nil, msg
+--       (flowrun.engine.replay's run; queued runs too)
+--   store:records(id) -> the journal's records;  store:state(id) -> state, seq (cheap)
+--   store:logs(run_id, {after}) -> {{t, task, attempt, msg, truncated, id}...}, last id
+--   store:watch() -> w; w:wait(timeout) -> {{kind, run}...} | nil; w:close()  kinds: queued,
+--       released, cancel, finished, reconnected (PostgreSQL: LISTEN/NOTIFY); the file store
+--       polls and says "tick"
+--   store:describe() -> where it is, for messages (never a password)
+--
+-- Workers and schedulers:
+--   store:submit{workflow, source, hash, file, params, secret_params, tasks, sim, run_id,
+--       kind, logical_date, interval_start, interval_end, options} -> run_id | nil, err
+--       (err.code "store.exists": the id, or that workflow's scheduled run for that logical
+--       date, is taken: how schedulers fire each tick once)
+--   store:claim(worker_id, n, {sim}) -> claims {id, was = "queued" | "running" (a takeover),
+--       journal, run (the replayed run of a takeover), source, params, ...}
+--   store:request_cancel(run_id) -> "cancelled" | "requested" | "requested-unheld" | nil, msg
+--   store:register_worker(w), store:worker_heartbeat(w, state), store:workers()
 local M = {}
 
--- open(settings) -> the store the settings name (today: the file store in settings.state_dir).
+-- open(settings) -> the store the settings name: s.store_kind "postgresql" (s.store_url) or the
+-- file store in s.state_dir.
 function M.open(s)
+  if s.store_kind == "postgresql" then
+    return require("flowrun.engine.store.pg").open(s.store_url, { lease = s.lease })
+  end
   return require("flowrun.engine.store.file").open(s.state_dir, { fsync = s.fsync,
     clock = require("flow").time })
 end

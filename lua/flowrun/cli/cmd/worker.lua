@@ -1,0 +1,83 @@
+-- flowrun worker [--store S] [--concurrency N] [--lease D] [--poll D] [--sim]: claims queued
+-- runs (and runs whose worker died) from the store and runs them until stopped. SIGINT/SIGTERM
+-- stop it: it claims nothing more and hands its runs back to the store, where another worker
+-- takes them over at once (their cleanup tasks are not run here: the run is not over).
+local flow = require "flow"
+local core = require "flow.core"
+local duration = require "flow.duration"
+local settings = require "flowrun.cli.settings"
+local common = require "flowrun.cli.common"
+local view = require "flowrun.cli.view"
+
+local M = {}
+
+local function positive_duration(opt, v)
+  if not v then return nil end
+  local d, err = duration.parse(v)
+  if not d or d <= 0 then return nil, opt .. ": " .. (err or "must be greater than 0") end
+  return d
+end
+
+-- A reporter per run: the text view's lines, each with the run's id (many runs share stdout),
+-- or the JSON view (which names the run on every line).
+local function reporter_for(fmt)
+  return function(run_id)
+    if fmt == "json" then return view.json(io.stdout) end
+    local rep = view.text(io.stdout)
+    rep.line = function(self, task, msg)
+      self.out:write(view.iso(flow.time()), " ", run_id, " ", task and (task .. ": ") or "", msg, "\n")
+      self.out:flush()
+    end
+    rep.run_finished = function() end -- the worker logs one line per run instead
+    return rep
+  end
+end
+
+function M.run(opts)
+  local s, serr = settings.resolve(opts)
+  if not s then common.eprint(serr) return 2 end
+  local n = 4
+  if opts.concurrency then
+    n = math.tointeger(tonumber(opts.concurrency))
+    if not n or n < 1 then common.eprint("--concurrency expects a positive integer") return 2 end
+  end
+  local max_takeovers
+  if opts.max_takeovers then
+    max_takeovers = math.tointeger(tonumber(opts.max_takeovers))
+    if not max_takeovers or max_takeovers < 0 then
+      common.eprint("--max-takeovers expects an integer >= 0") return 2
+    end
+  end
+  local lease, lerr = positive_duration("--lease", opts.lease)
+  if lerr then common.eprint(lerr) return 2 end
+  local poll, perr = positive_duration("--poll", opts.poll)
+  if perr then common.eprint(perr) return 2 end
+  s.lease = lease
+  local aok, aerr = settings.apply(s)
+  if not aok then common.eprint(aerr) return 2 end
+  local store = common.store(s)
+  if s.sim then
+    -- every worker on this machine answers AWS from one simulated world
+    require("flow.sys").mkdir_p(s.state_dir)
+    local state_file = os.getenv("FLOWRUN_SIM_STATE")
+    if not state_file or state_file == "" then state_file = s.state_dir .. "/sim-state.json" end
+    require("aws").use_transport(require("flowrun.worker.simshare").share(state_file,
+      { fail = s.sim.fail }, require("flowrun.worker.fence").checker(store)))
+  else
+    require("flowrun.worker.fence").install(store)
+  end
+  local fmt = s.log_format
+  if fmt == "auto" or fmt == "tty" then fmt = "text" end
+  local w = require("flowrun.worker").new { store = store, concurrency = n, sim = s.sim,
+    max_takeovers = max_takeovers,
+    poll = poll, vars_files = opts.vars_file, reporter = reporter_for(fmt) }
+  return common.store_call(function()
+    w:start()
+    local ok, err = pcall(w.wait, w)
+    if not ok and not flow.cancelled(err) then error(err, 0) end
+    local sig = core.signal()
+    return sig and (128 + sig) or 0
+  end)
+end
+
+return M
