@@ -313,6 +313,50 @@ return wf
 
 
 @tap.test
+def a_damaged_journal_is_never_written_to():
+    state = os.path.join(TMP, "s8")
+    rc, out, err = flowrun(OK_WF, "--state-dir", state)
+    tap.eq(rc, 0, "a run")
+    runs = os.path.join(state, "runs")
+    name = [n for n in os.listdir(runs) if n.endswith(".jsonl") and not n.endswith(".log.jsonl")][0]
+    path = os.path.join(runs, name)
+    lines = open(path).read().splitlines()
+    # a record without its fields, then a finished line after it (not a cut last line)
+    lines.insert(1, '{"ev":"task_started","t":1,"task":"a","attempt":{}}')
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    before = open(path).read()
+    for args in (["show", "last"], ["runs"], ["resume", name[:-6]]):
+        rc, out, err = flowrun(*args, "--state-dir", state)
+        tap.ok(rc in (0, 2), " ".join(args[:1]) + ": no internal error (exit %d)" % rc)
+        tap.ok("Traceback" not in err and "stack traceback" not in err, args[0] + ": no traceback")
+        tap.like(out + err, name + ":2", args[0] + ": the damage named by file and line")
+    tap.eq(open(path).read(), before, "resume wrote nothing to the damaged journal")
+
+
+@tap.test
+def sigint_at_once_is_never_lost():
+    wf = write("quick.lua", """
+local flow = require "flow"
+local wf = flow.workflow { name = "quick" }
+wf:task("a", function() flow.sleep(0.5) end)
+wf:task("b", { after = "a" }, function() end)
+return wf
+""")
+    import signal, time
+    for i in range(5):
+        state = os.path.join(TMP, "s9-%d" % i)
+        p = subprocess.Popen([tap.FLOWRUN, wf, "--state-dir", state], env=env(), cwd=TMP,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.002 * i)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        tap.ok(p.returncode in (130, -signal.SIGINT),
+               "SIGINT %d ms after the start: interrupted (%d), not a success" % (2 * i, p.returncode))
+        tap.ok("SUCCESS" not in out, "no successful summary")
+
+
+@tap.test
 def out_of_memory_says_so():
     code = "local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(2e8) .. i end"
     if os.environ.get("ASAN_OPTIONS"):

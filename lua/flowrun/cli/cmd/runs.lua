@@ -63,7 +63,7 @@ function M.run(opts)
   for _, r in ipairs(runs) do
     if r.error then
       io.stdout:write(string.format("%-22s %-20s %-20s %9s  %s\n", r.id, "?", "?", "-",
-        "damaged: " .. view.one_line(r.error, 60)))
+        "damaged: " .. view.one_line((tostring(r.error):gsub("^[^:]*/", "")), 90)))
     else
       local started = r.started or r.created or 0
       io.stdout:write(string.format("%-22s %-20s %-20s %9s  %-11s %7s%s\n", r.id,
