@@ -21,7 +21,7 @@ local function aws() return require "aws" end
 M.iam = {}
 function M.iam.query(sql, opts)
   opts = opts or {}
-  local D = require "flowrun.iam.declare"
+  local D = require "aws.grants"
   local wg = D.arn("athena", "workgroup/" .. (opts.workgroup or "primary"))
   local g = D.grant("AthenaWorkgroup", {"athena:StartQueryExecution", "athena:GetQueryExecution",
     "athena:GetQueryResults", "athena:StopQueryExecution"}, wg)

@@ -45,9 +45,9 @@ M.WAIT_DEFAULTS = {every = 15, timeout = 15 * 60}
 local log, fail = operator.log, operator.fail
 
 -- IAM: M.iam.<operator>(args) -> the grants the operator may need on any of its paths (see
--- flowrun.iam.declare), each next to its operator.
+-- aws.grants), each next to its operator.
 M.iam = {}
-local function D() return require "flowrun.iam.declare" end
+local function D() return require "aws.grants" end
 local DESCRIBE_WHY = "DMS's Describe actions take no resource: they cannot be narrowed to the task"
 
 -- describe(arn) -> the ReplicationTask table. Raises aws.ResourceNotFoundFault for an

@@ -29,11 +29,11 @@ M.WAIT_DEFAULTS = {every = 30, timeout = 30 * 60}
 local log, fail = operator.log, operator.fail
 
 -- IAM: M.iam.<operator>(args) -> the grants the operator may need on any of its paths (see
--- flowrun.iam.declare). A cluster argument is a cluster id, or declare.tagged(workflow): the
+-- aws.grants). A cluster argument is a cluster id, or declare.tagged(workflow): the
 -- clusters that workflow creates, found by the flowrun:workflow tag create_cluster puts on them
 -- (the actions on them are conditioned on it), or nil: any cluster.
 M.iam = {}
-local function D() return require "flowrun.iam.declare" end
+local function D() return require "aws.grants" end
 
 local function on_cluster(actions, c)
   local d = D()

@@ -34,11 +34,11 @@ M.WAIT_DEFAULTS = {every = 30, timeout = 60 * 60}
 M.TAG_RUN, M.TAG_TASK, M.TAG_WORKFLOW = "flowrun:run-id", "flowrun:task", "flowrun:workflow"
 
 -- IAM: M.iam.<operator>(args) -> the grants the operator may need on any of its paths (see
--- flowrun.iam.declare). An application id that is nil (found by name or created during the run)
+-- aws.grants). An application id that is nil (found by name or created during the run)
 -- is any application; job runs are those a workflow started (opts.workflow: the
 -- flowrun:workflow tag start_job_run puts on them), or any.
 M.iam = {}
-local function D() return require "flowrun.iam.declare" end
+local function D() return require "aws.grants" end
 local APP_WHY = "the application is found by name or created during the run: its id is not " ..
   "known before, and one found by name carries no flowrun tag"
 

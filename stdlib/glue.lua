@@ -11,7 +11,7 @@ local function aws() return require "aws" end
 -- IAM: Glue authorizes an action on every level of the catalog path: the catalog, the database
 -- and the table (Glue's ARNs spell names in lower case).
 M.iam = {}
-local function D() return require "flowrun.iam.declare" end
+local function D() return require "aws.grants" end
 local function path(db, name)
   local d = D()
   local out = {d.arn("glue", "catalog")}

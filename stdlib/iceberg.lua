@@ -23,7 +23,7 @@ local M = {}
 -- without s3:ListBucket there).
 M.iam = {}
 function M.iam.metadata(database, name, opts)
-  local D = require "flowrun.iam.declare"
+  local D = require "aws.grants"
   return D.join(glue.iam.get_table(database, name),
     opts and opts.location and s3.iam.get(opts.location) or nil)
 end

@@ -25,7 +25,7 @@ local fail = operator.fail
 M.iam = {}
 function M.iam.sns(topic_arn)
   if topic_arn == nil or topic_arn == "" then return {} end
-  return require("flowrun.iam.declare").grant("NotifyTopic", "sns:Publish", topic_arn)
+  return require("aws.grants").grant("NotifyTopic", "sns:Publish", topic_arn)
 end
 
 -- SNS subjects: at most 100 printable ASCII characters, no line breaks.
@@ -125,7 +125,7 @@ end
 -- (SNS's Publish on the topic the parameters name): `flowrun iam` finds it on the workflow.
 function M.on_failure(opts)
   opts = opts or {}
-  local D = require "flowrun.iam.declare"
+  local D = require "aws.grants"
   return D.declared(function(ctx) return M.iam.sns(value(opts.topic_arn, ctx)) end,
     function(ctx, err)
     local topic, hook = value(opts.topic_arn, ctx), value(opts.webhook, ctx)

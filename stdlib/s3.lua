@@ -15,7 +15,7 @@ local function aws() return require "aws" end
 -- IAM: M.iam.<operator>(uri) -> the grants it needs; uri may end in * (declare.under(uri):
 -- everything below a location).
 M.iam = {}
-local function D() return require "flowrun.iam.declare" end
+local function D() return require "aws.grants" end
 
 -- parse("s3://bucket/key") -> bucket, key ("" for the bucket itself)
 function M.parse(uri, key)

@@ -16,7 +16,7 @@ local function aws() return require "aws" end
 -- suffix). A secret encrypted with a customer managed KMS key also needs kms:Decrypt on it.
 M.iam = {}
 function M.iam.get_string(secret_id)
-  local D = require "flowrun.iam.declare"
+  local D = require "aws.grants"
   if secret_id == nil or secret_id == "" then return {} end
   local arn = secret_id:match("^arn:") and secret_id or D.arn("secretsmanager", "secret:" .. secret_id .. "-??????")
   return D.grant("Secret", "secretsmanager:GetSecretValue", arn)

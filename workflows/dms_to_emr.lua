@@ -40,7 +40,7 @@ local secrets = require "secrets"
 local iceberg = require "iceberg"
 local emr_serverless = require "emr_serverless"
 local notify = require "notify"
-local D = require "flowrun.iam.declare"
+local D = require "aws.grants"
 
 local REQUIRED = require("flow.workflow").REQUIRED
 local here = (debug.getinfo(1, "S").source:match("^@(.*)$") or ""):match("^(.*)/[^/]*$") or "."

@@ -10,7 +10,7 @@ require("aws").use_transport(require("sim").handle)
 local sim = require "sim"
 local siam = require "sim.iam"
 local iam = require "flowrun.iam"
-local D = require "flowrun.iam.declare"
+local D = require "aws.grants"
 local aws = require "aws"
 local emr = require "emr"
 

@@ -1,7 +1,7 @@
 -- flowrun.iam — the IAM policy a workflow's runs need, derived from the workflow: each task's
 -- `iam` option names the operators it calls on what (dms.iam.start_task(ctx.params.arn), ...),
 -- each operator declares every action it may call on any of its paths (stdlib/*.lua, beside
--- the operator; see flowrun.iam.declare), and hooks built by operator modules declare
+-- the operator; see aws.grants), and hooks built by operator modules declare
 -- themselves (notify.on_failure). A task without an `iam` option is covered by a recorded
 -- simulated run of it (derive's opts.records), or reported as uncovered.
 --
@@ -14,7 +14,7 @@
 -- bindings read ctx.params as the tasks do): success, every failure, cancellation and resume of
 -- a run with these parameters. Grants are merged into statements that grant no more than was
 -- declared: an action is never given a resource it was not declared on.
-local declare = require "flowrun.iam.declare"
+local declare = require "aws.grants"
 local json = require "json"
 
 local M = {}

@@ -1,4 +1,5 @@
--- flowrun.iam.declare — the words the stdlib's operators declare their IAM needs with.
+-- aws.grants — the words the stdlib's operators declare their IAM needs with (below the operators,
+-- as the AWS client is; flowrun.iam merges what they declare into a policy).
 --
 -- Each operator module keeps, beside each operator, a function of the operator's arguments that
 -- returns the grants that operator may need on any of its paths (success, failure, the wait
@@ -6,7 +7,7 @@
 --
 --   function M.start_task(arn, opts) ... aws().dms.start_replication_task{...} ... end
 --   function M.iam.start_task(arn, opts)
---     local D = require "flowrun.iam.declare"
+--     local D = require "aws.grants"
 --     return D.join(M.iam.describe(arn), D.grant("DmsTask", "dms:StartReplicationTask", arn))
 --   end
 --
