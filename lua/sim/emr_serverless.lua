@@ -135,14 +135,7 @@ local function advance(w, a, now)
   end
 end
 
-local function public(v)
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in pairs(v) do
-    if type(k) ~= "string" or not k:match("^sim_") then out[k] = public(x) end
-  end
-  return setmetatable(out, getmetatable(v))
-end
+local public = util.public
 
 local function app_view(a)
   local v = public(a)

@@ -5,22 +5,8 @@ local sim = require "sim"
 
 local M = {}
 
-local NS = 'xmlns="https://sts.amazonaws.com/doc/2011-06-15/"'
-
-function M.error_answer(f)
-  local rid = util.request_id()
-  return {status = f.status, headers = {["Content-Type"] = "text/xml", ["x-amzn-RequestId"] = rid},
-    body = "<ErrorResponse " .. NS .. "><Error><Type>Sender</Type>" .. util.el("Code", f.code) ..
-      util.el("Message", f.message) .. "</Error>" .. util.el("RequestId", rid) .. "</ErrorResponse>"}
-end
-
-local function ok(action, inner)
-  local rid = util.request_id()
-  return {status = 200, headers = {["Content-Type"] = "text/xml", ["x-amzn-RequestId"] = rid},
-    body = "<" .. action .. "Response " .. NS .. "><" .. action .. "Result>" .. inner ..
-      "</" .. action .. "Result><ResponseMetadata>" .. util.el("RequestId", rid) ..
-      "</ResponseMetadata></" .. action .. "Response>"}
-end
+local error_answer, ok = util.query_protocol('xmlns="https://sts.amazonaws.com/doc/2011-06-15/"')
+M.error_answer = error_answer
 
 function M.handle(w, req)
   local _, _, _, query = util.parse_url(req.url)

@@ -165,6 +165,38 @@ function M.gzip_stored(data)
   return require("zlib").gzip(data, 0)
 end
 
+---- query protocol (STS, SNS) ------------------------------------------------------------------
+
+-- query_protocol(ns) -> error_answer(fault), ok(action, inner_xml): the <ErrorResponse> and
+-- <ActionResponse><ActionResult> documents of a query-protocol service whose namespace is ns
+function M.query_protocol(ns)
+  local function error_answer(f)
+    local rid = M.request_id()
+    return {status = f.status, headers = {["Content-Type"] = "text/xml", ["x-amzn-RequestId"] = rid},
+      body = "<ErrorResponse " .. ns .. "><Error><Type>Sender</Type>" .. M.el("Code", f.code) ..
+        M.el("Message", f.message) .. "</Error>" .. M.el("RequestId", rid) .. "</ErrorResponse>"}
+  end
+  local function ok(action, inner)
+    local rid = M.request_id()
+    return {status = 200, headers = {["Content-Type"] = "text/xml", ["x-amzn-RequestId"] = rid},
+      body = "<" .. action .. "Response " .. ns .. "><" .. action .. "Result>" .. inner ..
+        "</" .. action .. "Result><ResponseMetadata>" .. M.el("RequestId", rid) ..
+        "</ResponseMetadata></" .. action .. "Response>"}
+  end
+  return error_answer, ok
+end
+
+-- public(v) -> a copy of a resource without the simulator's own fields (keys starting sim_),
+-- as the API shows it
+function M.public(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or not k:match("^sim_") then out[k] = M.public(x) end
+  end
+  return setmetatable(out, getmetatable(v))
+end
+
 ---- misc --------------------------------------------------------------------------------------
 
 function M.sorted_keys(t)
