@@ -7,7 +7,14 @@ local view = require "flowrun.cli.view"
 
 local M = {}
 
+-- line(l) -> how one log line {t, task, attempt, msg} is printed
+function M.line(l)
+  return view.iso(l.t) .. " " .. (l.task and (l.task .. "#" .. tostring(l.attempt) .. ": ") or "")
+    .. l.msg .. "\n"
+end
+
 function M.run(opts)
+  if opts.server or os.getenv("FLOWRUN_SERVER") then return require("flowrun.cli.remote").logs(opts) end
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
   local store = common.store(s)
@@ -29,8 +36,7 @@ function M.run(opts)
     for i = seen + 1, #lines do
       local l = lines[i]
       if (not opts.task or l.task == opts.task) and (not attempt or l.attempt == attempt) then
-        io.stdout:write(view.iso(l.t), " ", l.task and (l.task .. "#" .. tostring(l.attempt) .. ": ") or "",
-          l.msg, "\n")
+        io.stdout:write(M.line(l))
       end
     end
     seen = #lines

@@ -8,6 +8,7 @@ local view = require "flowrun.cli.view"
 local M = {}
 
 local function counts(r)
+  if r.tasks_total then return r.tasks_succeeded, r.tasks_total end
   local ok_n, total = 0, 0
   for _, t in pairs(r.tasks) do
     total = total + 1
@@ -17,10 +18,15 @@ local function counts(r)
 end
 
 function M.run(opts)
+  if opts.server or os.getenv("FLOWRUN_SERVER") then return require("flowrun.cli.remote").runs(opts) end
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
   local store = common.store(s)
-  local runs = store:runs()
+  return M.print(store:runs(), opts, store:describe(), s)
+end
+
+-- print(runs, opts, where, settings) -> exit code: runs (oldest first) as `runs` lists them.
+function M.print(runs, opts, where, s)
   if opts.json then
     local list = {}
     for _, r in ipairs(runs) do
@@ -33,12 +39,12 @@ function M.run(opts)
     return 0
   end
   if #runs == 0 then
-    io.stdout:write("no runs in ", store:describe(), " (", s.state_dir_source == "default"
-      and "the default; FLOWRUN_HOME or --state-dir choose another" or ("from " .. s.state_dir_source),
-      ")\n")
+    io.stdout:write("no runs in ", where, s and (" (" .. (s.state_dir_source == "default"
+      and "the default; FLOWRUN_HOME or --state-dir choose another" or ("from " .. s.state_dir_source))
+      .. ")") or "", "\n")
     return 0
   end
-  io.stdout:write("runs in ", store:describe(), "\n")
+  io.stdout:write("runs in ", where, "\n")
   io.stdout:write(string.format("%-22s %-20s %-20s %9s  %-11s %7s\n", "ID", "WORKFLOW", "STARTED",
     "DURATION", "STATE", "TASKS"))
   for _, r in ipairs(runs) do
