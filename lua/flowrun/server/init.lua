@@ -310,6 +310,10 @@ function Srv:dispatch(req)
     if method ~= "POST" then return self:fail(req, 405, "use POST", { { "allow", "POST" } }), "/logout" end
     return self:logout(req), "/logout"
   end
+  if req.path == "/api/v1/openapi.json" then
+    if method ~= "GET" then return self:fail(req, 405, "use GET", { { "allow", "GET, HEAD" } }), "static" end
+    return self:serve_file(req, self.web_dir .. "/openapi.json"), "/api/v1/openapi.json"
+  end
   if req.path == "/favicon.ico" then return self:serve_file(req, self.web_dir .. "/favicon.svg"), "static" end
   for _, pg in ipairs(self.pages) do
     if match(segs, pg.pat) then
