@@ -491,6 +491,7 @@ local function h_run_events(x)
   end)
   srv.data:unwatch_run(w)
   srv.sse = srv.sse - 1
+  if ok then x.req:finish() end
   if not ok and not (flow.cancelled(err) or flow.is_error(err, "http.closed")) then error(err, 0) end
 end
 
@@ -555,6 +556,7 @@ local function h_logs(x)
   end)
   srv.data:unwatch_run(w)
   srv.sse = srv.sse - 1
+  if ok then x.req:finish() end
   if not ok and not (flow.cancelled(err) or flow.is_error(err, "http.closed")) then error(err, 0) end
 end
 
@@ -584,6 +586,7 @@ local function h_events(x)
     end
   end)
   srv.sse = srv.sse - 1
+  if ok then x.req:finish() end
   if not ok and not (flow.cancelled(err) or flow.is_error(err, "http.closed")) then error(err, 0) end
 end
 
