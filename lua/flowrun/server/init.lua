@@ -297,7 +297,9 @@ function Srv:dispatch(req)
     end
   end
   if allowed then
-    if method == "GET" then allowed[#allowed + 1] = "HEAD" end
+    for _, m in ipairs(allowed) do
+      if m == "GET" then allowed[#allowed + 1] = "HEAD" break end
+    end
     return self:fail(req, 405, "use " .. table.concat(allowed, ", "),
       { { "allow", table.concat(allowed, ", ") } }), "other"
   end
