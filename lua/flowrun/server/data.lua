@@ -253,7 +253,13 @@ function D:look(sweep)
     end
   else
     for _, e in ipairs(self.order) do
-      if e.state == "running" or e.state == "interrupted" then check(e) end
+      if e.state == "running" and not self.dirty[e.id] and not self.store:live(e.id) then
+        -- its process is gone (its lock with it): interrupted
+        self:load_entry(e.id)
+        self:changed(e.id)
+      elseif e.state == "running" or e.state == "interrupted" then
+        check(e)
+      end
     end
   end
 end
