@@ -58,9 +58,20 @@ function workflowCard(w) {
             tabindex: "-1", title: `${t}: ${label(s)}\nrun ${r.id}` })
           : el("span", { class: "cell none", title: `${t}: not in run ${r.id}` }));
       })));
-    body.push(el("div", { class: "grid-wrap" },
-      el("table", { class: "grid", "aria-label": `recent runs of ${w.name}` },
-        el("thead", {}, headRow), el("tbody", {}, rows))));
+    const recent = runs.slice(-6).reverse();
+    body.push(el("div", { class: "card-body" },
+      el("div", { class: "grid-wrap" },
+        el("table", { class: "grid", "aria-label": `recent runs of ${w.name}` },
+          el("thead", {}, headRow), el("tbody", {}, rows))),
+      el("div", { class: "recent" },
+        el("h3", { text: "Latest runs" }),
+        el("table", { class: "list compact" },
+          el("tbody", {}, recent.map((r) => el("tr", {},
+            el("td", {}, el("a", { class: "mono", href: `/runs/${enc(r.id)}`, text: r.id })),
+            el("td", {}, el("span", { class: `badge state-${r.state}`, text: label(r.state) })),
+            el("td", { class: "muted", text: ago(r.started) }),
+            el("td", { class: "muted", text: duration(r.duration) }))))),
+        el("a", { href: `/runs?workflow=${enc(w.name)}`, text: "all runs of " + w.name }))));
   }
   return el("section", { class: "card", "data-workflow": w.name }, head, body);
 }

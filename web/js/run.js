@@ -21,18 +21,34 @@ const main = $("#main");
 
 function taskOf(name) { return run && run.tasks.find((t) => t.name === name); }
 
-function chooseDefault() {
-  const h = new URLSearchParams(location.hash.slice(1)).get("task");
-  if (h && taskOf(h)) return h;
+// The task worth looking at: a failed one, else the one that started last among those running.
+function interesting() {
   const failed = run.tasks.find((t) => t.state === "failed");
   if (failed) return failed.name;
-  const running = run.tasks.find((t) => t.state === "running" || t.state === "up_for_retry");
-  if (running) return running.name;
-  return run.tasks.length ? run.tasks[0].name : null;
+  let best = null;
+  for (const t of run.tasks) {
+    if ((t.state === "running" || t.state === "up_for_retry") && (!best || t.started > best.started)) best = t;
+  }
+  return best ? best.name : null;
+}
+
+function chooseDefault() {
+  const h = new URLSearchParams(location.hash.slice(1)).get("task");
+  if (h && taskOf(h)) { pinned = true; return h; }
+  return interesting() || (run.tasks.length ? run.tasks[0].name : null);
+}
+
+// Until the user picks a task, the page follows the run: the task running, then a failed one.
+let pinned = false;
+
+function pick(name) {
+  pinned = true;
+  select(name);
 }
 
 function select(name) {
   if (!name) return;
+  if (name === selected && graph) return;
   selected = name;
   history.replaceState(null, "", `#task=${enc(name)}`);
   logAttempt = null;
@@ -146,7 +162,7 @@ function renderTask(newTask) {
 
 function renderGantt() {
   if (!run) return;
-  drawGantt($("#gantt"), run, selected, select, Date.now() / 1000);
+  drawGantt($("#gantt"), run, selected, pick, Date.now() / 1000);
 }
 
 function update(r) {
@@ -155,7 +171,9 @@ function update(r) {
   run = r;
   renderHead();
   if (graph) graph.update(Object.fromEntries(run.tasks.map((t) => [t.name, t])));
+  const follow = !first && !pinned ? interesting() : null;
   if (first) select(chooseDefault());
+  else if (follow && follow !== selected) select(follow);
   else { renderTask(false); renderGantt(); }
   document.title = `${label(run.state)} · ${run.workflow} ${run.id} · flowrun`;
   // the log of a task that is running again (a retry) starts over
@@ -202,13 +220,13 @@ async function start() {
     replace(main, el("div", { class: "notice error", text: `Cannot show run ${id}: ${e.message}` }));
     return;
   }
-  graph = drawGraph($("#graph"), lay, select);
+  graph = drawGraph($("#graph"), lay, pick);
   update(r);
   follow();
   window.addEventListener("resize", renderGantt);
   window.addEventListener("hashchange", () => {
     const h = new URLSearchParams(location.hash.slice(1)).get("task");
-    if (h && h !== selected && taskOf(h)) select(h);
+    if (h && h !== selected && taskOf(h)) pick(h);
   });
   // durations of a running run move on between events
   setInterval(() => {

@@ -16,7 +16,9 @@
 -- body (a form cannot send one across origins); without tokens, a Host that is not this
 -- server's own loopback name is refused (DNS rebinding); every answer carries a strict
 -- Content-Security-Policy (scripts and styles from this server only: the pages have no inline
--- script or style), nosniff, no framing, no referrer. Tokens and cookies are never logged.
+-- script or style), nosniff, no framing, no referrer to other sites (same-origin: with
+-- no-referrer, browsers send `Origin: null` on form posts and the login form could not be told
+-- from a cross-site one). Tokens and cookies are never logged.
 local flow = require "flow"
 local json = require "json"
 local sys = require "flow.sys"
@@ -126,7 +128,7 @@ function Srv:headers(list)
   h[#h + 1] = { "content-security-policy", M.CSP }
   h[#h + 1] = { "x-content-type-options", "nosniff" }
   h[#h + 1] = { "x-frame-options", "DENY" }
-  h[#h + 1] = { "referrer-policy", "no-referrer" }
+  h[#h + 1] = { "referrer-policy", "same-origin" }
   h[#h + 1] = { "cross-origin-opener-policy", "same-origin" }
   h[#h + 1] = { "cross-origin-resource-policy", "same-origin" }
   if self.tls then h[#h + 1] = { "strict-transport-security", "max-age=31536000" } end
