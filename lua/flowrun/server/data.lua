@@ -94,6 +94,7 @@ local function fill_summary(e, run)
   e.tasks_total, e.tasks_succeeded, e.tasks_failed = #run.task_order, ok, failed
   e.task_states = states
   e.error = nil
+  e.text = nil -- the API's JSON of the summary, made again when next asked for
 end
 
 -- Reads run `id` into its index entry (made when missing); returns the entry and whether it
@@ -110,6 +111,7 @@ function D:load_entry(id, st)
     e.task_names = self:intern(run.task_order)
   else
     e.workflow, e.state, e.error, e.started = e.workflow, "damaged", err, e.started or st.mtime
+    e.text = nil
     e.task_names, e.task_states = e.task_names or {}, e.task_states or {}
     e.tasks_total, e.tasks_succeeded, e.tasks_failed, e.resumed = 0, 0, 0, 0
   end
