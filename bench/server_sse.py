@@ -1,5 +1,6 @@
 """bench/server_sse.py URL RUN_PATH N SECONDS — N clients follow one run's SSE stream
-(GET RUN_PATH, Server-Sent Events) and measure, for every `run` event each client receives, the
+(GET RUN_PATH, Server-Sent Events) and measure, for every event each client receives (`run`,
+the whole run, or `delta`, what changed), the
 delay from the state change it shows (the latest time in the run: a task started or finished)
 to the arrival of the event's first byte. Prints JSON {clients, events, p50, p99, max} (ms).
 
@@ -63,10 +64,10 @@ class Client(asyncio.Protocol):
                 break
             block = self.buf[:j]
             self.buf = self.buf[j + 2:]
-            if block.startswith(b"event: run\ndata: "):
+            if block.startswith(b"event: run\ndata: ") or block.startswith(b"event: delta\ndata: "):
                 self.events += 1
                 if self.events > 1:  # the first is the state at connection time, not a change
-                    delays.append(self.first - change_time(block[17:]))
+                    delays.append(self.first - change_time(block[block.index(b"data: ") + 6:]))
             elif block.startswith(b"event: end") and not self.finished.done():
                 self.finished.set_result(True)
             # what is left began in this read (or is nothing yet)

@@ -262,12 +262,25 @@ t.test("SSE: a run followed live, its logs followed live", function()
     "step 3 ends", "cleaning up" }, "every line, in order, as it came")
   t.ok(#ids >= 3, "in several events while the run went on (" .. #ids .. ")")
   t.like(lbody, "event: end\ndata: {}\n\n$", "then end")
-  local states = {}
-  for data in ebody:gmatch("event: run\ndata: ([^\n]*)\n\n") do
+  -- the whole run first, then deltas merged by task name, as the page merges them
+  local states, model, kinds = {}, nil, {}
+  for kind, data in ebody:gmatch("event: (%a+)\ndata: ([^\n]*)\n\n") do
+    kinds[#kinds + 1] = kind
     local r = json.decode(data)
-    states[#states + 1] = r.tasks[2].state
+    if kind == "run" then
+      model = r
+    elseif kind == "delta" then
+      for _, nt in ipairs(r.tasks) do
+        for i, ot in ipairs(model.tasks) do if ot.name == nt.name then model.tasks[i] = nt end end
+      end
+      model.state = r.run.state
+    end
+    if model then states[#states + 1] = model.tasks[2].state end
   end
+  t.eq(kinds[1], "run", "the whole run first")
+  t.ok(#kinds >= 5 and kinds[2] == "delta", "then deltas (" .. table.concat(kinds, ",") .. ")")
   t.ok(#states >= 4, "the run sent again after its changes (" .. #states .. " events)")
+  t.eq(model.state, "success", "the merged model ends as the run ended")
   local seen_running, last = false, states[#states]
   for _, x in ipairs(states) do if x == "running" then seen_running = true end end
   t.ok(seen_running, "step2 seen running")

@@ -186,6 +186,11 @@ function follow() {
     open: () => live(true),
     error: () => live(false),
     run: (r) => update(r),
+    delta: (d) => {
+      if (!run) return;
+      const changed = new Map(d.tasks.map((t) => [t.name, t]));
+      update(Object.assign({}, d.run, { tasks: run.tasks.map((t) => changed.get(t.name) || t) }));
+    },
     end: () => live(false),
   });
 }

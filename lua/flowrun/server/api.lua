@@ -129,8 +129,9 @@ local function attempts_of(run, recs)
   return by
 end
 
--- run_json(srv, run, recs) -> the whole run as the API gives it.
-function M.run_json(srv, run, recs)
+-- run_parts(srv, run, recs) -> the run's fields (all but its tasks) and its tasks, as the API
+-- gives them; run_json(srv, run, recs) -> the whole run.
+function M.run_parts(srv, run, recs)
   local entry = run.workflow and srv.catalogue:get(run.workflow)
   local wf = entry and entry.wf
   local atts = attempts_of(run, recs)
@@ -165,10 +166,16 @@ function M.run_json(srv, run, recs)
     duration = (run.finished or run.last_t or run.started) - run.started,
     resumed = run.resumed, params = scrub(json.object(run.params or {})),
     secret_params = arr(run.secret_params or {}), truncated = run.truncated or false,
-    sim = run.sim ~= nil, pid = run.pid or json.null, tasks = tasks,
+    sim = run.sim ~= nil, pid = run.pid or json.null,
     here = srv.runner:is_running(run.id),
     actions = { cancel = live and srv.runner:is_running(run.id), retry = not live },
-  }
+  }, tasks
+end
+
+function M.run_json(srv, run, recs)
+  local fields, tasks = M.run_parts(srv, run, recs)
+  fields.tasks = tasks
+  return fields
 end
 
 ---- workflows -------------------------------------------------------------------------------------
@@ -326,7 +333,18 @@ local function int_arg(q, name, default)
   return n
 end
 
+local LIST_HEADERS = { { "content-type", util.JSON_HEADERS["content-type"] }, { "cache-control", "no-store" } }
+M.LIST_CACHE = 32 -- answers of GET /runs kept (by query) until the index changes
+
 local function h_runs(x)
+  -- a dashboard asks for the same page again and again: the answer is kept, by its query, for
+  -- as long as no run changes (the index's mutation counter)
+  local d = x.srv.data
+  d:ensure()
+  local key = x.req.query or ""
+  local cache = x.srv.list_cache
+  local hit = cache[key]
+  if hit and hit.m == d.mutations then return 200, hit.text, LIST_HEADERS end
   local q = x.q
   local f = { workflow = q.workflow ~= "" and q.workflow or nil, cursor = q.cursor ~= "" and q.cursor or nil }
   local limit, lerr = int_arg(q, "limit", 50)
@@ -353,8 +371,15 @@ local function h_runs(x)
   local out = {}
   for i, e in ipairs(list) do out[i] = summary_text(e) end
   -- {"next": ..., "runs": [...]}, keys in the encoder's (sorted) order
-  return 200, '{"next":' .. json.encode(next_or_err or json.null) .. ',"runs":[' .. table.concat(out, ",")
-    .. "]}", { { "content-type", util.JSON_HEADERS["content-type"] }, { "cache-control", "no-store" } }
+  local text = '{"next":' .. json.encode(next_or_err or json.null) .. ',"runs":[' .. table.concat(out, ",")
+    .. "]}"
+  x.srv.list_cached = (x.srv.list_cached or 0) + 1
+  if x.srv.list_cached > M.LIST_CACHE then
+    x.srv.list_cache, x.srv.list_cached = {}, 1
+    cache = x.srv.list_cache
+  end
+  cache[key] = { m = d.mutations, text = text }
+  return 200, text, LIST_HEADERS
 end
 
 local function load_run(x)
@@ -478,7 +503,9 @@ local function finished(srv, id)
   return e ~= nil and e.state ~= "running"
 end
 
--- GET /runs/{id}/events: the whole run at once, then again after every change, then "end".
+-- GET /runs/{id}/events: the whole run at once ("run"), then after every change what changed
+-- ("delta": {run: the run's fields, tasks: the tasks that changed}; the whole run again when
+-- this stream fell behind), then "end".
 local function h_run_events(x)
   local srv, id = x.srv, x.p.id
   local run = srv.data:run(id)
@@ -486,11 +513,11 @@ local function h_run_events(x)
   local w = srv.data:watch_run(id)
   sse(x)
   local ok, err = pcall(function()
-    local sent = -1
+    local sent = -1 -- versions start at 0: the first look sends the whole run
     while true do
-      local v = w.state
-      if v ~= sent then
-        x.req:write(srv:snapshot(id, w))
+      if w.state ~= sent then
+        local text, v = srv:snapshot(id, w, sent)
+        if text then x.req:write(text) end
         sent = v
       end
       if w.state == sent and finished(srv, id) then

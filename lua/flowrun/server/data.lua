@@ -16,6 +16,7 @@
 --   d:watch_run(id) -> w; w.state, w.log (versions, bumped on change), w.sig.state, w.sig.log
 --   (flowrun.server.signal); d:unwatch_run(w)
 --   d:wait_any(seen, timeout) -> version, changed ids since seen
+--   d.mutations                        a counter of the index's changes (lists cached on it)
 --
 -- Today, over the file store on main (store:load/runs/logs and its files): the list is an
 -- index in memory, built once in the background (every journal replayed) and kept fresh by
@@ -50,6 +51,7 @@ function M.new(store, o)
     index = {}, order = {}, ready = false, ready_sig = signal.new(), names = {},
     dirty = {}, watches = {}, logcache = {}, log_tick = 0,
     version = 0, changes = {}, any_sig = signal.new(), closed = false, dir_mtime = nil,
+    mutations = 0, -- bumped by every change of the index: what a cached list depends on
   }, D)
 end
 
@@ -117,6 +119,7 @@ function D:load_entry(id, st)
   end
   e.size, e.mtime = st.size, st.mtime
   if new then self:insert(e) end
+  self.mutations = self.mutations + 1
   return e, new
 end
 

@@ -105,7 +105,8 @@ function M.new(o)
       io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " ", msg, "\n")
       io.stderr:flush()
     end,
-    sse = 0, snaps = {}, nsnaps = 0, static = {}, routes = {}, pages = {}, tasks = {},
+    sse = 0, snaps = {}, nsnaps = 0, static = {}, routes = {}, pages = {}, tasks = {}, mseries = {},
+    list_cache = {},
   }, Srv)
   self.runner = runner_mod.new { store = store, data = data, catalogue = cat, sim = o.sim,
     vars_files = self.vars_files, max_active = o.max_active, metrics = metrics, log = self.log }
@@ -121,17 +122,26 @@ end
 
 ---- answers ----------------------------------------------------------------------------------------
 
+local SECURITY = {
+  { "content-security-policy", M.CSP },
+  { "x-content-type-options", "nosniff" },
+  { "x-frame-options", "DENY" },
+  { "referrer-policy", "same-origin" },
+  { "cross-origin-opener-policy", "same-origin" },
+  { "cross-origin-resource-policy", "same-origin" },
+}
+local HSTS = { "strict-transport-security", "max-age=31536000" }
+
 -- headers(list) -> list plus the security headers every answer carries.
 function Srv:headers(list)
   local h = {}
-  for _, kv in ipairs(list or {}) do h[#h + 1] = kv end
-  h[#h + 1] = { "content-security-policy", M.CSP }
-  h[#h + 1] = { "x-content-type-options", "nosniff" }
-  h[#h + 1] = { "x-frame-options", "DENY" }
-  h[#h + 1] = { "referrer-policy", "same-origin" }
-  h[#h + 1] = { "cross-origin-opener-policy", "same-origin" }
-  h[#h + 1] = { "cross-origin-resource-policy", "same-origin" }
-  if self.tls then h[#h + 1] = { "strict-transport-security", "max-age=31536000" } end
+  local n = 0
+  if list then
+    for i = 1, #list do h[i] = list[i] end
+    n = #list
+  end
+  for i = 1, #SECURITY do h[n + i] = SECURITY[i] end
+  if self.tls then h[#h + 1] = HSTS end
   return h
 end
 
@@ -158,25 +168,52 @@ function Srv:fail(req, status, message, extra)
   return self:send(req, status, body, extra)
 end
 
--- snapshot(id, w) -> the SSE "run" event of run id at version w.state (made once per version,
--- whatever the number of streams following the run).
-function Srv:snapshot(id, w)
+-- snapshot(id, w, sent) -> the SSE event that brings a stream that last sent version `sent`
+-- of run id up to version w.state (nil: nothing changed for it), and that version. Made once per
+-- version whatever the number of streams following the run: the whole run ("run"), and what
+-- changed since the content before it ("delta": the run's fields and the tasks whose JSON
+-- changed), which is what a stream that is up to date gets — a fraction of the bytes to write
+-- to a thousand clients. A stream that fell behind (it skipped a change) gets the whole run. A
+-- version whose content did not change (two notices of one commit) is sent to nobody.
+function Srv:snapshot(id, w, sent)
   local v = w.state
   local c = self.snaps[id]
-  if c and c.w == w and c.v == v then return c.text end
-  local run, recs = self.data:run(id)
-  local text
-  if run then
-    text = api.event("run", json.encode(api.run_json(self, run, recs)), nil)
-  else
-    text = api.event("gone", "{}")
+  if not (c and c.w == w and c.v == v) then
+    local run, recs = self.data:run(id)
+    if not run then return api.event("gone", "{}"), v end
+    local fields, tasks = api.run_parts(self, run, recs)
+    local ftext = json.encode(fields)
+    local texts, by = {}, {}
+    for i, t in ipairs(tasks) do
+      texts[i] = json.encode(t)
+      by[t.name] = texts[i]
+    end
+    if c and c.w == w then
+      local changed = {}
+      for i, t in ipairs(tasks) do
+        if c.by[t.name] ~= texts[i] then changed[#changed + 1] = texts[i] end
+      end
+      if #changed == 0 and ftext == c.ftext then
+        c.v = v
+      else
+        c.delta = { from = c.cv, text = api.event("delta", '{"run":' .. ftext .. ',"tasks":['
+          .. table.concat(changed, ",") .. "]}") }
+        c.v, c.cv, c.by, c.ftext = v, v, by, ftext
+        c.whole = api.event("run", '{"tasks":[' .. table.concat(texts, ",") .. "]," .. ftext:sub(2))
+      end
+    else
+      if not c then
+        self.nsnaps = self.nsnaps + 1
+        if self.nsnaps > 256 then self.snaps, self.nsnaps = {}, 1 end
+      end
+      c = { w = w, v = v, cv = v, by = by, ftext = ftext,
+        whole = api.event("run", '{"tasks":[' .. table.concat(texts, ",") .. "]," .. ftext:sub(2)) }
+      self.snaps[id] = c
+    end
   end
-  if not c then
-    self.nsnaps = self.nsnaps + 1
-    if self.nsnaps > 256 then self.snaps, self.nsnaps = {}, 1 end
-  end
-  self.snaps[id] = { w = w, v = v, text = text }
-  return text
+  if sent >= c.cv then return nil, v end
+  if c.delta and sent >= c.delta.from then return c.delta.text, v end
+  return c.whole, v
 end
 
 ---- static files and pages ----------------------------------------------------------------------
@@ -386,8 +423,20 @@ function Srv:handle(req)
     end
   end
   local dt = flow.now() - t0
-  self.metrics:inc("flowrun_http_requests_total", { route = route, status = tostring(status) })
-  self.metrics:observe("flowrun_http_request_duration_seconds", { route = route }, dt)
+  -- the series of this route and status, found once (a hot path under load)
+  local m = self.metrics
+  local by = self.mseries[route]
+  if not by then
+    by = { d = m:series_of("flowrun_http_request_duration_seconds", { route = route }) }
+    self.mseries[route] = by
+  end
+  local c = by[status or 0]
+  if not c then
+    c = m:series_of("flowrun_http_requests_total", { route = route, status = tostring(status) })
+    by[status or 0] = c
+  end
+  c.value = c.value + 1
+  m:observe_into("flowrun_http_request_duration_seconds", by.d, dt)
   if self.access_log then
     self.log(string.format("%s %s %s %s %d %.1fms", tostring(req.remote), req.method, req.path,
       req.query and "?" or "", status or 0, dt * 1000))
