@@ -30,14 +30,15 @@ function M.parse_query(q)
 end
 M.parse_form = M.parse_query
 
--- segments("/api/v1/runs/a%2Fb") -> {"api", "v1", "runs", "a/b"}, or nil when the path is not
--- a plain absolute path (a segment "." or "..", or a NUL byte once decoded).
+-- segments("/api/v1/runs/abc") -> {"api", "v1", "runs", "abc"}, or nil when the path is not a
+-- plain absolute path: a segment "." or "..", or one that decodes to a "/", "\" or NUL (a
+-- segment is a name here, never a path: "js%2F..%2F..%2Fsecret" must not climb out).
 function M.segments(path)
   if path:sub(1, 1) ~= "/" then return nil end
   local out = {}
   for raw in path:gmatch("[^/]+") do
     local seg = M.unescape(raw)
-    if seg == "." or seg == ".." or seg:find("\0", 1, true) then return nil end
+    if seg == "." or seg == ".." or seg:find("[/\\%z]") then return nil end
     out[#out + 1] = seg
   end
   return out
