@@ -83,7 +83,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/flowrun $(DESTDIR)$(PREFIX)/lib/flowrun
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/flowrun
 	install -m 755 $(MODS) $(DESTDIR)$(PREFIX)/lib/flowrun/
-	cp -R lua stdlib workflows $(DESTDIR)$(PREFIX)/share/flowrun/
+	cp -R lua stdlib workflows web $(DESTDIR)$(PREFIX)/share/flowrun/
 
 format:
 	clang-format -i runtime/*.c runtime/*.h tests/c/*.c tests/c/*.h tests/fuzz/*.c tests/fuzz/*.h

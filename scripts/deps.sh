@@ -9,13 +9,14 @@ packages=(
   gcc make pkg-config
   liblua5.4-dev libuv1-dev libcurl4-openssl-dev libssl-dev libjansson-dev libpq-dev
   libexpat1-dev libedit-dev libh2o-dev zlib1g-dev
-  # run time: the command line's option parser
-  lua-argparse
+  # run time: the command line's option parser; Graphviz lays out the server's DAG pages
+  lua-argparse graphviz
   # tests
   lua5.4 postgresql lua-busted lua-lpeg lua-filesystem perl
   python3 python3-botocore ca-certificates openssl
   python3-croniter  # oracle of tests/py/test_schedule_oracle.py (runs under /usr/bin/python3)
   clang libclang-rt-14-dev   # the libFuzzer targets (tests/fuzz) and their smoke run
+  chromium          # the web UI's browser tests (tests/browser, driven by npm's playwright-core)
   # benchmarks
   nginx-light wrk hyperfine python3-psycopg2 time
 )
@@ -24,6 +25,14 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm run the browser tests' driver (playwright-core); Debian's packages unless a node
+# is already there (another distribution of it may already provide npm)
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+browser_ok=1
+[ -d "$browser_dir/node_modules/playwright-core" ] || browser_ok=0
 
 # moto (the AWS emulator the tests talk to) comes with this machine's python3; Debian 12 has
 # no package of it, so its absence is reported, not silently skipped.
@@ -31,8 +40,9 @@ moto_ok=1
 python3 -c 'import moto.server, boto3, botocore' 2>/dev/null || moto_ok=0
 
 if [ "${1:-}" = "--check" ]; then
-  [ ${#missing[@]} -eq 0 ] && [ $moto_ok = 1 ] && exit 0
+  [ ${#missing[@]} -eq 0 ] && [ $moto_ok = 1 ] && [ $browser_ok = 1 ] && exit 0
   [ ${#missing[@]} -gt 0 ] && echo "missing packages: ${missing[*]}" >&2
+  [ $browser_ok = 0 ] && echo "missing: tests/browser/node_modules (npm ci)" >&2
   [ $moto_ok = 0 ] && echo "missing: python3 modules moto (with its server), boto3, botocore" >&2
   exit 1
 fi
@@ -50,6 +60,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# the browser tests' driver, from the npm registry at the versions of its lock file
+if [ $browser_ok = 0 ]; then
+  echo "scripts/deps.sh: npm ci in tests/browser (playwright-core; the browser is Debian's chromium)" >&2
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 if [ $moto_ok = 0 ]; then

@@ -56,6 +56,7 @@ local transport_override
 local request_hook -- aws.set_request_hook
 local call_context -- defined below
 local label_of     -- defined below
+local tell         -- defined below (aws.observe)
 local ctx_cache = {}  -- service -> resolved call context (see call_context)
 local clients = {}                      -- per service|region|endpoint: retry quota
 local cred_cache, cred_refresh = {}, {} -- per profile (or explicit key)
@@ -239,6 +240,18 @@ function API.reset(opts)
   ctx_cache = {}
   config.reset(opts and opts.env)
 end
+
+-- aws.observe(fn): fn(info) is told about every attempt of every call, after its outcome is
+-- known: {service, operation, attempt, status, code (failures), throttle, retry (another attempt
+-- follows)}. One observer (the server's metrics); nil removes it. It must not wait or raise.
+local observer
+function API.observe(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    error("aws.observe: a function (or nil) expected, got " .. type(fn), 2)
+  end
+  observer = fn
+end
+tell = function(info) pcall(observer, info) end
 
 function API.use_transport(fn)
   if fn ~= nil and type(fn) ~= "function" then
@@ -588,6 +601,9 @@ function API.call(service, op, params, opts)
       local result, perr = protocols.parse(svc, op_name, op_spec, resp)
       if result then
         client.quota:release(attempt == 1 and retry.NO_RETRY_INCREMENT or (last_cost or 0))
+        if observer then
+          tell { service = sname, operation = op_name, attempt = attempt, status = resp.status }
+        end
         return result
       end
       err = call_error("aws.InvalidResponse", ("aws.%s: HTTP %d with an answer that cannot be read: %s"):format(
@@ -612,10 +628,15 @@ function API.call(service, op, params, opts)
     end
     err.attempts = attempt
     local can_retry = err.retryable and (resp == nil or retry.retryable(aws_code, status))
+    local cost = can_retry and attempt < attempts_max and client.quota:acquire(is_timeout)
+    if observer then
+      tell { service = sname, operation = op_name, attempt = attempt, status = status,
+        code = aws_code or err.code, retry = cost and true or false,
+        throttle = aws_code ~= nil and retry.throttling_codes[aws_code] == true }
+    end
     if not can_retry or attempt >= attempts_max then
       error(err, 0)
     end
-    local cost = client.quota:acquire(is_timeout)
     if not cost then
       err.quota_exhausted = true
       error(err, 0)

@@ -93,6 +93,22 @@ local OPTIONS = {
       .. "workers that died (default 5)" },
   run_id_opt = { "--run-id", arg = "ID", help = "the new run's id (default: a new one)" },
   quiet = { "-q --quiet", help = "print only the run id" },
+  -- the server, and commands that talk to one
+  server = { "--server", arg = "URL",
+    help = "ask a flowrun server's API instead of the local store (also FLOWRUN_SERVER); the "
+      .. "token is FLOWRUN_TOKEN" },
+  listen = { "--listen", arg = "HOST:PORT",
+    help = "where the server listens (default 127.0.0.1:8080; any other address than loopback "
+      .. "needs tokens)" },
+  workflows = { "--workflows", arg = "DIR",
+    help = "the workflows the server offers: the *.lua files of DIR (default workflows/)" },
+  tokens = { "--tokens", arg = "FILE",
+    help = "API tokens, one \"ROLE TOKEN [NAME]\" a line (ROLE viewer or operator; mode 600); "
+      .. "FLOWRUN_TOKEN adds one operator token" },
+  tls_cert = { "--tls-cert", arg = "FILE", help = "serve HTTPS (and HTTP/2) with this certificate (PEM)" },
+  tls_key = { "--tls-key", arg = "FILE", help = "the private key of --tls-cert (PEM)" },
+  access_log = { "--access-log", help = "log every request (method, path, status, time) on stderr" },
+  wait = { "--wait", help = "wait until the run ends; exit 0 when it succeeded, 1 otherwise" },
 }
 M.OPTIONS = OPTIONS
 
@@ -109,16 +125,16 @@ M.COMMANDS = {
     description = "Runs a workflow: validates it, resolves its parameters, runs its tasks and "
       .. "journals every state change, so that a crashed run can be resumed. "
       .. "`flowrun WORKFLOW.lua --help` lists the workflow's parameters." },
-  { name = "runs", options = { "state_dir", "store", "json", "workflow", "state", "limit" },
+  { name = "runs", options = { "state_dir", "store", "json", "workflow", "state", "limit", "server" },
     summary = "list runs: id, workflow, started, duration, state",
     description = "Lists the runs kept in the store, oldest first, and says where it looked." },
   { name = "show", args = { { "run_id", "RUN_ID" }, { "task", "TASK", true } },
-    options = { "state_dir", "store", "json" },
+    options = { "state_dir", "store", "json", "server" },
     summary = "a run's tasks: state, attempts, duration, error, result (TASK: the whole error)",
     description = "Shows a run. With TASK, shows that task's attempts and its whole error, "
       .. "lines intact. RUN_ID may be a unique prefix of an id, or \"last\"." },
   { name = "logs", args = { { "run_id", "RUN_ID" }, { "task", "TASK", true } },
-    options = { "state_dir", "store", "attempt", "follow" },
+    options = { "state_dir", "store", "attempt", "follow", "server" },
     summary = "a run's task logs (ctx.log lines, status lines), -f to follow a live run",
     description = "Prints the log lines kept for a run, for one task with TASK, for one attempt "
       .. "with --attempt." },
@@ -128,6 +144,21 @@ M.COMMANDS = {
     description = "Continues a run: tasks that succeeded keep their results and are not run "
       .. "again (unless a cleanup task undid them); the rest run. Parameters are the run's; "
       .. "secret ones come again from --var, --vars-file or FLOWRUN_VAR_<NAME>." },
+  { name = "server", options = { "listen", "workflows", "state_dir", "tokens", "tls_cert",
+      "tls_key", "vars_file", "max_active", "access_log", "no_fsync" },
+    summary = "the HTTP API and web UI: runs, logs, trigger, cancel, retry (one machine: file store)",
+    description = "Serves the JSON API (documented at /api/v1/openapi.json), the web UI and "
+      .. "/metrics, and runs the runs it is asked to trigger or retry on its own loop. Listens "
+      .. "on 127.0.0.1:8080 unless --listen says otherwise; another address than loopback "
+      .. "needs tokens (--tokens FILE, FLOWRUN_TOKEN). --vars-file sets parameters of every run "
+      .. "it triggers (under what a trigger gives). SIGTERM: stops accepting, ends streams, lets "
+      .. "requests finish, cancels its runs (their cleanup tasks run)." },
+  { name = "trigger", args = { { "name", "WORKFLOW_NAME" } }, options = { "server", "var", "wait",
+      "json" },
+    summary = "start a run of a server's workflow (--server URL or FLOWRUN_SERVER); prints its id",
+    description = "Starts a run of the workflow a server offers under that name, with --var "
+      .. "parameters (validated by the server exactly as `flowrun run` validates them). Prints "
+      .. "the run's id; --wait follows the run to its end and exits 0 when it succeeded." },
   { name = "graph", args = { { "workflow", "WORKFLOW.lua" } },
     options = { "format", "run", "state_dir", "store" },
     summary = "print the workflow's DAG (coloured by state with --run)" },
@@ -157,11 +188,11 @@ M.COMMANDS = {
       .. "resumes them as flowrun resume does. SIGTERM or SIGINT: stops claiming and hands its "
       .. "runs back to the store, where another worker takes them over at once. With --sim it "
       .. "runs only runs submitted with --sim." },
-  { name = "cancel", args = { { "run_id", "RUN_ID" } }, options = { "state_dir", "store" },
+  { name = "cancel", args = { { "run_id", "RUN_ID" } }, options = { "state_dir", "store", "server" },
     summary = "cancel a run wherever it runs; its cleanup tasks run",
     description = "A queued run ends at once. A running one is cancelled by the process running "
-      .. "it (a worker, or flowrun run in another terminal): its running tasks are stopped and "
-      .. "its cleanup tasks run." },
+      .. "it (a worker, a server, or flowrun run in another terminal): its running tasks are "
+      .. "stopped and its cleanup tasks run. With --server URL, the server is asked." },
   { name = "workers", options = { "state_dir", "store", "json" },
     summary = "list the workers: host, pid, runs, last heartbeat" },
   { name = "store", args = { { "action", "init" } }, options = { "state_dir", "store" },
@@ -176,6 +207,7 @@ M.ARG_HELP = {
   run_id = "a run's id, a unique prefix of one, or \"last\"",
   task = "a task of the run",
   action = "init",
+  name = "the name of a workflow the server offers (flow.workflow{name = ...})",
 }
 
 M.BY_NAME = {}
@@ -270,6 +302,9 @@ function M.help()
   w("  FLOWRUN_DEBUG         as --debug")
   w("  FLOWRUN_SIM=1         as --sim")
   w("  FLOWRUN_VAR_<NAME>    a workflow parameter")
+  w("  FLOWRUN_SERVER        as --server (runs, show, logs, cancel, trigger)")
+  w("  FLOWRUN_TOKEN         the API token: sent by --server commands; an operator token of")
+  w("                        flowrun server")
   w("  LUA_PATH, LUA_CPATH   extra module search paths (after flowrun's own lua/ and stdlib/)")
   w("  AWS_*                 credentials, region, endpoints as the AWS CLI reads them")
   w("")

@@ -1,12 +1,14 @@
 -- flowrun cancel RUN_ID: cancels a run wherever it runs. A queued run ends at once; a running one
 -- is cancelled by the process that runs it (a worker on any machine, or `flowrun run` in another
--- terminal with the file store), which stops its tasks and runs its cleanup tasks.
+-- terminal with the file store), which stops its tasks and runs its cleanup tasks. With --server
+-- URL (or FLOWRUN_SERVER), the server is asked.
 local settings = require "flowrun.cli.settings"
 local common = require "flowrun.cli.common"
 
 local M = {}
 
 function M.run(opts)
+  if opts.server or os.getenv("FLOWRUN_SERVER") then return require("flowrun.cli.remote").cancel(opts) end
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
   local store = common.store(s)

@@ -12,7 +12,14 @@ M.FOLLOW_EVERY = 0.25 -- seconds between looks for new lines while following
 
 local FINAL = { success = true, failed = true, cancelled = true }
 
+-- line(l) -> how one log line {t, task, attempt, msg} is printed
+function M.line(l)
+  return view.iso(l.t) .. " " .. (l.task and (l.task .. "#" .. tostring(l.attempt) .. ": ") or "")
+    .. l.msg .. "\n"
+end
+
 function M.run(opts)
+  if opts.server or os.getenv("FLOWRUN_SERVER") then return require("flowrun.cli.remote").logs(opts) end
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
   local store = common.store(s)
@@ -34,8 +41,7 @@ function M.run(opts)
     local lines, upto = store:logs(r.id, { after = last })
     for _, l in ipairs(lines) do
       if (not opts.task or l.task == opts.task) and (not attempt or l.attempt == attempt) then
-        io.stdout:write(view.iso(l.t), " ", l.task and (l.task .. "#" .. tostring(l.attempt) .. ": ") or "",
-          l.msg, "\n")
+        io.stdout:write(M.line(l))
       end
     end
     last = upto or last

@@ -1,6 +1,7 @@
--- flowrun runs [--workflow W] [--state S] [--limit N] [--json]: the runs in the store, oldest
--- first, and where they were looked for. Read from the store's summaries (the PostgreSQL
--- store's indexed columns), never by replaying every journal.
+-- flowrun runs [--workflow W] [--state S] [--limit N] [--json] [--server URL]: the runs in the
+-- store, oldest first, and where they were looked for. Read from the store's summaries (the
+-- PostgreSQL store's indexed columns), never by replaying every journal; with --server, from a
+-- server's API.
 local json = require "json"
 local duration = require "flow.duration"
 local settings = require "flowrun.cli.settings"
@@ -12,25 +13,33 @@ local M = {}
 local STATES = { queued = true, running = true, interrupted = true, success = true, failed = true,
   cancelled = true, damaged = true }
 
-function M.run(opts)
-  local s, serr = settings.resolve(opts)
-  if not s then common.eprint(serr) return 2 end
+-- filter(opts) -> the store filter the options ask for, or nil after printing why
+function M.filter(opts)
   local filter = { workflow = opts.workflow }
   if opts.state and #opts.state > 0 then
     for _, st in ipairs(opts.state) do
       if not STATES[st] then
         common.eprint("--state: unknown state ", string.format("%q", st), " (queued, running, "
           .. "interrupted, success, failed, cancelled)")
-        return 2
+        return nil
       end
     end
     filter.state = opts.state
   end
   if opts.limit then
     local n = math.tointeger(tonumber(opts.limit))
-    if not n or n < 1 then common.eprint("--limit expects a positive integer") return 2 end
+    if not n or n < 1 then common.eprint("--limit expects a positive integer") return nil end
     filter.limit, filter.order = n, "desc"
   end
+  return filter
+end
+
+function M.run(opts)
+  if opts.server or os.getenv("FLOWRUN_SERVER") then return require("flowrun.cli.remote").runs(opts) end
+  local s, serr = settings.resolve(opts)
+  if not s then common.eprint(serr) return 2 end
+  local filter = M.filter(opts)
+  if not filter then return 2 end
   local store = common.store(s)
   local ok, runs = common.store_try(store.runs, store, filter)
   if not ok then return 1 end
@@ -39,11 +48,19 @@ function M.run(opts)
     for i = #runs, 1, -1 do rev[#rev + 1] = runs[i] end
     runs = rev
   end
+  local src = s.store_source or s.state_dir_source
+  return M.print(runs, opts, store:describe(), src == "default"
+    and "the default; FLOWRUN_HOME, --state-dir or --store choose another" or ("from " .. src))
+end
+
+-- print(runs, opts, where, why) -> exit code: runs (oldest first) as `runs` lists them; `why`
+-- says how `where` was chosen (for "no runs in ...").
+function M.print(runs, opts, where, why)
   if opts.json then
     local list = {}
     for _, r in ipairs(runs) do
       list[#list + 1] = { id = r.id, workflow = r.workflow, started = r.started,
-        finished = r.finished, duration = (r.finished or r.last_t or r.started) - (r.started or 0),
+        finished = r.finished, duration = (r.finished or r.last_t or r.started or 0) - (r.started or 0),
         state = r.state, exit = r.exit, error = r.error, tasks_succeeded = r.tasks_succeeded,
         tasks_total = r.tasks_total, kind = r.kind, owner = r.owner }
     end
@@ -51,13 +68,10 @@ function M.run(opts)
     return 0
   end
   if #runs == 0 then
-    local src = s.store_source or s.state_dir_source
-    io.stdout:write("no runs in ", store:describe(), " (", src == "default"
-      and "the default; FLOWRUN_HOME, --state-dir or --store choose another" or ("from " .. src),
-      ")\n")
+    io.stdout:write("no runs in ", where, why and (" (" .. why .. ")") or "", "\n")
     return 0
   end
-  io.stdout:write("runs in ", store:describe(), "\n")
+  io.stdout:write("runs in ", where, "\n")
   io.stdout:write(string.format("%-22s %-20s %-20s %9s  %-11s %7s\n", "ID", "WORKFLOW", "STARTED",
     "DURATION", "STATE", "TASKS"))
   for _, r in ipairs(runs) do

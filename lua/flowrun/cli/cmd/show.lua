@@ -55,12 +55,19 @@ local function show_task(r, name)
 end
 
 function M.run(opts)
+  if opts.server or os.getenv("FLOWRUN_SERVER") then return require("flowrun.cli.remote").show(opts) end
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
   local store = common.store(s)
   local ok, r, err = common.store_try(store.find, store, opts.run_id)
   if not ok then return 1 end
   if not r then common.eprint(err) return 2 end
+  return M.print(r, opts)
+end
+
+-- print(r, opts) -> exit code: a replayed run (or one rebuilt from a server's answer) as
+-- `show` prints it (opts.json, opts.task).
+function M.print(r, opts)
   if opts.json then show_json(r) return 0 end
   if opts.task then return show_task(r, opts.task) end
   local w = io.stdout
