@@ -220,8 +220,8 @@ def follow_and_cancel():
     r = cli("cancel", run_id, "--server", srv.url)
     tap.eq(r.returncode, 2, "cancel of a finished run: exit 2")
     r = cli("cancel", run_id)
-    tap.eq(r.returncode, 2, "cancel without a server: exit 2")
-    tap.like(r.stderr, "needs a server", "saying so")
+    tap.eq(r.returncode, 2, "cancel without --server: the local store is asked (exit 2 here)")
+    tap.like(r.stderr, "no run " + run_id, "it says the run is not in the local store")
 
 
 def slow_client(port, stop, sent):
