@@ -15,6 +15,7 @@ packages=(
   lua5.4 postgresql lua-busted lua-lpeg lua-filesystem perl
   python3 python3-botocore ca-certificates openssl
   python3-croniter  # oracle of tests/py/test_schedule_oracle.py (runs under /usr/bin/python3)
+  tmux  # the terminal emulator tests/py/test_view_tty.py and test_repl_*.py drive
   # benchmarks
   nginx-light wrk hyperfine python3-psycopg2 time
 )
