@@ -44,7 +44,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -133,6 +135,29 @@ static bool interrupt_hook(int sig)
     return true;
 }
 
+/* A Ctrl-D typed while the last line ran reached a terminal in canonical mode, which keeps it
+ * as an end-of-file mark, not a character; once libedit makes the terminal raw, that mark reads
+ * as a NUL byte that libedit takes for a key prefix and then waits for the next key, with the
+ * loop blocked. So before that (rl.install): readable, canonical, nothing in FIONREAD is that
+ * mark — read it (read answers 0) and end the input, as bash does with a Ctrl-D typed ahead. */
+static bool eof_typed;
+
+static void take_typed_eof(void)
+{
+    struct termios t;
+    struct pollfd p = {.fd = 0, .events = POLLIN};
+    int n = -1;
+    if (tcgetattr(0, &t) != 0 || !(t.c_lflag & ICANON))
+        return;
+    if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLIN | POLLHUP)))
+        return;
+    if (ioctl(0, FIONREAD, &n) != 0 || n != 0)
+        return;
+    char c;
+    if (read(0, &c, 1) == 0)
+        eof_typed = true;
+}
+
 static int l_wait(lua_State *L)
 {
     if (!poll_inited) {
@@ -147,6 +172,10 @@ static int l_wait(lua_State *L)
     if (interrupted) { /* Ctrl-C arrived between waits */
         interrupted = false;
         op->interrupted = true;
+        op->base.state = FR_OP_DONE;
+        return fr_op_wait(L, op);
+    }
+    if (eof_typed) { /* rl.feed answers the end of the input */
         op->base.state = FR_OP_DONE;
         return fr_op_wait(L, op);
     }
@@ -419,6 +448,7 @@ static int l_install(lua_State *L)
     free(cur_prompt);
     cur_prompt = copy;
     line_done = false;
+    take_typed_eof(); /* before libedit makes the terminal raw */
     rl_resize_terminal();
     rl_callback_handler_install(prompt, line_cb);
     return 0;
@@ -436,6 +466,14 @@ static int l_remove(lua_State *L)
 static int l_feed(lua_State *L)
 {
     completer_L = L;
+    if (eof_typed) {
+        eof_typed = false;
+        rl_callback_handler_remove();
+        completer_L = NULL;
+        lua_pushboolean(L, 1);
+        lua_pushnil(L);
+        return 2;
+    }
     if (search.on) {
         search_key();
     } else {

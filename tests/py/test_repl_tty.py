@@ -1,6 +1,6 @@
 """The REPL on a terminal: every byte of a large value reaches the terminal, then the next
 prompt (a pty read slowly, so the kernel's buffer fills up); long strings and big tables shown
-cut with how to see all, show() printing all; Ctrl-R then Enter runs the match (Ctrl-G gives
+cut with how to see all, show() printing all; a Ctrl-D typed while a line runs ends the REPL; Ctrl-R then Enter runs the match (Ctrl-G gives
 the line back, Ctrl-R again goes further back); Ctrl-L clears the screen (tmux); two REPLs at
 once append to one history file; a misused function's error placed in the user's line without
 an internal traceback; help(x) / ?x for an AWS operation, a service, a function."""
@@ -124,6 +124,27 @@ def test_large_values_reach_the_terminal():
     p.send("{ _, _2 }\n")
     tap.like(p.read_until("}\r\n> "), "{ 2, 2 }", "_ and _2: the values the last line showed")
     tap.eq(p.close(), 0, "Ctrl-D exits 0")
+
+
+@tap.test
+def test_ctrl_d_typed_while_a_line_runs():
+    p = Pty(home("eof"))
+    p.send("flow.sleep(0.3) return 'alive'\n")
+    time.sleep(0.1)
+    p.send(b"\x04")  # the terminal is in canonical mode: an end-of-file mark, not a key
+    tap.like(p.read_until('"alive"'), '"alive"', "the line finishes")
+    end = time.time() + 5
+    code = None
+    while time.time() < end:
+        pid, status = os.waitpid(p.pid, os.WNOHANG)
+        if pid:
+            code = os.waitstatus_to_exitcode(status)
+            break
+        p.read_until("\x00", timeout=0.05)
+    if code is None:
+        os.kill(p.pid, signal.SIGKILL)
+        os.waitpid(p.pid, 0)
+    tap.eq(code, 0, "then the REPL ends, as bash does (it used to wait for a key, the loop blocked)")
 
 
 @tap.test
