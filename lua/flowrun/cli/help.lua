@@ -140,29 +140,38 @@ local function source_doc(path, line)
   return doc, def
 end
 
--- The comment above a C binding in runtime/*.c that starts with name( (build tree only).
-local function c_doc(name)
+-- The C sources of a build tree (runtime/*.c), read once: {name, text} pairs, or {}.
+local c_sources
+local function sources()
+  if c_sources then return c_sources end
+  c_sources = {}
   local dir = sys.root .. "/runtime"
-  local files = sys.readdir(dir)
-  if not files then return nil end
-  local short = name:match("([%w_]+%.[%w_]+)$") or name
-  for _, fname in ipairs(files) do
+  for _, fname in ipairs(sys.readdir(dir) or {}) do
     if fname:match("%.c$") then
       local f = io.open(dir .. "/" .. fname)
       if f then
-        local text = f:read("a")
+        c_sources[#c_sources + 1] = { fname, f:read("a") }
         f:close()
-        for _, n in ipairs { name, short } do
-          local s = text:find("/%* " .. n:gsub("%p", "%%%0") .. "%(")
-          if s then
-            local e = text:find("%*/", s) or #text
-            local doc = {}
-            for l in text:sub(s + 3, e - 1):gmatch("[^\n]+") do
-              doc[#doc + 1] = (l:gsub("^%s*%*%s?", ""))
-            end
-            return doc, "runtime/" .. fname
-          end
+      end
+    end
+  end
+  return c_sources
+end
+
+-- The comment above a C binding in runtime/*.c that starts with name( (build tree only).
+local function c_doc(name)
+  local short = name:match("([%w_]+%.[%w_]+)$") or name
+  for _, src in ipairs(sources()) do
+    local fname, text = src[1], src[2]
+    for _, n in ipairs { name, short } do
+      local s = text:find("/%* " .. n:gsub("%p", "%%%0") .. "%(")
+      if s then
+        local e = text:find("%*/", s) or #text
+        local doc = {}
+        for l in text:sub(s + 3, e - 1):gmatch("[^\n]+") do
+          doc[#doc + 1] = (l:gsub("^%s*%*%s?", ""))
         end
+        return doc, "runtime/" .. fname
       end
     end
   end
@@ -213,14 +222,17 @@ local function table_help(t, expr, width)
   table.sort(fns)
   table.sort(others)
   local mt = getmetatable(t)
-  local lines = { string.format("%s — a table: %d functions, %d other fields", expr or tostring(t),
-    #fns, #others) }
+  local lines = { string.format("%s — a table: %d function%s, %d other field%s", expr or tostring(t),
+    #fns, #fns == 1 and "" or "s", #others, #others == 1 and "" or "s") }
   for _, k in ipairs(fns) do
     local f = t[k]
     local info = debug.getinfo(f, "S")
     local sig = info.what == "C" and (k .. "(...)") or signature(f, k)
     local first = ""
-    if info.what ~= "C" then
+    if info.what == "C" then
+      local doc = c_doc((expr or "") .. "." .. k)
+      if doc and doc[1] then sig, first = doc[1], "" end
+    else
       local path = info.source:match("^@(.*)$")
       local doc = path and source_doc(path, info.linedefined)
       if doc and doc[1] then first = doc[1] end
@@ -253,8 +265,8 @@ function M.text(v, expr, width)
     local names = {}
     for s in pairs(aws.services) do names[#names + 1] = s end
     table.sort(names)
-    lines = { "aws — AWS services, called as aws.<service>.<operation>{params}; help(aws.<service>) "
-      .. "lists a service's operations. Services:" }
+    lines = { "aws — AWS, called as aws.<service>.<operation>{params}; help(aws.<service>) lists",
+      "a service's operations. Services:" }
     for _, l in ipairs(columns(names, width, "  ")) do lines[#lines + 1] = l end
     local fns = {}
     for _, k in ipairs { "call", "paginate", "collect", "presign", "configure", "use_transport" } do
