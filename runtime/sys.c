@@ -17,6 +17,8 @@
  *                                 "sys.locked" when another process holds it
  *   sys.isatty(fd)             -> boolean
  *   sys.winsize(fd)            -> cols, rows | nil, err
+ *   sys.width(s [, max])       -> cols [, len]   terminal columns the UTF-8 text s takes; with
+ *                                 max, also the bytes of its longest prefix taking <= max
  *   sys.getpid()               -> integer
  *   sys.kill(pid, sig)         -> true | nil, err   sig: a number, or "INT", "TERM", "KILL",
  *                                 "HUP", "STOP", "CONT"; 0 probes
@@ -29,11 +31,13 @@
  * uv_err_name), a message naming the operation and the path, and fields path and errno (the
  * libuv error name). A wrong argument type raises.
  */
+#define _GNU_SOURCE /* wcwidth, newlocale, uselocale */
 #include "flowrun.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +46,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #ifndef FR_PREFIX
 #define FR_PREFIX "/usr/local"
@@ -452,6 +457,89 @@ static int l_winsize(lua_State *L)
     return 2;
 }
 
+/* ---- display width ------------------------------------------------------------------------------
+ * A terminal gives an East Asian wide character or an emoji two columns, a combining mark none.
+ * libc's wcwidth knows which (glibc follows Unicode's EastAsianWidth and emoji data), but only
+ * under a UTF-8 locale, and the process's own may be "C": it is asked under C.UTF-8 (glibc 2.35+
+ * has it built in), whatever the environment says. */
+static locale_t utf8_locale;
+static bool utf8_locale_tried;
+
+/* The code point at s[i..n) and its length, or -1 and length 1 for a byte that does not start
+ * a valid UTF-8 sequence (overlong, surrogate, beyond U+10FFFF, cut short). */
+static long utf8_next(const unsigned char *s, size_t i, size_t n, size_t *len)
+{
+    unsigned char c = s[i];
+    long cp;
+    size_t k;
+    *len = 1;
+    if (c < 0x80)
+        return c;
+    if (c >= 0xC2 && c <= 0xDF) {
+        cp = c & 0x1F;
+        k = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        cp = c & 0x0F;
+        k = 2;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        cp = c & 0x07;
+        k = 3;
+    } else {
+        return -1;
+    }
+    if (i + k >= n)
+        return -1;
+    for (size_t j = 1; j <= k; j++) {
+        if ((s[i + j] & 0xC0) != 0x80)
+            return -1;
+        cp = (cp << 6) | (s[i + j] & 0x3F);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return -1;
+    *len = k + 1;
+    return cp;
+}
+
+/* sys.width(s [, max]) -> cols [, len]. An invalid byte or a control character counts 1 (a
+ * terminal shows a replacement glyph, or the caller has replaced it already). With max: len is
+ * the length in bytes of the longest prefix of s taking at most max columns, zero-width
+ * characters right after it included (they belong to the character before them). */
+static int l_width(lua_State *L)
+{
+    size_t n;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+    lua_Integer max = luaL_optinteger(L, 2, -1);
+    if (!utf8_locale_tried) {
+        utf8_locale_tried = true;
+        utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+    }
+    locale_t old = utf8_locale ? uselocale(utf8_locale) : (locale_t)0;
+    lua_Integer cols = 0;
+    size_t i = 0, cut = max >= 0 ? n : 0;
+    bool cut_found = false;
+    while (i < n) {
+        size_t len;
+        long cp = utf8_next(s, i, n, &len);
+        int w = cp < 0 ? 1 : wcwidth((wchar_t)cp);
+        if (w < 0)
+            w = 1;
+        if (max >= 0 && !cut_found && cols + w > max) {
+            cut = i;
+            cut_found = true;
+        }
+        cols += w;
+        i += len;
+    }
+    if (old)
+        uselocale(old);
+    lua_pushinteger(L, cols);
+    if (max < 0)
+        return 1;
+    lua_pushinteger(L, (lua_Integer)cut);
+    return 2;
+}
+
 /* ---- processes --------------------------------------------------------------------------------
  */
 static int l_getpid(lua_State *L)
@@ -557,6 +645,7 @@ static int luaopen_sys(lua_State *L)
         {"truncate", l_truncate},
         {"isatty", l_isatty},
         {"winsize", l_winsize},
+        {"width", l_width},
         {"getpid", l_getpid},
         {"kill", l_kill},
         {"cwd", l_cwd},

@@ -17,6 +17,7 @@ packages=(
   python3-croniter  # oracle of tests/py/test_schedule_oracle.py (runs under /usr/bin/python3)
   clang libclang-rt-14-dev   # the libFuzzer targets (tests/fuzz) and their smoke run
   chromium          # the web UI's browser tests (tests/browser, driven by npm's playwright-core)
+  tmux  # the terminal emulator tests/py/test_view_tty.py and test_repl_*.py drive
   # benchmarks
   nginx-light wrk hyperfine python3-psycopg2 time
 )

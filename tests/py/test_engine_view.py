@@ -70,7 +70,7 @@ def test_live_view_on_a_terminal():
     os.close(m)
     text = out.decode("utf-8", "replace")
     tap.eq(p.returncode, 0, "exit 0")
-    tap.ok("\x1b[3A\x1b[J" in text or "\x1b[4A\x1b[J" in text, "the view is redrawn in place (cursor up, clear)")
+    tap.ok("\x1b[3A\x1b[2K" in text, "the view is redrawn in place (cursor up, erase its lines)")
     tap.ok("> first" in text and "running" in text, "a line per task with its state")
     tap.ok("first: hello from first" in text, "log lines printed above the view")
     tap.ok("40% copying" in text, "progress shown on the task's line")
