@@ -6,6 +6,7 @@ nothing else (no stray fragment of an earlier redraw). Then the dms_to_emr pipel
 demo` runs it (the simulator's time-lapse), sampled all along in a 100-column terminal, and its
 failing-step variant."""
 import collections
+import json
 import os
 import re
 import shlex
@@ -320,6 +321,18 @@ def pipeline_live_problems(lines, cols):
 
 
 @tap.test
+def seed_file():
+    """The demo world's source secret pointing at the test's database, as scripts/demo.sh gives
+    it to the simulator: its DMS reads the source tables through it."""
+    path = os.path.join(TMP, "seed.json")
+    secret = {"engine": "postgres", "host": os.environ["FLOWRUN_TEST_PGHOST"],
+              "port": int(os.environ["FLOWRUN_TEST_PGPORT"]), "username": os.environ["FLOWRUN_TEST_PGUSER"],
+              "password": os.environ["FLOWRUN_TEST_PGPASSWORD"], "dbname": DB}
+    with open(path, "w") as f:
+        json.dump({"secrets": [{"Name": "flowrun/demo/source-db", "SecretJSON": secret}]}, f)
+    return path
+
+
 def test_the_demo_in_100_columns():
     if not TMUX or not PG:
         tap.ok(False, "tmux and FLOWRUN_TEST_PG are needed")
@@ -333,7 +346,7 @@ def test_the_demo_in_100_columns():
     try:
         start(pipeline_cmd(os.path.join(TMP, "demo-state")), 100, 40,
               base_env(FLOWRUN_SIM_DURATIONS=DURATIONS,
-                       FLOWRUN_SIM_STATE=os.path.join(TMP, "demo-sim.json")))
+                       FLOWRUN_SIM_STATE=os.path.join(TMP, "demo-sim.json"), FLOWRUN_SIM_SEED=seed_file()))
         samples, bad, worst, done = 0, 0, [], None
         end = time.time() + 90
         while time.time() < end:
@@ -373,7 +386,7 @@ def test_the_demo_in_100_columns():
         start(pipeline_cmd(os.path.join(TMP, "fail-state"), "--sim-fail", "emr.step",
                            "--virtual-time"), 80, 60,
               base_env(FLOWRUN_SIM_DURATIONS=DURATIONS,
-                       FLOWRUN_SIM_STATE=os.path.join(TMP, "fail-sim.json")))
+                       FLOWRUN_SIM_STATE=os.path.join(TMP, "fail-sim.json"), FLOWRUN_SIM_SEED=seed_file()))
         lines = wait_screen(lambda ls: any(l.startswith("EXIT=") for l in ls), timeout=90)
         tap.ok(lines is not None and "EXIT=1" in lines, "the failing run exits 1")
         s = "\n".join(screen())
