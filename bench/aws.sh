@@ -15,9 +15,9 @@ CALLS=${BENCH_CALLS:-20000}
 BOTO_CALLS=${BENCH_BOTO_CALLS:-3000}
 
 tmp=$(mktemp -d /tmp/flowrun-bench-aws.XXXXXX)
-nginx_pid=
+. bench/nginx.sh
 cleanup() {
-  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  nginx_stop
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -36,31 +36,11 @@ PYEOF
 # ---- the stub: nginx answering a DescribeReplicationTasks-shaped JSON on a free port ----
 port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 body='{"ReplicationTasks":[{"ReplicationTaskIdentifier":"orders-full-load","ReplicationTaskArn":"arn:aws:dms:us-east-1:123456789012:task:ORDERSFULLLOAD","SourceEndpointArn":"arn:aws:dms:us-east-1:123456789012:endpoint:SRC","TargetEndpointArn":"arn:aws:dms:us-east-1:123456789012:endpoint:TGT","ReplicationInstanceArn":"arn:aws:dms:us-east-1:123456789012:rep:INST","MigrationType":"full-load","Status":"running","ReplicationTaskCreationDate":1767225600.0,"ReplicationTaskStartDate":1767229200.0,"ReplicationTaskStats":{"FullLoadProgressPercent":42,"ElapsedTimeMillis":123456,"TablesLoaded":3,"TablesLoading":2,"TablesQueued":5,"TablesErrored":0}}]}'
-mkdir -p "$tmp/logs"
-cat >"$tmp/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $tmp/nginx.pid;
-error_log $tmp/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/body; proxy_temp_path $tmp/proxy; fastcgi_temp_path $tmp/fcgi;
-  uwsgi_temp_path $tmp/uwsgi; scgi_temp_path $tmp/scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 60s;
-  server {
-    listen 127.0.0.1:$port;
-    location / {
+nginx_start "$tmp" "$port" "location / {
       default_type application/x-amz-json-1.1;
       add_header x-amzn-RequestId bench-request-id;
       return 200 '$body';
-    }
-  }
-}
-NGINX
-nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/logs/error.log" &
-nginx_pid=$!
+    }"
 for _ in $(seq 1 50); do
   curl -s -o /dev/null "http://127.0.0.1:$port/" && break
   sleep 0.1

@@ -7,16 +7,17 @@
 # better run is shown: the machine is shared). Takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx.sh
 DUR=${1:-10}
 FLOWRUN=${FLOWRUN:-./flowrun}
 [ -x "$FLOWRUN" ] || make -s
 
 tmp=$(mktemp -d /tmp/flowrun-bench-httpd.XXXXXX)
 chmod 755 "$tmp" # nginx workers run as nobody
-srv_pid= nginx_pid=
+srv_pid=
 cleanup() {
   [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null || true
-  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  nginx_stop
   wait 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
@@ -36,29 +37,8 @@ nport=$(free_port)
 mkdir -p "$tmp/logs" "$tmp/www"
 cp "$tmp/body.json" "$tmp/www/runs.json"
 chmod -R a+rX "$tmp/www"
-cat >"$tmp/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $tmp/nginx.pid;
-error_log $tmp/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/body; proxy_temp_path $tmp/proxy; fastcgi_temp_path $tmp/fcgi;
-  uwsgi_temp_path $tmp/uwsgi; scgi_temp_path $tmp/scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 60s;
-  types { application/json json; }
-  server {
-    listen 127.0.0.1:$nport;
-    root $tmp/www;
-    location / { try_files /runs.json =404; }
-  }
-}
-NGINX
-nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/logs/error.log" &
-nginx_pid=$!
-for _ in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$nport/" && break; sleep 0.1; done
+nginx_start "$tmp" "$nport" "root $tmp/www;
+    location / { try_files /runs.json =404; }"
 cmp -s "$tmp/body.json" <(curl -sf "http://127.0.0.1:$nport/") ||
   { echo "nginx does not serve the same body" >&2; exit 1; }
 

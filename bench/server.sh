@@ -12,6 +12,7 @@
 # Measures only; prints figures. Usage: bench/server.sh [SECONDS per wrk run, default 10] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx.sh
 DUR=${1:-10}
 NRUNS=${2:-10000}
 FLOWRUN=${FLOWRUN:-./flowrun}
@@ -20,10 +21,10 @@ ulimit -n 8192 2>/dev/null || true
 
 tmp=$(mktemp -d /tmp/flowrun-bench-server.XXXXXX)
 chmod 755 "$tmp"
-srv_pid= nginx_pid=
+srv_pid=
 cleanup() {
   [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null || true
-  [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null || true
+  nginx_stop
   wait 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
@@ -61,29 +62,8 @@ nport=$(free_port)
 mkdir -p "$tmp/logs" "$tmp/www"
 cp "$tmp/runs.json" "$tmp/www/runs.json"
 chmod -R a+rX "$tmp/www"
-cat >"$tmp/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $tmp/nginx.pid;
-error_log $tmp/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/body; proxy_temp_path $tmp/proxy; fastcgi_temp_path $tmp/fcgi;
-  uwsgi_temp_path $tmp/uwsgi; scgi_temp_path $tmp/scgi;
-  keepalive_requests 10000000;
-  keepalive_timeout 60s;
-  types { application/json json; }
-  server {
-    listen 127.0.0.1:$nport;
-    root $tmp/www;
-    location / { try_files /runs.json =404; }
-  }
-}
-NGINX
-nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/logs/error.log" &
-nginx_pid=$!
-for _ in $(seq 1 50); do curl -sf -o /dev/null "http://127.0.0.1:$nport/" && break; sleep 0.1; done
+nginx_start "$tmp" "$nport" "root $tmp/www;
+    location / { try_files /runs.json =404; }"
 
 # every request a new query: the server's answer cache never hits (the list is built each time)
 cat >"$tmp/uncached.lua" <<'LUA'

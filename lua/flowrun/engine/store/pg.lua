@@ -1097,6 +1097,16 @@ function Store:runs(f)
   return out, next_cursor
 end
 
+-- counts() -> {workflow -> {state -> n}}
+function Store:counts()
+  local out = {}
+  for _, r in ipairs(self:q("count_runs")) do
+    out[r.workflow] = out[r.workflow] or {}
+    out[r.workflow][r.state] = r.n
+  end
+  return out
+end
+
 -- find(id) -> run by id, unique prefix, or "last"; or nil, message.
 function Store:find(id)
   if not id then return nil, "expected a RUN_ID (see flowrun runs)" end

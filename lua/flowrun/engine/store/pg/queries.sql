@@ -260,3 +260,10 @@ SELECT w.id, w.hostname, w.pid, w.version, w.concurrency, w.sim, w.state, w.leas
 FROM flowrun.workers w
 WHERE w.heartbeat_at > now() - interval '1 hour' OR w.state <> 'stopped'
 ORDER BY w.started_at, w.id
+
+-- name: count_runs
+-- How many runs of each workflow are in each state (the server's grid and /metrics). Takes:
+-- nothing (a plain read, a scan of the summaries, never of the journals).
+SELECT workflow, CASE WHEN state = 'running' AND lease_until IS NOT NULL AND lease_until < now()
+  THEN 'interrupted' ELSE state END AS state, count(*)::int AS n
+FROM flowrun.runs GROUP BY 1, 2
