@@ -753,12 +753,14 @@ end
 local Watcher = {}
 Watcher.__index = Watcher
 
--- store:watch([{ticks = false}]) -> w: w:wait(timeout) -> a list of {kind, run}: "queued" when
--- the queue changed (a run submitted, finished, handed back), "paused" / "unpaused" (run: the
--- workflow) when a schedule was paused or unpaused, "reconnected" when changes may have been
--- missed (look at everything again), "tick" every second unless ticks = false (callers look
--- again: a dead worker's run is found so); nil on timeout. The kernel says when the directories
--- change (flow.watch); where it cannot be asked, they are polled.
+-- store:watch([{ticks = false}]) -> w: w:wait(timeout) -> a list of {kind, run}: "queued" (run:
+-- the run) when a run was submitted, queued again or handed back, "finished" when it left the
+-- queue (it ended), "paused" / "unpaused" (run: the workflow) when a schedule was paused or
+-- unpaused, "reconnected" when changes may have been missed (look at everything again); nil on
+-- timeout. The kernel says when the directories change (flow.watch). Where it cannot be asked,
+-- the queue directory is polled (its changes are "queued", without a run) and "tick" comes
+-- every second unless ticks = false (callers look again). A dead worker's run is found by
+-- looking (its journal's lock is free; nothing changes in the queue): workers look every poll.
 function Store:watch(o)
   local w = setmetatable({ store = self, last = nil, ticked = flow.now(),
     ticks = not (o and o.ticks == false) }, Watcher)
@@ -785,9 +787,13 @@ function Watcher:notes(changes)
   local store = self.store
   for _, c in ipairs(changes) do
     if c.dir == store.queue_dir then
-      if not seen[1] then
-        seen[1] = true
-        out[#out + 1] = { kind = "queued" }
+      local id = c.name and c.name:match("^(.+)%.json$")
+      if not c.name then
+        out[#out + 1] = { kind = "reconnected" }
+      elseif id and not seen[id] then
+        seen[id] = true
+        out[#out + 1] = { kind = sys.stat(store.queue_dir .. "/" .. c.name) and "queued" or "finished",
+          run = id }
       end
     else
       local wf = c.name and c.name:match("^(.+)%.json$")
@@ -811,9 +817,8 @@ function Watcher:wait(timeout)
       return q
     end
     if self.fs then
-      local until_ = deadline
-      if self.ticks then until_ = math.min(until_, self.ticked + 1) end
-      local notes = self:notes((self.fs:wait(math.max(0, until_ - flow.now()))))
+      local notes = self:notes((self.fs:wait(deadline < math.huge
+        and math.max(0, deadline - flow.now()) or nil)))
       if self.pushed then
         for _, n in ipairs(notes) do self.pushed[#self.pushed + 1] = n end
         notes, self.pushed = self.pushed, nil
@@ -828,7 +833,7 @@ function Watcher:wait(timeout)
         return { { kind = "queued" } }
       end
     end
-    if self.ticks and flow.now() - self.ticked >= 1 then
+    if not self.fs and self.ticks and flow.now() - self.ticked >= 1 then
       self.ticked = flow.now()
       return { { kind = "tick" } }
     end

@@ -30,8 +30,8 @@
 --   store:watch() -> w; w:wait(timeout) -> {{kind, run}...} | nil; w:push(kind); w:close()
 --       kinds: queued, released, cancel, finished, reconnected (changes may have been missed),
 --       paused and unpaused (run: the workflow) (PostgreSQL: LISTEN/NOTIFY; the file store:
---       inotify on its queue and schedules, and "tick" every second unless
---       watch{ticks = false})
+--       inotify on its queue and schedules, or, where that cannot be had, polling and "tick"
+--       every second unless watch{ticks = false})
 --   store:describe() -> where it is, for messages (never a password)
 --
 -- Workers and schedulers:
