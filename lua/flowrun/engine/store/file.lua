@@ -361,7 +361,17 @@ function Store:load(run_id)
     if sub then return queued_run(sub) end
   end
   local recs, trunc = M.read(path)
-  if not recs then return nil, trunc end
+  if not recs then
+    local sub = read_json(self:queue_path(run_id))
+    local st = sys.stat(path)
+    if sub and st and st.size == 0 then
+      -- claimed a moment ago: its first record is not written yet
+      local q = queued_run(sub)
+      if self:live(run_id) then q.state = "running" end
+      return q
+    end
+    return nil, trunc
+  end
   local run = replay.replay(recs)
   run.path, run.truncated, run.records = path, trunc, #recs
   if run.state == "running" and not self:live(run.id) then run.state = "interrupted" end
@@ -708,9 +718,14 @@ function Store:claim(worker_id, n, o)
   end)
 end
 
--- finished(run_id): a worker is done with a run (it finished): its queue entry goes.
+-- finished(run_id): a worker is done with a run (it finished): its queue entry goes, unless it
+-- was queued again meanwhile (a backfill reprocessing its date) and nobody took it yet.
 function Store:finished(run_id)
-  sys.unlink(self:queue_path(run_id))
+  self:locked(function()
+    local sub = read_json(self:queue_path(run_id))
+    if sub and self:requeued(sub) then return end
+    sys.unlink(self:queue_path(run_id))
+  end)
 end
 
 -- store:request_cancel(run_id) -> "cancelled" | "requested" | "requested-unheld" | nil, msg (see
