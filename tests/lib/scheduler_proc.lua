@@ -25,6 +25,8 @@ s:start()
 local ok, err = pcall(s.wait, s)
 if not ok and not flow.cancelled(err) then error(err, 0) end
 local st = s:stats()
-io.stdout:write(string.format("stats fired=%d skipped=%d decisions=%d late_p50=%s late_p99=%s\n",
-  st.fired, st.skipped, st.decisions, tostring(st.lateness.p50), tostring(st.lateness.p99)))
+io.stdout:write(string.format("stats fired=%d skipped=%d decisions=%d late_n=%d late_p50=%s "
+  .. "late_p99=%s late_max=%s cpu=%.3f\n", st.fired, st.skipped, st.decisions, st.lateness.n,
+  tostring(st.lateness.p50), tostring(st.lateness.p99), tostring(st.lateness.max), os.clock()))
+io.stdout:flush()
 return 0

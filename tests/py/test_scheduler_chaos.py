@@ -12,8 +12,9 @@ random, sometimes all three at once, and restarted after a while.
 Checked afterwards:
   * every interval of every workflow has exactly one run, with its logical date and data
     interval, and there is no other run;
-  * across all the schedulers' logs, each run was reported fired exactly once: no scheduler
-    believed it fired a tick that another fired (the store refused the second);
+  * across all the schedulers' logs, no run was reported fired twice: no scheduler believed it
+    fired a tick that another fired (the store refused the second); and every run was reported
+    by the scheduler that fired it, but for decisions a SIGKILL cut between commit and log;
   * the chaos happened: kills, every scheduler fired some ticks, and at least once none was up.
 
 Knobs: FLOWRUN_SCHED_CHAOS_SECONDS (a simulated week in about this many seconds, default 40),
@@ -196,7 +197,12 @@ def test_three_schedulers_each_tick_once():
                     by[s.i] = by.get(s.i, 0) + 1
                 if "traceback" in line or "error" in line.lower():
                     crashed.append("s%d: %s" % (s.i, line.strip()))
-    tap.eq(sorted(fired), sorted(r["id"] for r in rows), "each run reported fired by a scheduler")
+    ids = set(r["id"] for r in rows)
+    tap.eq(sorted(set(fired) - ids), [], "every run reported fired is in the store")
+    unreported = sorted(ids - set(fired))
+    # a scheduler SIGKILLed between its commit and its log line reports nothing of that decision
+    tap.ok(len(unreported) <= kills * 4, "runs nobody reported fired: %d, at most those of a "
+           "decision cut by a kill (%s)" % (len(unreported), ", ".join(unreported[:5])))
     twice = [k for k, v in fired.items() if v > 1]
     tap.eq(twice, [], "none reported fired twice")
     tap.ok(all(by.get(i, 0) > 0 for i in (1, 2, 3)), "each scheduler fired some: %r" % by)

@@ -64,6 +64,7 @@ M.RECHECK = 30       -- seconds of the loop between looks at a workflow that wai
 M.SETTLE = 0.1       -- seconds a changed file is left alone before it is loaded
 M.BATCH = 64         -- intervals looked at per decision (a longer catch-up goes on at once)
 M.SAMPLES = 100000   -- lateness samples kept
+M.PARALLEL = 4       -- decisions made at once (PostgreSQL; the pool's size by default)
 
 local Scheduler = {}
 Scheduler.__index = Scheduler
@@ -396,8 +397,7 @@ function Scheduler:decide(e, view, now, info)
     if taken[iv.start] then
       handled_end = iv["end"] -- a backfill made this date's run
     elseif free > 0 then
-      local o = workflows.submission(e, iv, { vars_files = self.vars_files, sim = self.sim,
-        created = now })
+      local o = workflows.submission(e, iv, { vars_files = self.vars_files, sim = self.sim })
       plan.submit[#plan.submit + 1] = o
       info.fired[o.run_id] = { iv = iv, live = live }
       free = free - 1
@@ -498,6 +498,33 @@ function Scheduler:fire(e, now)
   end
 end
 
+-- fire_all(list, now): the decisions of the workflows due now, oldest due first; several at a
+-- time on a store that takes them at once (PostgreSQL: one transaction per connection of its
+-- pool, so that a burst at the top of the minute is not one commit after another).
+function Scheduler:fire_all(list, now)
+  local par = self.store.kind == "postgresql" and math.min(#list, M.PARALLEL) or 1
+  if par <= 1 then
+    for _, e in ipairs(list) do
+      if self.stopping then return end
+      self:fire(e, now)
+    end
+    return
+  end
+  local next_i = 0
+  local function take()
+    while not self.stopping do
+      next_i = next_i + 1
+      local e = list[next_i]
+      if not e then return end
+      self:fire(e, now)
+    end
+  end
+  local hs = {}
+  for i = 1, par do hs[i] = flow.spawn(take) end
+  local ok, err = pcall(flow.all, hs)
+  if not ok then error(err, 0) end
+end
+
 function Scheduler:sample(late)
   self.n_late = self.n_late + 1
   local i = (self.n_late - 1) % M.SAMPLES + 1
@@ -527,10 +554,7 @@ function Scheduler:turn()
     if a.next_at ~= b.next_at then return a.next_at < b.next_at end
     return a.name < b.name
   end)
-  for _, e in ipairs(due) do
-    if self.stopping then return end
-    self:fire(e, now)
-  end
+  self:fire_all(due, now)
   if self.stopping then return end
   -- sleep until the next due time, a file settles or the directory is looked at again
   local next_at
