@@ -731,7 +731,12 @@ end
 -- store:request_cancel(run_id) -> "cancelled" | "requested" | "requested-unheld" | nil, msg (see
 -- flowrun.engine.store).
 function Store:request_cancel(run_id)
-  return self:locked(function()
+  return self:locked(self.request_cancel_locked, self, run_id)
+end
+
+-- request_cancel, the store's lock held.
+function Store:request_cancel_locked(run_id)
+  do
     local has_journal = sys.stat(self:journal_path(run_id)) ~= nil
     local sub = read_json(self:queue_path(run_id))
     if not has_journal then
@@ -740,7 +745,9 @@ function Store:request_cancel(run_id)
       local j = assert(self:open_journal(run_id, true))
       j:append { ev = "run_started", v = replay.VERSION, run = run_id, workflow = sub.workflow,
         file = sub.file, hash = sub.hash, params = sub.params, secret_params = sub.secret_params,
-        tasks = sub.tasks, sim = sub.sim }
+        tasks = sub.tasks, sim = sub.sim, kind = sub.kind, logical_date = sub.logical_date,
+        data_interval = sub.interval_start and sub.interval_end
+          and { sub.interval_start, sub.interval_end } or nil }
       j:append { ev = "run_finished", state = "cancelled", exit = 130,
         reason = "cancelled before it started (flowrun cancel)" }
       j:close()
@@ -753,6 +760,11 @@ function Store:request_cancel(run_id)
     end
     local run, err = self:load(run_id)
     if not run then return nil, err end
+    if run.state == "queued" and sub then
+      -- queued again by a backfill, not taken yet: it stays as it had ended
+      sys.unlink(self:queue_path(run_id))
+      return "cancelled"
+    end
     if run.state ~= "interrupted" then
       return nil, string.format("run %s already ended (%s)", run_id, run.state)
     end
@@ -762,7 +774,7 @@ function Store:request_cancel(run_id)
     end
     return nil, string.format("run %s is interrupted: no process runs it, so there is nothing to "
       .. "cancel (flowrun resume %s continues it)", run_id, run_id)
-  end)
+  end
 end
 
 local Watcher = {}
@@ -1035,10 +1047,7 @@ function Store:fire(workflow, decide)
       end)
     end
     for _, id in ipairs(plan.cancel or {}) do
-      if self:live(id) or read_json(self:queue_path(id)) then
-        io.open(self:cancel_path(id), "w"):close()
-        out.cancelled[#out.cancelled + 1] = id
-      end
+      if self:request_cancel_locked(id) then out.cancelled[#out.cancelled + 1] = id end
     end
     return out
   end)

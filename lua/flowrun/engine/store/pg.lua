@@ -857,7 +857,9 @@ function Store:fire(workflow, decide)
       q("schedule_handled", workflow, jnull(h.handled_end), h.skipped or 0, jnull(h.last_skipped))
     end
     for _, id in ipairs(plan.cancel or {}) do
-      if #q("cancel_running", id) > 0 then out.cancelled[#out.cancelled + 1] = id end
+      if #q("cancel_queued", id, self.clock()) > 0 or #q("cancel_running", id) > 0 then
+        out.cancelled[#out.cancelled + 1] = id
+      end
     end
     return out
   end)
