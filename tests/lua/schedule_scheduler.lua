@@ -461,7 +461,9 @@ t.test("a date that already has a run (a backfill's) is not fired again", functi
 end)
 
 t.test("three schedulers on one store, stopped and restarted at random for a week: each tick once", function()
-  math.randomseed(tonumber(os.getenv("FLOWRUN_TEST_SEED") or "") or os.time())
+  local seed = tonumber(os.getenv("FLOWRUN_TEST_SEED") or "") or os.time()
+  math.randomseed(seed)
+  t.diag("seed " .. seed .. " (FLOWRUN_TEST_SEED)")
   local files = {
     ["a.lua"] = [[
 local flow = require "flow"

@@ -197,6 +197,7 @@ function Scheduler:scan(initial)
       self.log(string.format("scheduler: cannot read the workflows directory %s: %s", self.dir, err))
     end
     self.dir_missing = true
+    self.dir_watched = false -- a directory made again is watched again
     self.rescan_at = flow.now() + M.RECHECK
     files = {}
   else

@@ -622,6 +622,11 @@ end
 -- submit, the store's lock held.
 function Store:submit_locked(o)
   local id = o.run_id or o.new_id()
+  -- an id made here that is taken (another process made the same) is made again
+  for _ = 1, 20 do
+    if o.run_id or not (sys.stat(self:queue_path(id)) or sys.stat(self:journal_path(id))) then break end
+    id = o.new_id()
+  end
   if sys.stat(self:queue_path(id)) or sys.stat(self:journal_path(id)) then
     return nil, { code = "store.exists", message = "run " .. id .. " is already in " .. self.runs_dir }
   end

@@ -664,10 +664,17 @@ local function exists_error(self, id, o)
 end
 
 function Store:submit(o)
-  local id = o.run_id or o.new_id()
-  local rows = self:q("submit", submit_args(self, o, id))
-  if #rows == 0 then return nil, exists_error(self, id, o) end
-  return id
+  -- an id made here that is taken (another process made the same) is made again; an id given
+  -- (a scheduled run's) or a logical date taken is refused
+  for _ = 1, o.run_id and 1 or 20 do
+    local id = o.run_id or o.new_id()
+    local rows = self:q("submit", submit_args(self, o, id))
+    if #rows > 0 then return id end
+    if o.run_id or (o.logical_date and o.kind ~= "submitted") or not self:q("run_state", id)[1] then
+      return nil, exists_error(self, id, o)
+    end
+  end
+  return nil, { code = "store.exists", message = "no free run id in " .. self.where }
 end
 
 local function dec(v, default)
