@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
 make -s all
-areas=${BENCH:-core,engine,aws,pg,pipeline,store,server}
+areas=${BENCH:-core,engine,aws,pg,pipeline,store,server,schedule}
 status=0
 for area in ${areas//,/ }; do
   f=bench/$area.sh

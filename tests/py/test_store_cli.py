@@ -322,7 +322,8 @@ def test_bad_stores():
         tap.like(err, "password authentication failed", "  and says why")
     rc, out, err = flowrun("store", "init", "--store", DB.url)
     tap.eq(rc, 0, "store init on a current store")
-    tap.like(out, "schema version 1", "says its version")
+    migrations = sorted(os.listdir(os.path.join(tap.ROOT, "lua/flowrun/engine/store/pg/migrations")))
+    tap.like(out, "schema version %d" % len(migrations), "says its version")
     DB.psql("INSERT INTO flowrun.schema_version (version, name) VALUES (7, '007_future')")
     for cmd in (["runs"], ["submit", STEPS], ["worker"], ["store", "init"]):
         rc, out, err = flowrun(*(cmd + ["--store", DB.url]), timeout=30)

@@ -112,6 +112,10 @@ local function run_returned_workflow(wf, path, args, head_opts)
 end
 
 function M.main(argv)
+  -- Lua seeds math.random from the time in seconds and an address, which a build without
+  -- address randomisation (ASan) repeats: two processes started in one second then make the
+  -- same run ids. The pid and the clock's microseconds tell them apart.
+  math.randomseed(math.floor(require("flow").time() * 1e6), sys.getpid())
   local head, pos, dashdash = split(argv, 1)
   local first = pos and argv[pos]
   if first and not dashdash and options.BY_NAME[first] then

@@ -92,6 +92,20 @@ local OPTIONS = {
     help = "fail a run (its cleanup tasks run) once it was taken over more than N times from "
       .. "workers that died (default 5)" },
   run_id_opt = { "--run-id", arg = "ID", help = "the new run's id (default: a new one)" },
+  -- schedules
+  workflows = { "--workflows", arg = "DIR",
+    help = "the workflows directory: its *.lua files are the workflows scheduled and named "
+      .. "(default workflows/)" },
+  schedule = { "--schedule",
+    help = "also be a scheduler: fire the due runs of the workflows in --workflows" },
+  from = { "--from", arg = "DATE",
+    help = "the first logical date (YYYY-MM-DD or an ISO 8601 time, in the workflow's zone)" },
+  to = { "--to", arg = "DATE",
+    help = "the last logical date, included (a date alone: that whole day)" },
+  reprocess = { "--reprocess", arg = "WHICH", choices = { "none", "failed", "all" },
+    help = "dates that already have a run: none (default: left as they are), failed (failed "
+      .. "or cancelled runs resumed: their failed tasks run again) or all (every task of "
+      .. "every such run again)" },
   quiet = { "-q --quiet", help = "print only the run id" },
   -- the server, and commands that talk to one
   server = { "--server", arg = "URL",
@@ -181,13 +195,43 @@ M.COMMANDS = {
       .. "worker`). Secret parameters are not stored: the worker takes them from its own "
       .. "environment (FLOWRUN_VAR_<NAME>) or --vars-file." },
   { name = "worker", options = { "state_dir", "store", "concurrency", "lease", "poll",
-      "max_takeovers", "vars_file", "log_format" },
+      "max_takeovers", "vars_file", "log_format", "schedule", "workflows" },
     summary = "run queued runs (and take over runs whose worker died) until stopped",
     description = "Claims queued runs from the store and runs up to --concurrency of them at once; "
       .. "renews their leases; takes over runs whose lease expired (their worker died) and "
       .. "resumes them as flowrun resume does. SIGTERM or SIGINT: stops claiming and hands its "
       .. "runs back to the store, where another worker takes them over at once. With --sim it "
-      .. "runs only runs submitted with --sim." },
+      .. "runs only runs submitted with --sim. With --schedule it is also a scheduler (see "
+      .. "flowrun scheduler)." },
+  { name = "scheduler", options = { "state_dir", "store", "workflows", "vars_file" },
+    summary = "fire the scheduled workflows' runs into the store, until stopped",
+    description = "Watches the workflows directory (--workflows, default workflows/; a file added, "
+      .. "edited or removed takes effect at once, a file that does not load keeps its last "
+      .. "good version scheduled) and queues each scheduled, unpaused workflow's due runs for the "
+      .. "workers, with their logical dates and data intervals: catchup, max_active_runs and "
+      .. "overlap as the workflow declares them. Any number of schedulers may share a store: "
+      .. "each tick is fired once. Parameters come from defaults, --vars-file and "
+      .. "FLOWRUN_VAR_<NAME>; secret ones from the workers." },
+  { name = "schedules", options = { "state_dir", "store", "workflows", "json" },
+    summary = "the scheduled workflows: schedule, paused, last run and state, next fire times" },
+  { name = "pause", args = { { "workflow_ref", "WORKFLOW" } },
+    options = { "state_dir", "store", "workflows" },
+    summary = "pause a workflow's schedule: no run is fired until unpause",
+    description = "Pauses a workflow's schedule in the store: every scheduler stops firing its runs "
+      .. "(runs already queued or running go on). flowrun unpause fires what is due then, as "
+      .. "catchup says." },
+  { name = "unpause", args = { { "workflow_ref", "WORKFLOW" } },
+    options = { "state_dir", "store", "workflows" },
+    summary = "unpause a workflow's schedule" },
+  { name = "backfill", args = { { "workflow_ref", "WORKFLOW" } },
+    options = { "from", "to", "reprocess", "state_dir", "store", "workflows", "vars_file" },
+    summary = "make the runs of a range of logical dates and follow them until done",
+    description = "Makes a run (kind backfill) for every fire time of the workflow's schedule whose "
+      .. "logical date lies between --from and --to (both included), oldest first, never more "
+      .. "active runs of the workflow at once than its max_active_runs, and shows their progress "
+      .. "until all have ended (exit 0 when all succeeded, 1 otherwise). A date that already "
+      .. "has a run is left alone unless --reprocess says otherwise. The runs are run by "
+      .. "workers (flowrun worker)." },
   { name = "cancel", args = { { "run_id", "RUN_ID" } }, options = { "state_dir", "store", "server" },
     summary = "cancel a run wherever it runs; its cleanup tasks run",
     description = "A queued run ends at once. A running one is cancelled by the process running "
@@ -204,6 +248,7 @@ M.COMMANDS = {
 }
 M.ARG_HELP = {
   workflow = "the workflow file (a Lua file returning flow.workflow{...})",
+  workflow_ref = "a workflow file, or the name of a workflow in --workflows",
   run_id = "a run's id, a unique prefix of one, or \"last\"",
   task = "a task of the run",
   action = "init",

@@ -219,7 +219,9 @@ local function fail_unstartable(c, why, self)
   if not c.run then
     jr:append { ev = "run_started", v = replay.VERSION, run = c.id, workflow = c.workflow,
       file = c.file, hash = c.hash, params = c.params, secret_params = c.secret_params,
-      tasks = c.tasks, pid = sys.getpid(), worker = self.id }
+      tasks = c.tasks, pid = sys.getpid(), worker = self.id, kind = c.kind,
+      logical_date = c.logical_date, data_interval = c.interval_start and c.interval_end
+        and { c.interval_start, c.interval_end } or nil }
   end
   jr:append { ev = "run_finished", state = "failed", exit = 2, reason = why }
   jr:commit()
@@ -245,19 +247,31 @@ function Worker:execute(c)
   if not vok then
     return fail_unstartable(c, "invalid workflow: " .. table.concat(problems, "; "), self)
   end
+  -- a scheduled or backfill run covers the data interval it was made for (the scheduler
+  -- recorded it); a takeover keeps the dates its first start recorded
+  local dates
+  if c.run then
+    dates = engine.recorded_dates(wf, c.run)
+  elseif c.logical_date and c.interval_start and c.interval_end then
+    dates = engine.dates(wf, { interval = { start = c.interval_start, ["end"] = c.interval_end,
+      logical_date = c.logical_date } })
+  end
   -- recorded (public) parameters win; secret ones come from this worker
   local vars = {}
   for k, v in pairs(c.params or {}) do if wf.params[k] then vars[k] = v end end
-  local params, perr = wf:resolve_params { vars = vars, vars_files = self.vars_files }
+  local params, perr = wf:resolve_params { vars = vars, vars_files = self.vars_files,
+    time = dates or engine.dates(wf) }
   if not params then
     return fail_unstartable(c, "invalid parameters on worker " .. self.id .. ": "
       .. table.concat(perr, "; "), self)
   end
   local opts = c.options or {}
   local jr = c.journal
+  local rerun = opts.rerun ~= require("json").null and opts.rerun or nil
   local o = { journal = jr, params = params, file = c.file, hash = c.hash, sim = self.sim,
     reporter = self.reporter and self.reporter(c.id) or nil, max_active = opts.max_active,
-    timeout = opts.timeout, extra = { worker = self.id, epoch = c.epoch },
+    timeout = opts.timeout, dates = dates, rerun = rerun,
+    extra = { worker = self.id, epoch = c.epoch, kind = c.kind },
     on_signal = function(sig)
       jr:handback("the worker is stopping (signal " .. tostring(sig) .. ")")
       return jr.lost

@@ -22,7 +22,8 @@ local function show_json(r)
     state = r.state, exit = r.exit, reason = r.reason, started = r.started,
     finished = r.finished, params = r.params, tasks = json.array(tasks), resumed = r.resumed,
     truncated = r.truncated or nil, owner = r.owner, kind = r.kind,
-    cancel_requested = r.cancel_requested or nil }, "\n")
+    cancel_requested = r.cancel_requested or nil, logical_date = r.logical_date,
+    data_interval = r.data_interval and json.array(r.data_interval) or nil }, "\n")
 end
 
 local function indent(text, pad)
@@ -76,6 +77,15 @@ function M.print(r, opts)
   w:write("  state     ", r.state, r.exit and (" (exit " .. r.exit .. ")") or "",
     r.reason and (": " .. r.reason) or "", "\n")
   if r.owner and r.state == "running" then w:write("  held by   ", r.owner, "\n") end
+  if r.logical_date and not r.manual then
+    -- a scheduled or backfill run: the interval it covers (UTC; its workflow's zone is in its
+    -- tasks' ctx.logical_date)
+    local di = r.data_interval
+    w:write("  logical   ", os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(r.logical_date)),
+      di and ("   data interval " .. os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(di[1])) .. " .. "
+        .. os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(di[2]))) or "",
+      r.kind and ("   (" .. r.kind .. ")") or "", "\n")
+  end
   if r.cancel_requested and r.state ~= "cancelled" then w:write("  cancel    requested\n") end
   w:write("  started   ", os.date("!%Y-%m-%d %H:%M:%S UTC", math.floor(r.started)),
     "   duration ", duration.format((r.finished or r.last_t) - r.started),

@@ -1,7 +1,9 @@
--- flowrun worker [--store S] [--concurrency N] [--lease D] [--poll D] [--sim]: claims queued
--- runs (and runs whose worker died) from the store and runs them until stopped. SIGINT/SIGTERM
--- stop it: it claims nothing more and hands its runs back to the store, where another worker
--- takes them over at once (their cleanup tasks are not run here: the run is not over).
+-- flowrun worker [--store S] [--concurrency N] [--lease D] [--poll D] [--sim] [--schedule
+-- [--workflows DIR]]: claims queued runs (and runs whose worker died) from the store and runs
+-- them until stopped. SIGINT/SIGTERM stop it: it claims nothing more and hands its runs back to
+-- the store, where another worker takes them over at once (their cleanup tasks are not run
+-- here: the run is not over). With --schedule, a scheduler on the same loop fires the due runs
+-- of the workflows in --workflows (flowrun scheduler), so one process is both.
 local flow = require "flow"
 local core = require "flow.core"
 local duration = require "flow.duration"
@@ -68,11 +70,33 @@ function M.run(opts)
   end
   local fmt = s.log_format
   if fmt == "auto" or fmt == "tty" then fmt = "text" end
+  local sched
+  if opts.schedule then
+    sched = require("flowrun.cli.cmd.scheduler").new(opts, s, store)
+    if not sched then return 2 end
+  elseif opts.workflows then
+    common.eprint("--workflows is for --schedule (the workflows this worker also schedules)")
+    return 2
+  end
   local w = require("flowrun.worker").new { store = store, concurrency = n, sim = s.sim,
     max_takeovers = max_takeovers,
     poll = poll, vars_files = opts.vars_file, reporter = reporter_for(fmt) }
   return common.store_call(function()
     w:start()
+    if sched then
+      -- one process, both: when either stops (a signal stops both), the other is stopped too
+      sched:start()
+      pcall(flow.wait_any, { w.task, sched.task })
+      flow.shield(function()
+        sched:stop()
+        if not w.task:done() then w:stop("its scheduler stopped") end
+      end)
+      local sok, serr = pcall(sched.wait, sched)
+      if not sok and not flow.cancelled(serr) then
+        pcall(w.wait, w)
+        error(serr, 0)
+      end
+    end
     local ok, err = pcall(w.wait, w)
     if not ok and not flow.cancelled(err) then error(err, 0) end
     local sig = core.signal()

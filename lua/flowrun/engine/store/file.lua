@@ -23,8 +23,17 @@
 --                            run did not finish (its worker died)
 --   <dir>/runs/<id>.cancel   a cancel request: the process holding the run polls for it
 --   <dir>/workers/<id>.json  a live worker, locked by it (so a dead worker's file is unlocked)
---   <dir>/.lock              held for a moment around submit, claim and cancel
+--   <dir>/.lock              held for a moment around submit, claim, cancel and a scheduler's
+--                            decision (fire)
 --   <dir>/runs/.index.json   listing's cache of run summaries, keyed by journal size and mtime
+-- and schedulers (flowrun.schedule.scheduler, flowrun backfill, flowrun pause):
+--   <dir>/dated/<workflow>/<YYYYmmddTHHMMSSZ>.json   the one scheduled or backfill run of that
+--                            logical date ({run, kind, logical_date, interval_end}), made under
+--                            .lock with its queue entry: a date's run is made once
+--   <dir>/schedules/<workflow>.json   a schedule's state: paused (paused_at, paused_by),
+--                            handled_end, skipped, last_skipped (as the PostgreSQL store's
+--                            flowrun.schedules, migration 002)
+-- Watchers (store:watch) are woken by the kernel (inotify) when the queue or a schedule changes.
 -- The journal's lock is the lease: the kernel releases it when its process dies, so there is
 -- no epoch to check here (one machine, one kernel).
 local flow = require "flow"
@@ -45,6 +54,7 @@ function M.open(dir, o)
   o = o or {}
   return setmetatable({ kind = "file", dir = dir, runs_dir = dir .. "/runs",
     queue_dir = dir .. "/queue", workers_dir = dir .. "/workers",
+    dated_dir = dir .. "/dated", schedules_dir = dir .. "/schedules",
     fsync = o.fsync ~= false, clock = o.clock or os.time, held = {}, worker_files = {},
     handback_on_signal = false }, Store)
 end
@@ -351,13 +361,35 @@ function Store:load(run_id)
     if sub then return queued_run(sub) end
   end
   local recs, trunc = M.read(path)
-  if not recs then return nil, trunc end
+  if not recs then
+    local sub = read_json(self:queue_path(run_id))
+    local st = sys.stat(path)
+    if sub and st and st.size == 0 then
+      -- claimed a moment ago: its first record is not written yet
+      local q = queued_run(sub)
+      if self:live(run_id) then q.state = "running" end
+      return q
+    end
+    return nil, trunc
+  end
   local run = replay.replay(recs)
   run.path, run.truncated, run.records = path, trunc, #recs
   if run.state == "running" and not self:live(run.id) then run.state = "interrupted" end
   local sub = read_json(self:queue_path(run_id))
-  if sub then run.source, run.kind, run.logical_date = sub.source, sub.kind, sub.logical_date end
+  run.kind = recs[1].kind
+  if sub then
+    run.source, run.kind, run.logical_date = sub.source, sub.kind, sub.logical_date
+    if self:requeued(sub) then run.state = "queued" end
+  end
   return run
+end
+
+-- Is the queue entry a finished run queued again (store:fire's requeue) that no worker has
+-- taken yet? (its journal has not grown since)
+function Store:requeued(sub)
+  if not sub.requeue_size then return false end
+  local st = sys.stat(self:journal_path(sub.run))
+  return st ~= nil and st.size == sub.requeue_size
 end
 
 -- records(run_id) -> the run's journal records, in order.
@@ -423,6 +455,11 @@ function Store:summaries()
   local index = read_json(index_path)
   if not index or index.v ~= 1 or type(index.runs) ~= "table" then index = { v = 1, runs = {} } end
   local fresh, changed, out = {}, false, {}
+  local subs = {}
+  for _, n in ipairs(sys.readdir(self.queue_dir) or {}) do
+    local id = n:match("^(.+)%.json$")
+    if id then subs[id] = read_json(self.queue_dir .. "/" .. n) end
+  end
   for _, n in ipairs(sys.readdir(self.runs_dir) or {}) do
     local id = n:match("^(.+)%.jsonl$")
     if id and not id:match("%.log$") then
@@ -440,15 +477,21 @@ function Store:summaries()
         changed = true
       end
       if st then fresh[id] = { size = st.size, mtime = st.mtime, s = s } end
+      local sub = subs[id]
+      if sub and sub.requeue_size and st and st.size == sub.requeue_size then
+        -- queued again (a backfill reprocessing its date): not kept so in the cache
+        local q = {}
+        for k, v in pairs(s) do q[k] = v end
+        q.state, q.finished, q.exit, q.reason = "queued", nil, nil, nil
+        s = q
+      end
       out[#out + 1] = s
     end
   end
   for id in pairs(index.runs) do if not fresh[id] then changed = true end end
-  for _, n in ipairs(sys.readdir(self.queue_dir) or {}) do
-    local id = n:match("^(.+)%.json$")
-    if id and not fresh[id] then
-      local sub = read_json(self.queue_dir .. "/" .. n)
-      if sub and not sys.stat(self:journal_path(id)) then out[#out + 1] = summary_of(queued_run(sub)) end
+  for id, sub in pairs(subs) do
+    if sub and not fresh[id] and not sys.stat(self:journal_path(id)) then
+      out[#out + 1] = summary_of(queued_run(sub))
     end
   end
   if changed and sys.stat(self.runs_dir) then
@@ -565,30 +608,57 @@ function Store:locked(fn, ...)
 end
 
 -- store:submit(o) -> run_id | nil, err: queues a run for the workers (see flowrun.engine.store).
-function Store:submit(o)
+local DATED = { scheduled = true, backfill = true }
+
+local function date_key(t)
+  return os.date("!%Y%m%dT%H%M%SZ", math.floor(t))
+end
+
+-- <dir>/dated/<workflow>/<date>.json: the scheduled or backfill run of that logical date.
+function Store:dated_path(workflow, t)
+  return self.dated_dir .. "/" .. workflow .. "/" .. date_key(t) .. ".json"
+end
+
+-- submit, the store's lock held.
+function Store:submit_locked(o)
   local id = o.run_id or o.new_id()
-  return self:locked(function()
-    if sys.stat(self:queue_path(id)) or sys.stat(self:journal_path(id)) then
-      return nil, { code = "store.exists", message = "run " .. id .. " is already in " .. self.runs_dir }
+  -- an id made here that is taken (another process made the same) is made again
+  for _ = 1, 20 do
+    if o.run_id or not (sys.stat(self:queue_path(id)) or sys.stat(self:journal_path(id))) then break end
+    id = o.new_id()
+  end
+  if sys.stat(self:queue_path(id)) or sys.stat(self:journal_path(id)) then
+    return nil, { code = "store.exists", message = "run " .. id .. " is already in " .. self.runs_dir }
+  end
+  local dated = o.logical_date and DATED[o.kind] and self:dated_path(o.workflow, o.logical_date)
+  if dated then
+    -- one scheduled or backfill run per (workflow, logical date)
+    local had = read_json(dated)
+    if had then
+      return nil, { code = "store.exists", message = string.format(
+        "a run of %s for that logical date is already in %s (%s)", o.workflow, self.runs_dir,
+        tostring(had.run)) }
     end
-    if o.logical_date and o.kind == "scheduled" then
-      -- one scheduled run per (workflow, logical date)
-      for _, r in ipairs(self:summaries()) do
-        if r.workflow == o.workflow and r.logical_date == o.logical_date and r.kind == "scheduled" then
-          return nil, { code = "store.exists", message = string.format(
-            "a run of %s for that logical date is already in %s (%s)", o.workflow, self.runs_dir, r.id) }
-        end
-      end
-    end
-    must("cannot create " .. self.queue_dir, sys.mkdir_p(self.queue_dir))
-    write_atomic(self:queue_path(id), json.encode { run = id, workflow = o.workflow,
-      source = o.source, hash = o.hash, file = o.file, params = o.params or json.object {},
-      secret_params = o.secret_params, tasks = o.tasks, sim = o.sim, kind = o.kind or "submitted",
-      options = o.options, created = o.created or self.clock(), logical_date = o.logical_date,
-      interval_start = o.interval_start, interval_end = o.interval_end })
-    if self.fsync then sys.fsync_dir(self.queue_dir) end
-    return id
-  end)
+  end
+  must("cannot create " .. self.queue_dir, sys.mkdir_p(self.queue_dir))
+  write_atomic(self:queue_path(id), json.encode { run = id, workflow = o.workflow,
+    source = o.source, hash = o.hash, file = o.file, params = o.params or json.object {},
+    secret_params = o.secret_params, tasks = o.tasks, sim = o.sim, kind = o.kind or "submitted",
+    options = o.options, created = o.created or self.clock(), logical_date = o.logical_date,
+    interval_start = o.interval_start, interval_end = o.interval_end })
+  if self.fsync then sys.fsync_dir(self.queue_dir) end
+  if dated then
+    local d = dated:match("^(.*)/[^/]*$")
+    must("cannot create " .. d, sys.mkdir_p(d))
+    write_atomic(dated, json.encode { run = id, kind = o.kind, logical_date = o.logical_date,
+      interval_end = o.interval_end })
+    if self.fsync then sys.fsync_dir(d) end
+  end
+  return id
+end
+
+function Store:submit(o)
+  return self:locked(self.submit_locked, self, o)
 end
 
 -- store:claim(worker_id, n, {sim}) -> claims (see flowrun.engine.store): queued runs (their
@@ -626,7 +696,14 @@ function Store:claim(worker_id, n, o)
         end
       elseif not self:live(id) then
         local run = self:load(id)
-        if run and run.state ~= "interrupted" and run.state ~= "running" then
+        if run and run.state == "queued" then
+          -- a finished run queued again (a backfill reprocessing its date): resumed here
+          local j = self:resume_run(run)
+          if j then
+            c.was, c.journal, c.run = "queued", j, run
+            out[#out + 1] = c
+          end
+        elseif run and run.state ~= "interrupted" and run.state ~= "running" then
           sys.unlink(self:queue_path(id)) -- finished: nothing left to do
         elseif run then
           local j = self:resume_run(run, { keep_cancel = true })
@@ -646,15 +723,25 @@ function Store:claim(worker_id, n, o)
   end)
 end
 
--- finished(run_id): a worker is done with a run (it finished): its queue entry goes.
+-- finished(run_id): a worker is done with a run (it finished): its queue entry goes, unless it
+-- was queued again meanwhile (a backfill reprocessing its date) and nobody took it yet.
 function Store:finished(run_id)
-  sys.unlink(self:queue_path(run_id))
+  self:locked(function()
+    local sub = read_json(self:queue_path(run_id))
+    if sub and self:requeued(sub) then return end
+    sys.unlink(self:queue_path(run_id))
+  end)
 end
 
 -- store:request_cancel(run_id) -> "cancelled" | "requested" | "requested-unheld" | nil, msg (see
 -- flowrun.engine.store).
 function Store:request_cancel(run_id)
-  return self:locked(function()
+  return self:locked(self.request_cancel_locked, self, run_id)
+end
+
+-- request_cancel, the store's lock held.
+function Store:request_cancel_locked(run_id)
+  do
     local has_journal = sys.stat(self:journal_path(run_id)) ~= nil
     local sub = read_json(self:queue_path(run_id))
     if not has_journal then
@@ -663,7 +750,9 @@ function Store:request_cancel(run_id)
       local j = assert(self:open_journal(run_id, true))
       j:append { ev = "run_started", v = replay.VERSION, run = run_id, workflow = sub.workflow,
         file = sub.file, hash = sub.hash, params = sub.params, secret_params = sub.secret_params,
-        tasks = sub.tasks, sim = sub.sim }
+        tasks = sub.tasks, sim = sub.sim, kind = sub.kind, logical_date = sub.logical_date,
+        data_interval = sub.interval_start and sub.interval_end
+          and { sub.interval_start, sub.interval_end } or nil }
       j:append { ev = "run_finished", state = "cancelled", exit = 130,
         reason = "cancelled before it started (flowrun cancel)" }
       j:close()
@@ -676,6 +765,11 @@ function Store:request_cancel(run_id)
     end
     local run, err = self:load(run_id)
     if not run then return nil, err end
+    if run.state == "queued" and sub then
+      -- queued again by a backfill, not taken yet: it stays as it had ended
+      sys.unlink(self:queue_path(run_id))
+      return "cancelled"
+    end
     if run.state ~= "interrupted" then
       return nil, string.format("run %s already ended (%s)", run_id, run.state)
     end
@@ -685,22 +779,65 @@ function Store:request_cancel(run_id)
     end
     return nil, string.format("run %s is interrupted: no process runs it, so there is nothing to "
       .. "cancel (flowrun resume %s continues it)", run_id, run_id)
-  end)
+  end
 end
 
 local Watcher = {}
 Watcher.__index = Watcher
 
--- store:watch() -> w: w:wait(timeout) -> {{kind = "queued"}} when the queue directory changed,
--- {{kind = "tick"}} every second otherwise (callers look again), nil on timeout.
-function Store:watch()
-  return setmetatable({ store = self, last = nil, ticked = flow.now() }, Watcher)
+-- store:watch([{ticks = false}]) -> w: w:wait(timeout) -> a list of {kind, run}: "queued" (run:
+-- the run) when a run was submitted, queued again or handed back, "finished" when it left the
+-- queue (it ended), "paused" / "unpaused" (run: the workflow) when a schedule was paused or
+-- unpaused, "reconnected" when changes may have been missed (look at everything again); nil on
+-- timeout. The kernel says when the directories change (flow.watch). Where it cannot be asked,
+-- the queue directory is polled (its changes are "queued", without a run) and "tick" comes
+-- every second unless ticks = false (callers look again). A dead worker's run is found by
+-- looking (its journal's lock is free; nothing changes in the queue): workers look every poll.
+function Store:watch(o)
+  local w = setmetatable({ store = self, last = nil, ticked = flow.now(),
+    ticks = not (o and o.ticks == false) }, Watcher)
+  local fs = require("flow.watch").new()
+  if sys.mkdir_p(self.queue_dir) and sys.mkdir_p(self.schedules_dir) and fs:add(self.queue_dir)
+      and fs:add(self.schedules_dir) then
+    w.fs = fs
+  else
+    fs:close()
+  end
+  return w
 end
 
 -- w:push(kind): wakes the waiting task (a worker whose run ended looks for another at once).
-function Watcher:push(kind)
+function Watcher:push(kind, run)
   self.pushed = self.pushed or {}
-  self.pushed[#self.pushed + 1] = { kind = kind }
+  self.pushed[#self.pushed + 1] = { kind = kind, run = run }
+  if self.fs then self.fs:wake() end
+end
+
+-- What the kernel said changed, as notes.
+function Watcher:notes(changes)
+  local out, seen = {}, {}
+  local store = self.store
+  for _, c in ipairs(changes) do
+    if c.dir == store.queue_dir then
+      local id = c.name and c.name:match("^(.+)%.json$")
+      if not c.name then
+        out[#out + 1] = { kind = "reconnected" }
+      elseif id and not seen[id] then
+        seen[id] = true
+        out[#out + 1] = { kind = sys.stat(store.queue_dir .. "/" .. c.name) and "queued" or "finished",
+          run = id }
+      end
+    else
+      local wf = c.name and c.name:match("^(.+)%.json$")
+      if wf and not seen[wf] then
+        seen[wf] = true
+        local sch = read_json(store.schedules_dir .. "/" .. c.name)
+        out[#out + 1] = { kind = sch and sch.paused and "paused" or "unpaused", run = wf }
+      end
+    end
+  end
+  if changes.overflow then out[#out + 1] = { kind = "reconnected" } end
+  return out
 end
 
 function Watcher:wait(timeout)
@@ -711,23 +848,243 @@ function Watcher:wait(timeout)
       self.pushed = nil
       return q
     end
-    local st = sys.stat(self.store.queue_dir)
-    local stamp = st and st.mtime or 0
-    if self.last == nil then self.last = stamp end
-    if stamp ~= self.last then
-      self.last = stamp
-      return { { kind = "queued" } }
+    if self.fs then
+      local notes = self:notes((self.fs:wait(deadline < math.huge
+        and math.max(0, deadline - flow.now()) or nil)))
+      if self.pushed then
+        for _, n in ipairs(notes) do self.pushed[#self.pushed + 1] = n end
+        notes, self.pushed = self.pushed, nil
+      end
+      if #notes > 0 then return notes end
+    else
+      local st = sys.stat(self.store.queue_dir)
+      local stamp = st and st.mtime or 0
+      if self.last == nil then self.last = stamp end
+      if stamp ~= self.last then
+        self.last = stamp
+        return { { kind = "queued" } }
+      end
     end
-    if flow.now() - self.ticked >= 1 then
+    if not self.fs and self.ticks and flow.now() - self.ticked >= 1 then
       self.ticked = flow.now()
       return { { kind = "tick" } }
     end
     if flow.now() >= deadline then return nil end
-    flow.sleep(math.min(0.05, math.max(0, deadline - flow.now())))
+    if not self.fs then flow.sleep(math.min(0.05, math.max(0, deadline - flow.now()))) end
   end
 end
 
-function Watcher:close() end
+function Watcher:close()
+  if self.fs then
+    self.fs:close()
+    self.fs = nil
+  end
+end
+
+---- schedules (flowrun.schedule.scheduler, flowrun backfill, flowrun pause) ---------------------
+
+function Store:schedule_path(workflow) return self.schedules_dir .. "/" .. workflow .. ".json" end
+
+-- The end of the latest interval with a scheduled run (its dated marker), or nil.
+function Store:last_scheduled_end(workflow)
+  local names = sys.readdir(self.dated_dir .. "/" .. workflow) or {}
+  for i = #names, 1, -1 do
+    if names[i]:match("^%d+T%d+Z%.json$") then
+      local m = read_json(self.dated_dir .. "/" .. workflow .. "/" .. names[i])
+      if m and m.kind == "scheduled" then return m.interval_end end
+    end
+  end
+  return nil
+end
+
+function Store:schedule_state(workflow)
+  local sch = read_json(self:schedule_path(workflow)) or {}
+  local h1, h2 = sch.handled_end, self:last_scheduled_end(workflow)
+  local handled = h1 and h2 and math.max(h1, h2) or h1 or h2
+  return { paused = sch.paused == true, paused_at = sch.paused_at, paused_by = sch.paused_by,
+    handled_end = handled, skipped = sch.skipped or 0, last_skipped = sch.last_skipped }
+end
+
+-- store:schedule_states(names) -> as the PostgreSQL store's (see flowrun.engine.store).
+function Store:schedule_states(names, o)
+  local out, want = {}, {}
+  for _, n in ipairs(names) do
+    out[n] = self:schedule_state(n)
+    want[n] = true
+  end
+  if next(want) and not (o and o.last == false) then
+    local latest = {}
+    for _, r in ipairs(self:summaries()) do
+      local cur = latest[r.workflow]
+      if want[r.workflow] and (not cur or (r.created or 0) > (cur.created or 0)
+          or ((r.created or 0) == (cur.created or 0) and r.id > cur.id)) then
+        latest[r.workflow] = r
+      end
+    end
+    for n, r in pairs(latest) do
+      out[n].last = { id = r.id, state = r.state, kind = r.kind, created = r.created,
+        finished = r.finished, logical_date = r.logical_date }
+    end
+  end
+  return out
+end
+
+-- The state of a run a queue entry stands for: queued (no journal yet, or queued again), running
+-- (held, or interrupted: a worker takes it over), or its end.
+function Store:queue_state(sub)
+  if not sys.stat(self:journal_path(sub.run)) then return "queued" end
+  if self:requeued(sub) then return "queued" end
+  if self:live(sub.run) then return "running" end
+  local run = self:load(sub.run)
+  if not run then return "damaged" end
+  if run.state == "interrupted" then return "running" end
+  return run.state
+end
+
+-- store:active_runs(workflow) -> the runs max_active_runs counts: here, the runs handed to
+-- workers (scheduled, backfill, submitted) that have not finished. (A `flowrun run` in a
+-- terminal is not counted by the file store.)
+function Store:active_runs(workflow)
+  local out = {}
+  for _, n in ipairs(sys.readdir(self.queue_dir) or {}) do
+    local sub = n:match("%.json$") and read_json(self.queue_dir .. "/" .. n)
+    if sub and sub.workflow == workflow and sub.run then
+      local st = self:queue_state(sub)
+      if st == "queued" or st == "running" then
+        out[#out + 1] = { id = sub.run, kind = sub.kind, state = st, created = sub.created,
+          cancel_requested = sys.stat(self:cancel_path(sub.run)) ~= nil,
+          logical_date = sub.logical_date }
+      end
+    end
+  end
+  table.sort(out, function(a, b)
+    if (a.created or 0) ~= (b.created or 0) then return (a.created or 0) < (b.created or 0) end
+    return a.id < b.id
+  end)
+  return out
+end
+
+-- store:dated_runs(workflow, from, to) -> as the PostgreSQL store's (see flowrun.engine.store).
+function Store:dated_runs(workflow, from, to)
+  local out = {}
+  local dir = self.dated_dir .. "/" .. workflow
+  local lo, hi = date_key(from), date_key(to)
+  for _, n in ipairs(sys.readdir(dir) or {}) do
+    local key = n:match("^(%d+T%d+Z)%.json$")
+    if key and key >= lo and key <= hi then
+      local m = read_json(dir .. "/" .. n)
+      if m and m.run and m.logical_date >= from and m.logical_date <= to then
+        local run = self:load(m.run)
+        local e = { id = m.run, kind = m.kind, logical_date = m.logical_date,
+          interval_end = m.interval_end, state = run and run.state or "damaged" }
+        if run then
+          local ok_n, failed, total = 0, 0, 0
+          for _, name in ipairs(run.task_order or {}) do
+            local t = run.tasks[name]
+            total = total + 1
+            if t.state == "success" then ok_n = ok_n + 1 elseif t.state == "failed" then failed = failed + 1 end
+          end
+          e.created, e.started, e.finished, e.exit, e.reason = run.started, run.started,
+            run.finished, run.exit, run.reason
+          e.tasks_total, e.tasks_succeeded, e.tasks_failed = total, ok_n, failed
+          e.cancel_requested = sys.stat(self:cancel_path(m.run)) ~= nil
+        end
+        out[#out + 1] = e
+      end
+    end
+  end
+  return out
+end
+
+-- Rewrites a schedule's state file, the store's lock held.
+function Store:write_schedule(workflow, fn)
+  local path = self:schedule_path(workflow)
+  local sch = read_json(path) or { workflow = workflow }
+  local r = fn(sch)
+  must("cannot create " .. self.schedules_dir, sys.mkdir_p(self.schedules_dir))
+  write_atomic(path, json.encode(sch))
+  if self.fsync then sys.fsync_dir(self.schedules_dir) end
+  return r
+end
+
+-- store:set_paused(workflow, paused, who) -> whether it was paused before.
+function Store:set_paused(workflow, paused, who)
+  return self:locked(function()
+    return self:write_schedule(workflow, function(sch)
+      local was = sch.paused == true
+      sch.paused = paused == true
+      sch.paused_at = paused and self.clock() or nil
+      sch.paused_by = paused and who or nil
+      return was
+    end)
+  end)
+end
+
+-- store:fire(workflow, decide) -> result: as the PostgreSQL store's (see flowrun.engine.store),
+-- under the store's lock.
+function Store:fire(workflow, decide)
+  return self:locked(function()
+    local st = self:schedule_state(workflow)
+    local view = { paused = st.paused, handled_end = st.handled_end, skipped = st.skipped,
+      active = self:active_runs(workflow),
+      dated = function(lo, hi) return self:dated_runs(workflow, lo, hi) end }
+    local plan = decide(view) or {}
+    local out = { submitted = {}, existed = {}, requeued = {}, cancelled = {} }
+    for _, o in ipairs(plan.submit or {}) do
+      local id, err = self:submit_locked(o)
+      if id then out.submitted[#out.submitted + 1] = id
+      elseif err and err.code == "store.exists" then out.existed[#out.existed + 1] = o.run_id
+      else error(err, 0) end
+    end
+    for _, r in ipairs(plan.requeue or {}) do
+      if self:requeue_locked(r) then out.requeued[#out.requeued + 1] = r.id end
+    end
+    local h = plan.handled
+    if h and (h.handled_end or (h.skipped or 0) > 0) then
+      self:write_schedule(workflow, function(sch)
+        if h.handled_end and (not sch.handled_end or h.handled_end > sch.handled_end) then
+          sch.handled_end = h.handled_end
+        end
+        sch.skipped = (sch.skipped or 0) + (h.skipped or 0)
+        if h.last_skipped and (not sch.last_skipped or h.last_skipped > sch.last_skipped) then
+          sch.last_skipped = h.last_skipped
+        end
+      end)
+    end
+    for _, id in ipairs(plan.cancel or {}) do
+      if self:request_cancel_locked(id) then out.cancelled[#out.cancelled + 1] = id end
+    end
+    return out
+  end)
+end
+
+-- A finished run queued again, the store's lock held: its queue entry is written anew (with the
+-- workflow's source and hash given, and options such as rerun), remembering the journal's size,
+-- so a worker resumes it. A run that is queued or running is left alone (false).
+function Store:requeue_locked(r)
+  if read_json(self:queue_path(r.id)) then return false end
+  local run = self:load(r.id)
+  if not run or run.state == "running" or run.state == "interrupted" or run.state == "queued"
+      or run.state == "damaged" then
+    return false
+  end
+  local recs = M.read(self:journal_path(r.id))
+  local first = recs and recs[1] or {}
+  local st = sys.stat(self:journal_path(r.id))
+  local options = {}
+  if r.options then for k, v in pairs(r.options) do options[k] = v end end
+  must("cannot create " .. self.queue_dir, sys.mkdir_p(self.queue_dir))
+  write_atomic(self:queue_path(r.id), json.encode { run = r.id, workflow = run.workflow,
+    source = r.source, hash = r.hash or run.hash, file = run.file,
+    params = run.params or json.object {}, secret_params = run.secret_params,
+    tasks = first.tasks, sim = run.sim, kind = first.kind or run.kind, options = options,
+    created = run.started, logical_date = run.logical_date,
+    interval_start = run.data_interval and run.data_interval[1],
+    interval_end = run.data_interval and run.data_interval[2], requeue_size = st and st.size })
+  sys.unlink(self:cancel_path(r.id))
+  if self.fsync then sys.fsync_dir(self.queue_dir) end
+  return true
+end
 
 -- register_worker(w): a worker says it is alive: <dir>/workers/<id>.json, locked while it lives.
 function Store:register_worker(w)

@@ -27,9 +27,11 @@
 --       (flowrun.engine.replay's run; queued runs too)
 --   store:records(id) -> the journal's records;  store:state(id) -> state, seq (cheap)
 --   store:logs(run_id, {after}) -> {{t, task, attempt, msg, truncated, id}...}, last id
---   store:watch() -> w; w:wait(timeout) -> {{kind, run}...} | nil; w:close()  kinds: queued,
---       released, cancel, finished, reconnected (PostgreSQL: LISTEN/NOTIFY); the file store
---       polls and says "tick"
+--   store:watch() -> w; w:wait(timeout) -> {{kind, run}...} | nil; w:push(kind); w:close()
+--       kinds: queued, released, cancel, finished, reconnected (changes may have been missed),
+--       paused and unpaused (run: the workflow) (PostgreSQL: LISTEN/NOTIFY; the file store:
+--       inotify on its queue and schedules, or, where that cannot be had, polling and "tick"
+--       every second unless watch{ticks = false})
 --   store:describe() -> where it is, for messages (never a password)
 --
 -- Workers and schedulers:
@@ -41,6 +43,29 @@
 --       journal, run (the replayed run of a takeover), source, params, ...}
 --   store:request_cancel(run_id) -> "cancelled" | "requested" | "requested-unheld" | nil, msg
 --   store:register_worker(w), store:worker_heartbeat(w, state), store:workers()
+--
+-- Schedules (flowrun.schedule.scheduler, flowrun backfill, pause, schedules). One scheduled or
+-- backfill run per (workflow, logical date) (PostgreSQL: a unique index; the file store: a
+-- marker per date made under its lock); a schedule's own state is its pause and what its
+-- schedulers handled without a run of their own (flowrun.schedules; <dir>/schedules/):
+--   store:fire(workflow, decide) -> {submitted, existed, requeued, cancelled} (ids)
+--       decide(view) runs while the workflow's schedulers and backfills are held off (an
+--       advisory lock in a transaction; the file store's lock) and says what to do; all of it
+--       is done, or none. view: {paused, handled_end (the end of the latest interval handled:
+--       the later of the latest scheduled run's and what was handled without a run), skipped,
+--       active = store:active_runs(workflow), dated = fn(from, to) -> store:dated_runs(...)};
+--       the plan: {submit = {submit options...}, requeue = {{id, options = {rerun}, source,
+--       hash}...} (finished runs queued again, to be resumed by a worker), handled =
+--       {handled_end, skipped, last_skipped}, cancel = {run ids}}
+--   store:active_runs(workflow) -> {{id, kind, state, created, cancel_requested, logical_date}}
+--       queued and running runs (what max_active_runs counts), oldest first
+--   store:dated_runs(workflow, from, to) -> scheduled and backfill runs whose logical date is
+--       in [from, to], in date order: {id, kind, state, logical_date, interval_end, created,
+--       finished, exit, reason, tasks_total, tasks_succeeded, tasks_failed}
+--   store:schedule_states(names [, {last = false}]) -> {[name] = {paused, paused_at,
+--       paused_by, handled_end, skipped, last_skipped, last = {id, state, kind, created,
+--       finished, logical_date}}}  (last = false: the latest runs are not needed)
+--   store:set_paused(workflow, paused, who) -> was it paused (watchers hear paused/unpaused)
 local M = {}
 
 -- open(settings) -> the store the settings name: s.store_kind "postgresql" (s.store_url) or the

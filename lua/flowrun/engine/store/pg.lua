@@ -25,7 +25,8 @@
 -- runs), resuming them as `flowrun resume` does.
 --
 -- Waiting for changes: NOTIFY on channel "flowrun" with payload "<kind> <run_id>" for queued,
--- released (handed back), cancel and finished; store:watch() listens. Task-level changes are not
+-- released (handed back), cancel and finished, "<paused|unpaused> <workflow>" for a schedule
+-- paused or unpaused; store:watch() listens. Task-level changes are not
 -- notified (a NOTIFY serialises committing transactions); watchers poll run_state (seq).
 --
 -- The schema ("flowrun") is created and migrated by flowrun itself: numbered files in
@@ -648,19 +649,32 @@ end
 -- secret_params (names), tasks (names), sim ({fail} or nil), run_id (default: a new one),
 -- kind (submitted | scheduled | backfill), logical_date, interval_start, interval_end (epoch
 -- seconds), options ({timeout, max_active}).
-function Store:submit(o)
-  local id = o.run_id or o.new_id()
-  local rows = self:q("submit", id, o.workflow, o.kind or "submitted", o.created or self.clock(),
+local function submit_args(self, o, id)
+  return id, o.workflow, o.kind or "submitted", o.created or self.clock(),
     jnull(o.file), jnull(o.hash), jnull(o.source), json.encode(o.params or json.object {}),
     jlist(o.secret_params), jlist(o.tasks), o.options and json.encode(o.options) or pg.null,
     o.sim ~= nil, #(o.tasks or {}), jnull(o.logical_date), jnull(o.interval_start),
-    jnull(o.interval_end))
-  if #rows == 0 then
-    return nil, { code = "store.exists", message = string.format(
-      "run %s%s is already in %s", id, o.logical_date and (" (or a run of " .. o.workflow
-      .. " for that logical date)") or "", self.where) }
+    jnull(o.interval_end)
+end
+
+local function exists_error(self, id, o)
+  return { code = "store.exists", message = string.format(
+    "run %s%s is already in %s", id, o.logical_date and (" (or a run of " .. o.workflow
+    .. " for that logical date)") or "", self.where) }
+end
+
+function Store:submit(o)
+  -- an id made here that is taken (another process made the same) is made again; an id given
+  -- (a scheduled run's) or a logical date taken is refused
+  for _ = 1, o.run_id and 1 or 20 do
+    local id = o.run_id or o.new_id()
+    local rows = self:q("submit", submit_args(self, o, id))
+    if #rows > 0 then return id end
+    if o.run_id or (o.logical_date and o.kind ~= "submitted") or not self:q("run_state", id)[1] then
+      return nil, exists_error(self, id, o)
+    end
   end
-  return id
+  return nil, { code = "store.exists", message = "no free run id in " .. self.where }
 end
 
 local function dec(v, default)
@@ -741,6 +755,126 @@ function Store:guard(run_id)
       .. "(the run store %s cannot be reached); not acting for the run until it is",
       run_id, self.where), { retryable = true }), 2)
   end
+end
+
+---- schedules (flowrun.schedule.scheduler, flowrun backfill, flowrun pause) ---------------------
+
+local function state_of(r)
+  local last
+  if r.last_id ~= pg.null and r.last_id ~= nil then
+    local st = r.last_state
+    if st == "running" and r.last_expired then st = "interrupted" end
+    last = { id = r.last_id, state = st, kind = r.last_kind, created = r.last_created,
+      finished = dec(r.last_finished), logical_date = dec(r.last_logical_date) }
+  end
+  return { paused = r.paused, paused_at = dec(r.paused_at), paused_by = dec(r.paused_by),
+    handled_end = dec(r.handled_end), skipped = r.skipped, last_skipped = dec(r.last_skipped),
+    last = last }
+end
+
+-- store:schedule_states(names [, {last = false}]) -> {[name] = {paused, paused_at, paused_by,
+-- handled_end, skipped, last_skipped, last = {id, state, kind, created, finished, logical_date}
+-- | nil}}: one statement for any number of workflows (a scheduler starting, flowrun schedules).
+-- handled_end is the end of the latest interval the workflow's schedulers handled. (last =
+-- false: the caller does not need the latest run; the file store then reads less.)
+function Store:schedule_states(names)
+  local out = {}
+  if #names == 0 then return out end
+  for _, r in ipairs(self:q("schedule_states", pg.array(names))) do out[r.workflow] = state_of(r) end
+  return out
+end
+
+local function active_of(rows)
+  local out = {}
+  for i, r in ipairs(rows) do
+    out[i] = { id = r.id, kind = r.kind, state = r.state, created = r.created,
+      cancel_requested = r.cancel_requested, logical_date = dec(r.logical_date) }
+  end
+  return out
+end
+
+local function dated_of(rows)
+  local out = {}
+  for i, r in ipairs(rows) do
+    local st = r.state
+    if st == "running" and r.expired then st = "interrupted" end
+    out[i] = { id = r.id, kind = r.kind, state = st, created = r.created, started = dec(r.started),
+      finished = dec(r.finished), exit = dec(r.exit), reason = dec(r.reason),
+      tasks_total = r.tasks_total, tasks_succeeded = r.tasks_succeeded,
+      tasks_failed = r.tasks_failed, cancel_requested = r.cancel_requested,
+      logical_date = dec(r.logical_date), interval_end = dec(r.interval_end) }
+  end
+  return out
+end
+
+-- store:active_runs(workflow) -> the runs max_active_runs counts (queued, or running with a
+-- live holder or one a worker takes over), oldest first: {id, kind, state, created,
+-- cancel_requested, logical_date}.
+function Store:active_runs(workflow)
+  return active_of(self:q("active_runs", workflow))
+end
+
+-- store:dated_runs(workflow, from, to) -> the workflow's scheduled and backfill runs whose
+-- logical date lies in [from, to] (epoch seconds), in date order, with their summaries.
+function Store:dated_runs(workflow, from, to)
+  return dated_of(self:q("dated_runs", workflow, from, to))
+end
+
+-- store:set_paused(workflow, paused, who) -> whether it was paused before. Schedulers are told.
+function Store:set_paused(workflow, paused, who)
+  local rows = self:q("set_paused", workflow, paused == true, jnull(who))
+  return rows[1].was
+end
+
+-- store:fire(workflow, decide) -> result: what a scheduler (or a backfill) does for one
+-- workflow, decided from the store's state and done in one transaction under the workflow's
+-- advisory lock (schedulers and backfills of one workflow take turns). decide(view) is called
+-- inside it and must not wait on anything but view.dated; view = {paused, handled_end,
+-- skipped, active = store:active_runs(workflow), dated = function(from, to) ->
+-- store:dated_runs(...)}. It returns a plan: {submit = {store:submit options...}, requeue =
+-- {{id, options}...} (finished runs queued again), handled = {handled_end, skipped,
+-- last_skipped} (intervals handled without a run), cancel = {run ids}}. result: {submitted =
+-- {ids}, existed = {ids: refused, the id or the date was taken}, requeued = {ids}, cancelled =
+-- {ids}}. Nothing of the plan is done unless all of it is.
+function Store:fire(workflow, decide)
+  local pool = self:pool()
+  local ok, res = pcall(pool.transaction, pool, function(c)
+    local function q(name, ...) return c:query(SQL[name], ...) end
+    q("schedule_lock", workflow)
+    local st = state_of(q("schedule_states", pg.array { workflow })[1])
+    local view = { paused = st.paused, handled_end = st.handled_end, skipped = st.skipped,
+      active = active_of(q("active_runs", workflow)) }
+    view.dated = function(lo, hi) return dated_of(q("dated_runs", workflow, lo, hi)) end
+    local plan = decide(view) or {}
+    local out = { submitted = {}, existed = {}, requeued = {}, cancelled = {} }
+    for _, o in ipairs(plan.submit or {}) do
+      local id = o.run_id or o.new_id()
+      local rows = q("submit", submit_args(self, o, id))
+      local list = #rows > 0 and out.submitted or out.existed
+      list[#list + 1] = id
+    end
+    for _, r in ipairs(plan.requeue or {}) do
+      if #q("requeue", r.id, json.encode(r.options or json.object {}), jnull(r.source),
+          jnull(r.hash)) > 0 then
+        out.requeued[#out.requeued + 1] = r.id
+      end
+    end
+    local h = plan.handled
+    if h and (h.handled_end or (h.skipped or 0) > 0) then
+      q("schedule_handled", workflow, jnull(h.handled_end), h.skipped or 0, jnull(h.last_skipped))
+    end
+    for _, id in ipairs(plan.cancel or {}) do
+      if #q("cancel_queued", id, self.clock()) > 0 or #q("cancel_running", id) > 0 then
+        out.cancelled[#out.cancelled + 1] = id
+      end
+    end
+    return out
+  end)
+  if ok then return res end
+  if transient(res) or (type(res) == "table" and tostring(res.code):match("^pg%.28")) then
+    error(store_error(self, res), 0)
+  end
+  error(res, 0)
 end
 
 ---- heartbeats and notifications (one background task per store, while it holds or watches) --------
@@ -899,8 +1033,9 @@ local Watcher = {}
 Watcher.__index = Watcher
 
 -- store:watch() -> watcher: w:wait(timeout) -> list of {kind, run} (kinds: queued, released,
--- cancel, finished, reconnected: notifications may have been missed) or nil on timeout;
--- w:close(). Task-level changes are not notified: poll run_state.
+-- cancel, finished, reconnected: notifications may have been missed; paused and unpaused, with
+-- the workflow's name in run) or nil on timeout; w:close(). Task-level changes are not
+-- notified: poll run_state.
 function Store:watch()
   local w = setmetatable({ store = self, q = {}, waiter = pg.core.waiter() }, Watcher)
   self.watchers[w] = true
@@ -975,6 +1110,8 @@ function Store:load(run_id)
     run = replay.replay(recs)
     run.records = #recs
     if run.state == "running" and (row.expired or row.owner == pg.null) then run.state = "interrupted" end
+    -- queued again (a backfill reprocessing its date): a worker resumes it
+    if row.state == "queued" then run.state = "queued" end
   end
   run.source, run.kind, run.owner = dec(row.source), row.kind, dec(row.owner)
   run.sim_run, run.adoptable, run.epoch, run.takeovers = row.sim, row.adoptable, row.epoch, row.takeovers

@@ -41,8 +41,8 @@ SELECT id, 1, 1, $3, $14::json FROM run
 
 -- name: submit
 -- A run queued for the workers. Takes: the new row's lock (INSERT). An id already taken, or a
--- second scheduled run of a workflow for one logical date (runs_scheduled_once), inserts
--- nothing (ON CONFLICT). Wakes idle workers (NOTIFY, delivered at commit).
+-- second scheduled or backfill run of a workflow for one logical date (runs_dated_once),
+-- inserts nothing (ON CONFLICT). Wakes idle workers (NOTIFY, delivered at commit).
 WITH run AS (
   INSERT INTO flowrun.runs (id, workflow, state, kind, created, file, hash, source, params,
     secret_params, task_names, options, sim, tasks_total, adoptable, logical_date,
@@ -267,3 +267,108 @@ ORDER BY w.started_at, w.id
 SELECT workflow, CASE WHEN state = 'running' AND lease_until IS NOT NULL AND lease_until < now()
   THEN 'interrupted' ELSE state END AS state, count(*)::int AS n
 FROM flowrun.runs GROUP BY 1, 2
+
+-- ---- schedules (migration 002) ------------------------------------------------------------------
+
+-- name: schedule_lock
+-- Takes: a transaction-scoped advisory lock on one workflow's schedule (keys 0x666c6f77 and the
+-- name's hash), so that schedulers and backfills deciding for one workflow take turns: what one
+-- counts (max_active_runs) is still true when it submits. Exactly-once does not depend on it
+-- (runs_dated_once does).
+SELECT pg_advisory_xact_lock(1718382455, hashtext($1))
+
+-- name: schedule_states
+-- For each workflow of $1 (text[]): paused, the end of the latest interval its schedulers
+-- handled (the later of the latest scheduled run's interval_end, read from runs_dated_once,
+-- and schedules.handled_end), skipped ticks, and its latest run of any kind. Takes: nothing
+-- (plain reads).
+SELECT w.workflow, coalesce(s.paused, false) AS paused,
+  extract(epoch FROM s.paused_at)::float8 AS paused_at, s.paused_by,
+  extract(epoch FROM greatest(s.handled_end, ls.interval_end))::float8 AS handled_end,
+  coalesce(s.skipped, 0) AS skipped,
+  extract(epoch FROM s.last_skipped)::float8 AS last_skipped,
+  lr.id AS last_id, lr.state AS last_state, lr.kind AS last_kind, lr.created AS last_created,
+  lr.finished AS last_finished, lr.expired AS last_expired,
+  extract(epoch FROM lr.logical_date)::float8 AS last_logical_date
+FROM unnest($1::text[]) AS w(workflow)
+LEFT JOIN flowrun.schedules s ON s.workflow = w.workflow
+LEFT JOIN LATERAL (
+  SELECT r.interval_end FROM flowrun.runs r
+  WHERE r.workflow = w.workflow AND r.kind = 'scheduled'
+  ORDER BY r.logical_date DESC LIMIT 1) ls ON true
+LEFT JOIN LATERAL (
+  SELECT r.id, r.state, r.kind, r.created, r.finished, r.logical_date,
+    (r.state = 'running' AND (r.owner IS NULL OR r.lease_until < now())) AS expired
+  FROM flowrun.runs r WHERE r.workflow = w.workflow
+  ORDER BY r.created DESC, r.id DESC LIMIT 1) lr ON true
+
+-- name: active_runs
+-- A workflow's active runs, what max_active_runs counts: queued, or running with a live holder
+-- or one a worker will take over (a `flowrun run` whose process died is interrupted until
+-- someone resumes it, and counts no more). Oldest first. Takes: nothing; planned on runs_active.
+SELECT id, kind, state, created, cancel_requested IS NOT NULL AS cancel_requested,
+  extract(epoch FROM logical_date)::float8 AS logical_date
+FROM flowrun.runs
+WHERE workflow = $1 AND state IN ('queued', 'running')
+  AND (state = 'queued' OR adoptable OR (owner IS NOT NULL AND lease_until >= now()))
+ORDER BY created, id
+
+-- name: dated_runs
+-- A workflow's scheduled and backfill runs whose logical date lies in [$2, $3] (epoch seconds),
+-- in date order, with their summary. Takes: nothing; planned on runs_dated_once.
+SELECT id, kind, state, created, started, finished, exit, reason, tasks_total,
+  tasks_succeeded, tasks_failed, owner, cancel_requested IS NOT NULL AS cancel_requested,
+  state = 'running' AND (owner IS NULL OR lease_until < now()) AS expired,
+  extract(epoch FROM logical_date)::float8 AS logical_date,
+  extract(epoch FROM interval_end)::float8 AS interval_end
+FROM flowrun.runs
+WHERE workflow = $1 AND kind IN ('scheduled', 'backfill')
+  AND logical_date BETWEEN to_timestamp($2::float8) AND to_timestamp($3::float8)
+ORDER BY logical_date
+
+-- name: schedule_handled
+-- A scheduler handled intervals without runs of its own (ticks skipped, dates a backfill run
+-- already had): the latest one's end is kept (never moved back), skipped ticks counted.
+-- Takes: the schedule's row lock (INSERT ... ON CONFLICT UPDATE).
+INSERT INTO flowrun.schedules (workflow, handled_end, skipped, last_skipped)
+VALUES ($1, to_timestamp($2::float8), $3, to_timestamp($4::float8))
+ON CONFLICT (workflow) DO UPDATE
+SET handled_end = greatest(flowrun.schedules.handled_end, excluded.handled_end),
+    skipped = flowrun.schedules.skipped + excluded.skipped,
+    last_skipped = greatest(flowrun.schedules.last_skipped, excluded.last_skipped),
+    updated_at = now()
+
+-- name: set_paused
+-- flowrun pause / unpause. Takes: the schedule's row lock (INSERT ... ON CONFLICT UPDATE).
+-- Answers whether it was paused before; tells schedulers (NOTIFY paused|unpaused <workflow>,
+-- delivered at commit).
+WITH old AS (
+  SELECT paused FROM flowrun.schedules WHERE workflow = $1
+), s AS (
+  INSERT INTO flowrun.schedules (workflow, paused, paused_at, paused_by)
+  VALUES ($1, $2, CASE WHEN $2 THEN now() END, CASE WHEN $2 THEN $3 END)
+  ON CONFLICT (workflow) DO UPDATE
+  SET paused = excluded.paused, paused_at = excluded.paused_at, paused_by = excluded.paused_by,
+      updated_at = now()
+  RETURNING workflow, paused)
+SELECT coalesce((SELECT paused FROM old), false) AS was,
+  pg_notify('flowrun', CASE WHEN s.paused THEN 'paused ' ELSE 'unpaused ' END || s.workflow)
+    AS notified
+FROM s
+
+-- name: requeue
+-- A backfill that reprocesses a date: that date's finished run is queued again with the
+-- workflow's source as it is now ($3, $4: source and hash), and the worker that claims it resumes
+-- it (tasks that succeeded keep their results unless options.rerun names them, as `flowrun
+-- resume --rerun` does). Takes: the run's row lock (UPDATE); a run that is queued or
+-- running is left alone. Wakes idle workers (NOTIFY queued, delivered at commit).
+WITH r AS (
+  UPDATE flowrun.runs
+  SET state = 'queued', finished = NULL, exit = NULL, reason = NULL, owner = NULL,
+      lease_until = NULL, cancel_requested = NULL, adoptable = true,
+      options = ((coalesce(options::jsonb, '{}') - 'rerun') || $2::jsonb)::json,
+      source = coalesce($3, source), hash = coalesce($4, hash),
+      updated_at = now()
+  WHERE id = $1 AND state IN ('success', 'failed', 'cancelled')
+  RETURNING id)
+SELECT id, pg_notify('flowrun', 'queued ' || id) AS notified FROM r
