@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
+scripts/deps.sh demo --check >/dev/null 2>&1 || scripts/deps.sh demo
 make -s all
 
 tmp=$(mktemp -d /tmp/flowrun-demo.XXXXXX)
