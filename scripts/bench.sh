@@ -3,7 +3,7 @@
 # BENCH=core,aws,... picks some. Benchmarks measure; they assert nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
+scripts/deps.sh bench --check >/dev/null 2>&1 || scripts/deps.sh bench
 make -s all
 areas=${BENCH:-core,engine,aws,pg,pipeline,store,server,schedule}
 status=0

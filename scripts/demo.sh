@@ -16,14 +16,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
+scripts/deps.sh demo --check >/dev/null 2>&1 || scripts/deps.sh demo
 make -s all
 
 tmp=$(mktemp -d /tmp/flowrun-demo.XXXXXX)
 chmod 755 "$tmp"
+keep=0   # a run that did not succeed: its state (journal, simulated account) is kept to resume
 cleanup() {
   tests/servers/pg.sh stop "$tmp/pg" >/dev/null 2>&1 || true
-  rm -rf "$tmp"
+  if [ $keep = 1 ] && [ -d "$tmp/state" ]; then
+    rm -rf "$tmp/pg" "$tmp/seed.json"
+    echo "== the run's state and its simulated AWS account are kept in $tmp/state: the resume line"
+    echo "   above continues it (the simulator plays its durations in real time: a few minutes);"
+    echo "   rm -rf $tmp when done"
+  else
+    rm -rf "$tmp"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -73,7 +81,7 @@ if [ -n "${DEMO_FAIL:-}" ]; then args+=(--sim-fail "$DEMO_FAIL"); fi
 
 echo "== flowrun ${args[*]}"
 rc=0
-FLOWRUN_SIM_STATE="$tmp/sim-state.json" ./flowrun "${args[@]}" || rc=$?
+./flowrun "${args[@]}" || rc=$?
 if [ $rc = 0 ] && [ "${DEMO_MODE:-full}" = incremental ]; then
   echo "== the source changes: 10 new orders, 10 cancelled, 3 deleted with their items"
   psql "$conninfo" -q -v ON_ERROR_STOP=1 -c "
@@ -83,12 +91,12 @@ if [ $rc = 0 ] && [ "${DEMO_MODE:-full}" = incremental ]; then
     DELETE FROM public.orders WHERE id BETWEEN 300 AND 302;"
   [ "${DEMO_SPEED:-lapse}" = virtual ] || sleep 1   # DMS captures changes once a (lapsed) minute
   echo "== the next night: flowrun ${args[*]}"
-  FLOWRUN_SIM_STATE="$tmp/sim-state.json" ./flowrun "${args[@]}" || rc=$?
+  ./flowrun "${args[@]}" || rc=$?
 fi
 
-if [ -f "$tmp/sim-state.json" ]; then
+if [ -f "$tmp/state/sim-state.json" ]; then
   echo "== what the simulated AWS account holds now:"
-  python3 - "$tmp/sim-state.json" <<'PY'
+  python3 - "$tmp/state/sim-state.json" <<'PY'
 import json, sys
 w = json.load(open(sys.argv[1]))
 for c in (w["emr"]["clusters"] or {}).values() if isinstance(w["emr"]["clusters"], dict) else []:
@@ -109,4 +117,5 @@ print("   S3 raw zone: %d Parquet file(s) under s3://flowrun-demo-raw/ (%d CDC)"
       len([k for k in raw if not k.rsplit("/", 1)[-1].startswith("LOAD")])))
 PY
 fi
+[ $rc = 0 ] || keep=1
 exit $rc

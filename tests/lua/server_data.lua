@@ -115,11 +115,8 @@ t.test("runs of other processes: seen running, finished, interrupted", function(
   end
   t.ok(id ~= nil, "a run started by `flowrun run` appears in the list")
   local _, run = s:get("/api/v1/runs/" .. tostring(id))
-  t.eq({ run.state, run.here, run.actions.cancel }, { "running", false, false },
-    "running (its process holds it), not here: this server cannot cancel it")
-  local st, doc = s:post("/api/v1/runs/" .. id .. "/cancel", {})
-  t.eq(st, 409, "cancel: 409")
-  t.like(doc.error.message, "another process", "held by another process")
+  t.eq({ run.state, run.here, run.actions.cancel, run.actions.retry }, { "running", false, true, false },
+    "running (its process holds it), not here; it can be cancelled (through the store), not retried")
   local body = select(2, s:get("/api/v1/runs/" .. id .. "/events"))
   local n = 0
   for _ in body:gmatch("event: %a+\ndata: {") do n = n + 1 end
@@ -130,6 +127,24 @@ t.test("runs of other processes: seen running, finished, interrupted", function(
   flow.sleep(0.3)
   _, run = s:get("/api/v1/runs/" .. id)
   t.eq(run.state, "success", "and the server says so")
+  -- a run of another process cancelled from the server: the store tells its holder, whose
+  -- cleanup runs there
+  local c = flow.spawn(function()
+    return flow.exec({ FLOWRUN, "run", wf, "--state-dir", state, "--var", "every=5" }, { timeout = 30 })
+  end)
+  local cid
+  for _ = 1, 100 do
+    flow.sleep(0.05)
+    local _, d = s:get("/api/v1/runs?workflow=slow&state=running")
+    if d.runs[1] then cid = d.runs[1].id break end
+  end
+  local st, doc = s:post("/api/v1/runs/" .. tostring(cid) .. "/cancel", {})
+  t.eq({ st, doc.state }, { 202, "cancelling" }, "another process's run: cancel requested (202)")
+  local cr = c:wait()
+  t.eq(cr.status, 130, "that process ends its run as cancelled (exit 130)")
+  run = s:wait_state(cid, { "cancelled", "failed", "success" })
+  t.eq({ run and run.state, run and s:task(run, "cleanup").state }, { "cancelled", "success" },
+    "the server says so; the cleanup ran")
   -- a process killed mid-run: its run is interrupted, not running
   local k = flow.spawn(function()
     return flow.exec({ FLOWRUN, "run", wf, "--state-dir", state, "--var", "every=5" }, { timeout = 30 })
@@ -138,7 +153,8 @@ t.test("runs of other processes: seen running, finished, interrupted", function(
   for _ = 1, 100 do
     flow.sleep(0.05)
     local _, d = s:get("/api/v1/runs?workflow=slow&state=running")
-    if d.runs[1] then kid = d.runs[1].id break end
+    for _, r in ipairs(d.runs) do if r.id ~= cid then kid = r.id end end
+    if kid then break end
   end
   t.ok(kid ~= nil, "a second external run is running")
   local pid = select(2, s:get("/api/v1/runs/" .. tostring(kid))).pid

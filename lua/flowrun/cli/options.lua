@@ -82,7 +82,8 @@ local OPTIONS = {
       .. "(repeatable)" },
   limit = { "--limit", arg = "N", help = "only the N newest runs" },
   -- workers
-  concurrency = { "--concurrency", arg = "N", help = "run at most N runs at once (default 4)" },
+  concurrency = { "--concurrency", arg = "N",
+    help = "run at most N runs at once (default 4; flowrun server: 8)" },
   lease = { "--lease", arg = "DURATION",
     help = "how long a claimed run stays this worker's without a heartbeat (default 30s); a run "
       .. "whose worker died is taken over after it" },
@@ -94,8 +95,10 @@ local OPTIONS = {
   run_id_opt = { "--run-id", arg = "ID", help = "the new run's id (default: a new one)" },
   -- schedules
   workflows = { "--workflows", arg = "DIR",
-    help = "the workflows directory: its *.lua files are the workflows scheduled and named "
-      .. "(default workflows/)" },
+    help = "the workflows directory: its *.lua files are the workflows scheduled (and, for a "
+      .. "server, offered), known by their names (default workflows/)" },
+  no_schedule = { "--no-schedule",
+    help = "do not fire the workflows' schedules here (another process is their scheduler)" },
   schedule = { "--schedule",
     help = "also be a scheduler: fire the due runs of the workflows in --workflows" },
   from = { "--from", arg = "DATE",
@@ -114,8 +117,6 @@ local OPTIONS = {
   listen = { "--listen", arg = "HOST:PORT",
     help = "where the server listens (default 127.0.0.1:8080; any other address than loopback "
       .. "needs tokens)" },
-  workflows = { "--workflows", arg = "DIR",
-    help = "the workflows the server offers: the *.lua files of DIR (default workflows/)" },
   tokens = { "--tokens", arg = "FILE",
     help = "API tokens, one \"ROLE TOKEN [NAME]\" a line (ROLE viewer or operator; mode 600); "
       .. "FLOWRUN_TOKEN adds one operator token" },
@@ -158,15 +159,20 @@ M.COMMANDS = {
     description = "Continues a run: tasks that succeeded keep their results and are not run "
       .. "again (unless a cleanup task undid them); the rest run. Parameters are the run's; "
       .. "secret ones come again from --var, --vars-file or FLOWRUN_VAR_<NAME>." },
-  { name = "server", options = { "listen", "workflows", "state_dir", "tokens", "tls_cert",
-      "tls_key", "vars_file", "max_active", "access_log", "no_fsync" },
-    summary = "the HTTP API and web UI: runs, logs, trigger, cancel, retry (one machine: file store)",
+  { name = "server", options = { "listen", "workflows", "state_dir", "store", "tokens", "tls_cert",
+      "tls_key", "vars_file", "max_active", "concurrency", "no_schedule", "access_log", "no_fsync" },
+    summary = "the HTTP API and web UI, a scheduler and a worker: runs, logs, trigger, cancel, retry",
     description = "Serves the JSON API (documented at /api/v1/openapi.json), the web UI and "
-      .. "/metrics, and runs the runs it is asked to trigger or retry on its own loop. Listens "
-      .. "on 127.0.0.1:8080 unless --listen says otherwise; another address than loopback "
-      .. "needs tokens (--tokens FILE, FLOWRUN_TOKEN). --vars-file sets parameters of every run "
-      .. "it triggers (under what a trigger gives). SIGTERM: stops accepting, ends streams, lets "
-      .. "requests finish, cancels its runs (their cleanup tasks run)." },
+      .. "/metrics over the runs of the store; queues the runs it is asked to trigger or retry, "
+      .. "and runs them (and any other queued run) with a worker of its own, up to --concurrency "
+      .. "at once; fires the schedules of the workflows in --workflows (unless --no-schedule). "
+      .. "With --store postgresql://... any number of servers and workers share the runs. "
+      .. "Listens on 127.0.0.1:8080 unless --listen says otherwise; another address than "
+      .. "loopback needs tokens (--tokens FILE, FLOWRUN_TOKEN). --vars-file sets parameters of "
+      .. "every run it triggers (under what a trigger gives). SIGTERM: stops accepting, ends "
+      .. "streams, lets requests finish, and hands its runs back to a PostgreSQL store (another "
+      .. "worker takes them over at once) or, on the file store, cancels them (their cleanup "
+      .. "tasks run)." },
   { name = "trigger", args = { { "name", "WORKFLOW_NAME" } }, options = { "server", "var", "wait",
       "json" },
     summary = "start a run of a server's workflow (--server URL or FLOWRUN_SERVER); prints its id",

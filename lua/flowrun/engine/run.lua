@@ -57,7 +57,7 @@ local CTX_MT = { __index = function(ctx, k)
     f = function(pct, msg)
       if type(pct) == "string" and msg == nil then pct, msg = nil, pct end
       st.pct = pct
-      if msg then st.last_msg = errors.safe_tostring(msg) end
+      if msg then st.last_msg = st.run:mask(errors.safe_tostring(msg)) end
       st.run.reporter:progress(st, pct, st.last_msg)
     end
   else
@@ -106,8 +106,52 @@ function M.new(wf, o)
     -- decided to run, waiting for a max_active slot (in dependency order)
     ready = {}, rhead = 1, rtail = 0, runq = {}, qhead = 1, qtail = 0,
   }, Run)
+  self.secrets = M.secret_values(wf, self.params)
   self:build()
   return self
+end
+
+-- secret_values(wf, params) -> the values of the run's secret parameters worth looking for
+-- (strings of 6 bytes or more), longest first.
+function M.secret_values(wf, params)
+  local out = {}
+  for name, p in pairs(wf.params or {}) do
+    local v = params[name]
+    if p.secret and type(v) == "string" and #v >= 6 then out[#out + 1] = v end
+  end
+  table.sort(out, function(a, b) return #a > #b end)
+  return out
+end
+
+M.MASK = "<redacted>"
+
+-- mask(s): s with every secret parameter value of the run replaced: what a task logs or raises
+-- is kept and shown (the journal, the log store, the live view, the server) without them,
+-- whatever printed them.
+function Run:mask(s)
+  if #self.secrets == 0 or type(s) ~= "string" then return s end
+  for _, v in ipairs(self.secrets) do
+    local out, pos = {}, 1
+    while true do
+      local a, b = s:find(v, pos, true)
+      if not a then break end
+      out[#out + 1] = s:sub(pos, a - 1)
+      out[#out + 1] = M.MASK
+      pos = b + 1
+    end
+    if pos > 1 then
+      out[#out + 1] = s:sub(pos)
+      s = table.concat(out)
+    end
+  end
+  return s
+end
+
+-- record(err) -> errors.record(err) with the run's secrets masked in its message.
+function Run:record(err)
+  local r = errors.record(err)
+  if r.message then r.message = self:mask(r.message) end
+  return r
 end
 
 -- The task states, linked to their upstreams and downstreams; a resumed run's successes kept.
@@ -176,6 +220,7 @@ function Run:observe(ev, st)
 end
 
 function Run:log(st, msg)
+  msg = self:mask(msg)
   self.journal:log(st and st.name, st and st.attempts, msg)
   self.reporter:log(st, msg)
 end
@@ -284,14 +329,14 @@ end
 
 -- The one place a task ends cancelled: its error kept, journaled, queued for the run.
 function Run:finish_cancelled(st, err)
-  st.state, st.error, st.finished = "cancelled", errors.record(err), flow.now()
+  st.state, st.error, st.finished = "cancelled", self:record(err), flow.now()
   self.journal:append { ev = "task_failed", task = st.name, attempt = st.attempts,
     state = "cancelled", error = st.error }
   return self:complete(st)
 end
 
 function Run:finish_failed(st, err, ctx)
-  st.state, st.error, st.finished = "failed", errors.record(err), flow.now()
+  st.state, st.error, st.finished = "failed", self:record(err), flow.now()
   self.journal:append { ev = "task_failed", task = st.name, attempt = st.attempts,
     state = "failed", error = st.error }
   self:hooks(st, "on_failure", ctx, err)
@@ -355,7 +400,7 @@ function Run:run_attempts(st)
     end
     if not retry then return self:finish_failed(st, err, ctx) end
     local delay = M.retry_delay(t, st.tries, self.random)
-    st.state, st.error = "up_for_retry", errors.record(err)
+    st.state, st.error = "up_for_retry", self:record(err)
     self.journal:append { ev = "task_retry", task = st.name, attempt = st.attempts,
       delay = delay, error = st.error }
     self.journal:commit()
@@ -435,7 +480,7 @@ function Run:loop()
         -- the runner itself died (an error in a view or the journal, not in the task's body,
         -- which is protected): the task fails with that error
         local _, err = hs[idx]:result()
-        st.state, st.error, st.finished = "failed", errors.record(err), flow.now()
+        st.state, st.error, st.finished = "failed", self:record(err), flow.now()
         pcall(self.journal.append, self.journal, { ev = "task_failed", task = st.name,
           attempt = st.attempts, state = "failed", error = st.error })
         self:complete(st)

@@ -168,7 +168,8 @@ function M.run_parts(srv, run, recs)
     secret_params = arr(run.secret_params or {}), truncated = run.truncated or false,
     sim = run.sim ~= nil, pid = run.pid or json.null,
     here = srv.runner:is_running(run.id),
-    actions = { cancel = live and srv.runner:is_running(run.id), retry = not live },
+    actions = { cancel = live or run.state == "queued",
+      retry = run.state == "success" or run.state == "failed" or run.state == "cancelled" },
   }, tasks
 end
 
@@ -500,7 +501,7 @@ end
 local function finished(srv, id)
   if srv.runner:is_running(id) then return false end
   local e = srv.data:summary(id)
-  return e ~= nil and e.state ~= "running"
+  return e ~= nil and e.state ~= "running" and e.state ~= "queued"
 end
 
 -- GET /runs/{id}/events: the whole run at once ("run"), then after every change what changed

@@ -35,7 +35,7 @@ local signal = require "flowrun.server.signal"
 
 local M = {}
 
-M.STATES = { running = true, interrupted = true, success = true, failed = true,
+M.STATES = { queued = true, running = true, interrupted = true, success = true, failed = true,
   cancelled = true, damaged = true }
 M.MAX_LIMIT = 500
 M.LOG_CACHE = 16 -- runs whose log lines are kept in memory
@@ -63,7 +63,16 @@ function D:run(id)
     return nil, "no run " .. tostring(id)
   end
   local path = self.store:journal_path(id)
-  if not sys.stat(path) then return nil, "no run " .. id end
+  local queued = sys.stat(self.store:queue_path(id)) ~= nil
+  if queued then
+    -- submitted and not started yet, claimed a moment ago, or a finished run queued again:
+    -- the store's own reading of its queue entry says which
+    local run, err = self.store:load(id)
+    if not run then return nil, err end
+    if run.state == "queued" or not sys.stat(path) then return run, self.store:records(id) end
+  elseif not sys.stat(path) then
+    return nil, "no run " .. id
+  end
   local recs, trunc = file.read(path)
   if not recs then return nil, trunc end
   local run = replay.replay(recs)
@@ -102,14 +111,21 @@ end
 -- Reads run `id` into its index entry (made when missing); returns the entry and whether it
 -- is new.
 function D:load_entry(id, st)
-  st = st or sys.stat(self.store:journal_path(id))
+  st = st or sys.stat(self.store:journal_path(id)) or sys.stat(self.store:queue_path(id))
+    and { size = -1, mtime = -1 } -- queued: any journal that appears is a change
   if not st then return nil end
   local e = self.index[id]
   local new = e == nil
   e = e or { id = id }
   local run, err = self:run(id)
   if run then
+    local started = e.started
     fill_summary(e, run)
+    if not new and started ~= e.started then
+      -- a queued run starts later than it was submitted: its place in the order moves
+      self:remove(e)
+      new = true
+    end
     e.task_names = self:intern(run.task_order)
   else
     e.workflow, e.state, e.error, e.started = e.workflow, "damaged", err, e.started or st.mtime
@@ -121,6 +137,14 @@ function D:load_entry(id, st)
   if new then self:insert(e) end
   self.mutations = self.mutations + 1
   return e, new
+end
+
+-- remove(e): takes an entry out of the order (to be inserted again).
+function D:remove(e)
+  local order = self.order
+  for i = #order, 1, -1 do
+    if order[i] == e then table.remove(order, i) return end
+  end
 end
 
 local function before(a, b)
@@ -229,6 +253,20 @@ function D:look(sweep)
       end
     end
   end
+  -- runs submitted by other processes (flowrun submit, a scheduler) and not started yet
+  local qst = sys.stat(self.store.queue_dir)
+  local qmt = qst and qst.mtime
+  if qmt ~= self.queue_mtime then
+    self.queue_mtime = qmt
+    for _, n in ipairs(sys.readdir(self.store.queue_dir) or {}) do
+      local id = n:match("^(.+)%.json$")
+      local e = id and self.index[id]
+      -- new, or a finished run queued again
+      if id and id:sub(1, 1) ~= "." and (not e or (e.state ~= "queued" and e.state ~= "running")) then
+        if self:load_entry(id) then self:changed(id) end
+      end
+    end
+  end
   local function check(e)
     local js = sys.stat(self.store:journal_path(e.id))
     if js and (js.size ~= e.size or js.mtime ~= e.mtime) then
@@ -262,7 +300,7 @@ function D:look(sweep)
         -- its process is gone (its lock with it): interrupted
         self:load_entry(e.id)
         self:changed(e.id)
-      elseif e.state == "running" or e.state == "interrupted" then
+      elseif e.state == "running" or e.state == "interrupted" or e.state == "queued" then
         check(e)
       end
     end

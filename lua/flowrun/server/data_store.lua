@@ -20,7 +20,7 @@ D.__index = D
 function M.new(store, o)
   o = o or {}
   return setmetatable({
-    store = store, follow_every = o.refresh or M.FOLLOW_EVERY, watches = {}, cache = {},
+    store = store, follow_every = o.refresh or M.FOLLOW_EVERY, watches = {}, cache = {}, ready = true,
     version = 0, changes = {}, any_sig = signal.new(), closed = false, mutations = 0,
   }, D)
 end

@@ -1,11 +1,14 @@
 -- flowrun.server — `flowrun server`: an HTTP server (module httpd: H2O on this process's loop)
 -- with the JSON API (flowrun.server.api), the web UI (the static files of web/), /metrics and
--- Server-Sent Events, over the runs of a store (flowrun.server.data) and acting on them
--- (flowrun.server.runner); the workflows it offers are the files of a directory
--- (flowrun.server.catalogue).
+-- Server-Sent Events, over the runs of a store (reads: flowrun.server.data over the file store,
+-- an index in memory; flowrun.server.data_store over PostgreSQL, the store's own queries) and
+-- acting on them (flowrun.server.runner: submits, and a worker of its own runs them); the
+-- workflows it offers, and schedules (flowrun.schedule.scheduler, unless schedule = false), are
+-- the files of a directory (flowrun.server.catalogue).
 --
 --   local srv = server.new{host, port, workflows, store, sim, vars_files, tokens, tls = {cert,
---     key}, limits, web_dir, access_log, log, max_active, refresh, sweep}   (raises on misuse)
+--     key}, limits, web_dir, access_log, log, max_active, concurrency, schedule, refresh,
+--     sweep}   (raises on misuse)
 --   srv:start() -> srv (listening: srv.port, srv.url)   srv:serve() waits until it is closed
 --   srv:close{grace} — stop accepting, close streams, let requests in flight finish, cancel
 --   the runs running here (their cleanup tasks run) and wait for them
@@ -27,6 +30,7 @@ local util = require "flowrun.server.util"
 local auth_mod = require "flowrun.server.auth"
 local api = require "flowrun.server.api"
 local data_mod = require "flowrun.server.data"
+local data_store_mod = require "flowrun.server.data_store"
 local runner_mod = require "flowrun.server.runner"
 local catalogue_mod = require "flowrun.server.catalogue"
 local metrics_mod = require "flowrun.server.metrics"
@@ -95,7 +99,10 @@ function M.new(o)
   if not a then error("flowrun server: " .. aerr, 2) end
   local store = assert(o.store, "server.new: a store is required")
   local metrics = metrics_mod.new()
-  local data = data_mod.new(store, { refresh = o.refresh, sweep = o.sweep })
+  -- the file store is read through an index kept in memory (its lists would replay every
+  -- journal); a PostgreSQL store answers lists from its own indexes and notifies changes
+  local data = (store.kind == "postgresql" and data_store_mod or data_mod).new(store,
+    { refresh = o.refresh, sweep = o.sweep })
   local cat = catalogue_mod.new(o.workflows or "workflows")
   local self = setmetatable({
     host = host, port = o.port or 8080, tls = o.tls, limits = o.limits, auth = a, store = store,
@@ -109,7 +116,13 @@ function M.new(o)
     list_cache = {},
   }, Srv)
   self.runner = runner_mod.new { store = store, data = data, catalogue = cat, sim = o.sim,
-    vars_files = self.vars_files, max_active = o.max_active, metrics = metrics, log = self.log }
+    vars_files = self.vars_files, max_active = o.max_active, concurrency = o.concurrency,
+    metrics = metrics, log = self.log }
+  if o.schedule ~= false and o.workflows and sys.stat(o.workflows) then
+    self.scheduler = require("flowrun.schedule.scheduler").new { store = store,
+      dir = o.workflows, vars_files = self.vars_files, sim = o.sim and { fail = o.sim.fail } or nil,
+      log = self.log }
+  end
   for _, r in ipairs(api.ROUTES) do
     self.routes[#self.routes + 1] = { method = r[1], pattern = r[2], pat = compile(r[2]),
       fn = r[3], auth = r.auth, stream = r.stream }
@@ -456,6 +469,20 @@ function Srv:start()
     return out
   end)
   m:gauge("flowrun_runs_active", function() return { { nil, self.runner:active() } } end)
+  if self.scheduler then
+    -- seconds from a run's due time to its being queued (the ticks due while it ran)
+    m:gauge("flowrun_scheduler_lateness_seconds", function()
+      local l = self.scheduler:stats().lateness or {}
+      local out = {}
+      for _, q in ipairs({ { "0.5", l.p50 }, { "0.99", l.p99 }, { "1", l.max } }) do
+        if q[2] then out[#out + 1] = { { quantile = q[1] }, q[2] } end
+      end
+      return out
+    end)
+    m:gauge("flowrun_scheduler_runs_fired", function()
+      return { { nil, self.scheduler:stats().fired or 0 } }
+    end)
+  end
   m:gauge("flowrun_sse_clients", function() return { { nil, self.sse } } end)
   m:gauge("flowrun_process_resident_memory_bytes", function() return { { nil, metrics_mod.rss() } } end)
   m:watch_aws()
@@ -464,6 +491,8 @@ function Srv:start()
   local h = self.host:find(":", 1, true) and ("[" .. self.host .. "]") or self.host
   self.url = (self.tls and "https" or "http") .. "://" .. h .. ":" .. self.port
   self.data:start()
+  self.runner:start()
+  if self.scheduler then self.scheduler:start() end
   self.accepting = flow.spawn(function()
     while true do
       local req = self.srv:accept()
@@ -489,6 +518,10 @@ function Srv:close(o)
   self.closed = true
   flow.shield(function()
     if self.srv then self.srv:close { grace = o and o.grace or 5 } end
+    if self.scheduler then
+      self.scheduler:stop()
+      pcall(self.scheduler.wait, self.scheduler)
+    end
     self.data:close()
     if self.accepting and not self.accepting:done() then
       self.accepting:cancel()

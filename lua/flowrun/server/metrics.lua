@@ -1,6 +1,6 @@
 -- flowrun.server.metrics — GET /metrics in the Prometheus text format (version 0.0.4): counters
 -- and histograms this process keeps, and gauges read when scraped (runs by state from the data
--- seam, runs running here, SSE clients, resident memory).
+-- seam, runs running here, SSE clients, resident memory, the scheduler's lateness).
 --
 --   local m = metrics.new()
 --   m:inc(name, labels [, n]); m:observe(name, labels, value); m:gauge(name, fn)  fn() -> {{labels, value}}
@@ -19,6 +19,13 @@ local M = {}
 M.FAMILIES = {
   flowrun_runs = { "gauge", "Runs in the store by workflow and state.", { "workflow", "state" } },
   flowrun_runs_active = { "gauge", "Runs this server process is running now.", {} },
+  flowrun_runs_triggered_total = { "counter", "Runs triggered through this server's API.",
+    { "workflow" } },
+  flowrun_scheduler_lateness_seconds = { "gauge", "Seconds from a scheduled run's due time to its "
+    .. "being queued by this server's scheduler (quantiles over the ticks due while it ran).",
+    { "quantile" } },
+  flowrun_scheduler_runs_fired = { "gauge", "Runs this server's scheduler queued since it "
+    .. "started.", {} },
   flowrun_runs_finished_total = { "counter", "Runs this process ran to their end, by state.",
     { "workflow", "state" } },
   flowrun_task_duration_seconds = { "histogram", "Durations of task attempts that ended in this "

@@ -1,33 +1,40 @@
 -- flowrun.server.runner — what the server does to runs, behind one seam: trigger a run with
 -- parameters, cancel a run, retry a task of a finished run (with everything downstream of it),
--- pause and unpause a workflow's schedule. The API acts only through here, so handing runs
--- to workers elsewhere (a store's submit and request_cancel) changes this file alone.
+-- pause and unpause a workflow's schedule. The API acts only through here.
 --
---   local r = runner.new{store, data, catalogue, sim, vars_files, max_active, metrics, log}
+--   local r = runner.new{store, data, catalogue, sim, vars_files, max_active, concurrency,
+--     on_stop, metrics, log}
+--   r:start()                        the server's own worker starts claiming
 --   r:trigger(entry, vars, who) -> run_id | nil, status, err      err: {message, problems}
---   r:cancel(run_id, who) -> "cancelling" | nil, status, message
+--   r:cancel(run_id, who) -> "cancelled" | "cancelling" | nil, status, message
 --   r:retry(run_id, task, who, force) -> run_id | nil, status, message
 --   r:paused(name) -> bool; r:set_paused(name, bool, who)
 --   r:active() -> the number of runs this process is running; r:progress(run_id) -> {task ->
---   {pct, msg}} of a run running here
---   r:close() -> cancels the runs running here and waits for their cleanups (shielded)
+--   {pct, msg}} of a run running here; r:is_running(run_id)
+--   r:close() -> stops the worker: its runs are handed back to the store (on_stop "handback")
+--   or cancelled, their cleanup tasks run (on_stop "cancel"), and waited for
 --
--- Today (the file store on main) a run is executed in this process, on the server's own loop,
--- as `flowrun run` executes it: engine.start / engine.resume in a task of its own, the journal
--- in the store, the run's changes told to flowrun.server.data at once. Parameters are resolved
--- exactly as the command line resolves them (wf:resolve_params: defaults < the server's
--- --vars-file < FLOWRUN_VAR_<NAME> < what the request gives, as --var), so a bad value is the
--- same message naming the parameter. Secret parameters never reach the store: the values a
--- trigger gave are kept in this process's memory for a retry of that run (else they come
--- from the server's environment or vars files, as `flowrun resume` takes them), and taught to
--- the redactor, so no page or answer shows them even when a task logs one.
+-- Every run goes through the store, as `flowrun submit` and `flowrun worker` do: a trigger
+-- submits the run (the workflow's source and hash, its public parameters), a retry queues the
+-- finished run again with the task to run again (store:requeue; the run is resumed as `flowrun
+-- resume --rerun TASK`), and the server's own worker (flowrun.worker, on this loop, woken at
+-- once) claims and runs them, beside any other worker or server sharing the store. Parameters
+-- are resolved here exactly as the command line resolves them (wf:resolve_params: defaults <
+-- the server's --vars-file < FLOWRUN_VAR_<NAME> < what the request gives, as --var), so a bad
+-- value is the same message naming the parameter, and nothing is queued. Secret parameters
+-- never reach the store: the values a trigger gave are kept in this process's memory and given
+-- to its own worker (for the run and its retries; a run another process claims takes them from
+-- that process's environment or --vars-file, as any worker does), and taught to the redactor,
+-- so no page or answer shows them even when a task logs one.
 local flow = require "flow"
-local json = require "json"
-local sys = require "flow.sys"
 local engine = require "flowrun.engine"
 local catalogue = require "flowrun.server.catalogue"
+local worker_mod = require "flowrun.worker"
 
 local M = {}
+
+M.CONCURRENCY = 8 -- runs the server's worker runs at once
+M.PAUSE_TTL = 1 -- seconds a read of the schedules' pauses is reused
 
 local R = {}
 R.__index = R
@@ -41,101 +48,81 @@ function M.new(o)
   local self = setmetatable({
     store = o.store, data = o.data, catalogue = o.catalogue, sim = o.sim,
     vars_files = o.vars_files or {}, max_active = o.max_active, metrics = o.metrics,
-    log = o.log or default_log, state_dir = o.state_dir or o.store.dir,
-    running = {}, secrets = {}, closing = false, pause = nil,
+    log = o.log or default_log, secrets = {}, progress_of = {}, workflow_of = {},
+    closing = false, pauses = nil,
+    -- a store shared with other workers gets the runs back; on a store of this machine the
+    -- server may be the only one to run them, so a stopping server ends them (no cluster left)
+    on_stop = o.on_stop or (o.store.kind == "postgresql" and "handback" or "cancel"),
   }, R)
+  self.worker = worker_mod.new {
+    store = o.store, concurrency = o.concurrency or M.CONCURRENCY, sim = o.sim,
+    vars_files = self.vars_files, log = self.log, on_signal = self.on_stop,
+    id = o.worker_id,
+    reporter = function(id) return self:reporter(id) end,
+    on_claim = function(c) self:timed(c) end,
+    secrets = function(id) return self.secrets[id] end,
+    on_finished = function(id) self:finished(id) end,
+  }
   return self
 end
 
--- The store as the engine sees it, with every journal commit timed (flowrun_store_commit_seconds).
-function R:journal_store()
-  local store, metrics = self.store, self.metrics
-  local function wrap(j)
-    if not j or not metrics then return j end
-    local commit = j.commit
-    j.commit = function(jj)
-      if jj.n == 0 then return end
-      local t0 = flow.now()
-      commit(jj)
-      metrics:observe("flowrun_store_commit_seconds", nil, flow.now() - t0)
-    end
-    return j
-  end
-  return setmetatable({
-    create_run = function(_, first, new_id)
-      local j, err = store:create_run(first, new_id)
-      return wrap(j), err
-    end,
-    resume_run = function(_, run)
-      local j, err = store:resume_run(run)
-      return wrap(j), err
-    end,
-  }, { __index = store })
+function R:start()
+  self.worker:start()
+  return self
 end
 
--- A reporter (flowrun.cli.view's interface) that tells the data seam and the metrics.
-function R:reporter(rec)
+-- Every commit of a claimed run's journal timed (flowrun_store_commit_seconds).
+function R:timed(c)
+  local metrics, j = self.metrics, c.journal
+  self.workflow_of[c.id] = c.workflow
+  self.progress_of[c.id] = {}
+  if not metrics or not j then return end
+  local commit = j.commit
+  j.commit = function(jj, ...)
+    local t0 = flow.now()
+    local r = table.pack(commit(jj, ...))
+    metrics:observe("flowrun_store_commit_seconds", nil, flow.now() - t0)
+    return table.unpack(r, 1, r.n)
+  end
+end
+
+function R:finished(id)
+  self.progress_of[id] = nil
+  self.workflow_of[id] = nil
+  self.data:touch(id)
+end
+
+-- A reporter (flowrun.cli.view's interface) for a run the server's worker runs: tells the data
+-- seam (the pages following the run are woken at once) and the metrics.
+function R:reporter(id)
   local data, metrics = self.data, self.metrics
-  local function touch(what) if rec.id then data:touch(rec.id, what) end end
+  local function touch(what) data:touch(id, what) end
+  local function wf() return self.workflow_of[id] or "?" end
   return {
-    run_started = function(_, info)
-      rec.id = info.run_id
-      self.running[rec.id] = rec
-      touch()
-    end,
+    run_started = function() touch() end,
     task = function(_, st, ev)
       if metrics and (ev == "succeeded" or ev == "failed") and st.started and st.finished then
-        metrics:observe("flowrun_task_duration_seconds", { workflow = rec.workflow,
-          state = st.state }, st.finished - st.started)
+        metrics:observe("flowrun_task_duration_seconds", { workflow = wf(), state = st.state },
+          st.finished - st.started)
       end
       if metrics and ev == "retry" then
-        metrics:inc("flowrun_task_retries_total", { workflow = rec.workflow })
+        metrics:inc("flowrun_task_retries_total", { workflow = wf() })
       end
       touch("state")
     end,
     log = function() touch("log") end,
     progress = function(_, st, pct, msg)
-      rec.progress[st.name] = { pct = pct, msg = msg }
+      local p = self.progress_of[id]
+      if p then p[st.name] = { pct = pct, msg = msg } end
       touch("state")
     end,
     run_finished = function(_, sum)
-      rec.state = sum.state
-      if metrics then metrics:inc("flowrun_runs_finished_total", { workflow = rec.workflow,
+      if metrics then metrics:inc("flowrun_runs_finished_total", { workflow = wf(),
         state = sum.state }) end
+      self.log(string.format("run %s of %s: %s", id, wf(), sum.state))
     end,
     close = function() end,
   }
-end
-
--- Runs fn (engine.start or engine.resume) in a task of its own; returns the run's id once the
--- run has started (its first record committed), or nil and the engine's error.
-function R:launch(rec, fn)
-  rec.progress = {}
-  rec.handle = flow.spawn(function()
-    local ok, sum, err = pcall(fn, self:reporter(rec))
-    if rec.id then self.running[rec.id] = nil end
-    if not ok then
-      rec.error = sum
-      if not flow.cancelled(sum) then
-        self.log(string.format("run %s of %s: the engine failed: %s", tostring(rec.id),
-          rec.workflow, tostring(type(sum) == "table" and (sum.message or sum.code) or sum)))
-      end
-    elseif not sum then
-      rec.error = err
-    else
-      self.log(string.format("run %s of %s: %s", sum.run_id, rec.workflow, sum.state))
-    end
-    if rec.id then self.data:touch(rec.id) end
-    rec.done = true
-  end)
-  -- engine.start commits the run's first record and tells the reporter before it first waits
-  for _ = 1, 1000 do
-    if rec.id or rec.done then break end
-    flow.sleep(0)
-  end
-  if rec.id then return rec.id end
-  local e = rec.error
-  return nil, type(e) == "table" and (e.message or e.code) or tostring(e or "the run did not start")
 end
 
 local function secret_values(wf, params)
@@ -151,6 +138,11 @@ local function teach_redactor(secrets)
   for _, v in pairs(secrets) do redact.remember(tostring(v)) end
 end
 
+local function message(err)
+  if type(err) == "table" then return tostring(err.message or err.code) end
+  return tostring(err)
+end
+
 -- trigger(entry, vars, who) -> run_id, or nil, status, {message, problems}. vars: name ->
 -- value as a string (as --var gives it; tables as JSON text).
 function R:trigger(entry, vars, who)
@@ -163,48 +155,77 @@ function R:trigger(entry, vars, who)
   if not params then
     return nil, 400, { message = "invalid parameters", problems = problems }
   end
+  local public, secret_names = engine.public_params(wf, params)
+  for name, p in pairs(wf.params) do
+    if p.secret and params[name] == nil then secret_names[#secret_names + 1] = name end
+  end
+  table.sort(secret_names)
+  local names = {}
+  for i, t in ipairs(wf.order) do names[i] = t.name end
   local secrets = secret_values(wf, params)
   teach_redactor(secrets)
-  local rec = { workflow = wf.name, who = who }
-  local jstore = self:journal_store()
-  local id, err = self:launch(rec, function(rep)
-    return engine.start(wf, { store = jstore, params = params, file = entry.file, hash = hash,
-      sim = self.sim, reporter = rep, max_active = self.max_active })
-  end)
-  if not id then return nil, 500, { message = "the run did not start: " .. tostring(err) } end
-  if next(secrets) then self.secrets[id] = secrets end
+  local options = self.max_active and { max_active = self.max_active } or nil
+  -- the id is made here, and the run's secrets kept under it, before the run is queued: a
+  -- worker may claim it before submit returns
+  local id, err
+  for _ = 1, 5 do
+    local try = engine.new_run_id()
+    if next(secrets) then self.secrets[try] = secrets end
+    local sok, sid, serr = pcall(self.store.submit, self.store, {
+      workflow = wf.name, source = src, hash = hash, file = entry.file, params = public,
+      secret_params = #secret_names > 0 and secret_names or nil, tasks = names,
+      sim = self.sim and { fail = self.sim.fail } or nil, run_id = try, kind = "submitted",
+      options = options })
+    if sok and sid then id = sid break end
+    self.secrets[try] = nil
+    err = sok and serr or sid
+    if not (sok and type(serr) == "table" and serr.code == "store.exists") then break end
+  end
+  if not id then
+    return nil, 503, { message = "the run could not be queued: " .. message(err) }
+  end
+  self.data:touch(id)
+  self.worker:wake()
+  if self.metrics then self.metrics:inc("flowrun_runs_triggered_total", { workflow = wf.name }) end
   self.log(string.format("run %s of %s triggered by %s", id, wf.name, who or "?"))
   return id
 end
 
--- cancel(run_id, who) -> "cancelling", or nil, status, message.
+-- cancel(run_id, who) -> "cancelled" (it was queued: it ended now) | "cancelling" (its
+-- cleanup tasks are running), or nil, status, message.
 function R:cancel(id, who)
-  local rec = self.running[id]
-  if rec then
-    if not rec.cancelling then
-      rec.cancelling = who or true
-      self.log(string.format("run %s of %s: cancel requested by %s", id, rec.workflow, who or "?"))
-      rec.handle:cancel()
+  local held = self.worker.runs[id]
+  if held then
+    local jr = held.claim.journal
+    if jr.hooks and jr.hooks.cancel then
+      self.log(string.format("run %s: cancel requested by %s", id, who or "?"))
+      jr.hooks.cancel("cancelled by " .. (who or "the server"))
+      return "cancelling"
     end
-    return "cancelling"
   end
-  local run, msg = self.data:run(id)
-  if not run then return nil, 404, msg end
-  if run.state == "running" then
-    return nil, 409, string.format("run %s is being run by another process (pid %s), not by this "
-      .. "server: cancel it there", id, tostring(run.pid))
+  local ok, what, msg = pcall(self.store.request_cancel, self.store, id)
+  if not ok then return nil, 503, "the store did not answer: " .. message(what) end
+  if not what then
+    local run = self.data:run(id)
+    return nil, run and 409 or 404, msg
   end
-  return nil, 409, string.format("run %s is not running (it is %s)", id, run.state)
+  self.log(string.format("run %s: cancel requested by %s", id, who or "?"))
+  self.data:touch(id)
+  return what == "cancelled" and "cancelled" or "cancelling"
 end
 
 -- retry(run_id, task, who, force) -> run_id, or nil, status, message: the task and everything
--- downstream of it run again in the same run (flowrun resume --rerun TASK).
+-- downstream of it run again in the same run (flowrun resume --rerun TASK), by a worker.
 function R:retry(id, task, who, force)
   if self.closing then return nil, 503, "the server is shutting down" end
   local prev, msg = self.data:run(id)
   if not prev then return nil, 404, msg end
-  if self.running[id] or prev.state == "running" then
+  if self.worker.runs[id] or prev.state == "running" or prev.state == "queued" then
     return nil, 409, "run " .. id .. " is still running: cancel it or wait for it to finish"
+  end
+  if prev.state == "interrupted" then
+    return nil, 409, "run " .. id .. " is interrupted (the process running it stopped): flowrun "
+      .. "resume " .. id .. " continues it"
   end
   if type(task) ~= "string" or not prev.tasks[task] then
     return nil, 400, "run " .. id .. " has no task " .. tostring(task)
@@ -225,92 +246,74 @@ function R:retry(id, task, who, force)
   if not wf.by_name[task] then
     return nil, 409, "the workflow file no longer has task " .. task
   end
+  -- the parameters must still resolve (the worker resolves them again, with its secrets)
   local vars = {}
   for k, v in pairs(prev.params or {}) do if wf.params[k] then vars[k] = v end end
   for k, v in pairs(self.secrets[id] or {}) do vars[k] = v end
-  local params, problems = wf:resolve_params { vars = vars, vars_files = self.vars_files }
+  local params, problems = wf:resolve_params { vars = vars, vars_files = self.vars_files,
+    time = engine.recorded_dates(wf, prev) }
   if not params then
     return nil, 409, "the run's parameters no longer resolve: " .. table.concat(problems, "; ")
   end
-  local rec = { workflow = wf.name, who = who }
-  local jstore = self:journal_store()
-  local rid, err = self:launch(rec, function(rep)
-    return engine.resume(wf, prev, { store = jstore, params = params, file = prev.file,
-      hash = hash, sim = self.sim, reporter = rep, max_active = self.max_active,
-      rerun = { task }, forced = (hash ~= prev.hash) or nil })
-  end)
-  if not rid then return nil, 409, "run " .. id .. " cannot be retried: " .. tostring(err) end
-  self.log(string.format("run %s of %s: %s retried by %s", id, wf.name, task, who or "?"))
-  return rid
+  local options = { rerun = { task } }
+  if self.max_active then options.max_active = self.max_active end
+  local ok, done, rmsg = pcall(self.store.requeue, self.store, { id = id, options = options,
+    source = src, hash = hash })
+  if not ok then return nil, 503, "the store did not answer: " .. message(done) end
+  if not done then return nil, 409, "run " .. id .. " cannot be retried: " .. tostring(rmsg) end
+  self.data:touch(id)
+  self.worker:wake()
+  self.log(string.format("run %s of %s: %s retried by %s%s", id, wf.name, task, who or "?",
+    hash ~= prev.hash and " (the changed workflow file)" or ""))
+  return id
 end
 
 ---- pause --------------------------------------------------------------------------------------
 
-function R:pause_file() return self.state_dir .. "/server/paused.json" end
-
-function R:pauses()
-  if not self.pause then
-    local f = io.open(self:pause_file(), "rb")
-    local t = {}
-    if f then
-      local ok, v = pcall(json.decode, f:read("a"))
-      f:close()
-      if ok and type(v) == "table" then t = v end
-    end
-    self.pause = t
-  end
-  return self.pause
-end
-
+-- paused(name) -> whether the workflow's schedule is paused (the store's, as flowrun pause
+-- sets it; read for every workflow of the catalogue at most once a second).
 function R:paused(name)
-  return self:pauses()[name] ~= nil
+  local p = self.pauses
+  if not p or flow.now() - p.at > M.PAUSE_TTL or (p.map[name] == nil) then
+    local names = {}
+    for _, e in ipairs(self.catalogue:list()) do
+      if e.name then names[#names + 1] = e.name end
+    end
+    local seen = false
+    for _, n in ipairs(names) do if n == name then seen = true end end
+    if not seen then names[#names + 1] = name end
+    local ok, states = pcall(self.store.schedule_states, self.store, names, { last = false })
+    if not ok then return false end
+    p = { at = flow.now(), map = {} }
+    for _, n in ipairs(names) do p.map[n] = states[n] and states[n].paused and true or false end
+    self.pauses = p
+  end
+  return p.map[name] == true
 end
 
--- set_paused(name, on, who): kept in <state dir>/server/paused.json (written whole, renamed),
--- where the scheduler reads it.
+-- set_paused(name, on, who): in the store, where every scheduler sharing it reads it.
 function R:set_paused(name, on, who)
-  local p = self:pauses()
-  if on then
-    p[name] = p[name] or { by = who, at = flow.time() }
-  else
-    p[name] = nil
-  end
-  local dir = self.state_dir .. "/server"
-  assert(sys.mkdir_p(dir))
-  local tmp = self:pause_file() .. ".tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(json.encode(json.object(p)))
-  f:close()
-  assert(os.rename(tmp, self:pause_file()))
+  self.store:set_paused(name, on, who)
+  self.pauses = nil
   self.log(string.format("workflow %s %s by %s", name, on and "paused" or "unpaused", who or "?"))
 end
 
 ---- state ----------------------------------------------------------------------------------------
 
-function R:active()
-  local n = 0
-  for _ in pairs(self.running) do n = n + 1 end
-  return n
-end
+function R:active() return self.worker.nrunning end
 
-function R:progress(id)
-  local rec = self.running[id]
-  return rec and rec.progress
-end
+function R:progress(id) return self.progress_of[id] end
 
-function R:is_running(id) return self.running[id] ~= nil end
+function R:is_running(id) return self.worker.runs[id] ~= nil end
 
--- close(): no new runs; the runs running here are cancelled (their cleanup tasks run) and
+-- close(): no new runs; the worker stops: its runs are handed back or cancelled (on_stop), and
 -- waited for.
 function R:close()
+  if self.closing then return end
   self.closing = true
-  local hs = {}
-  for _, rec in pairs(self.running) do
-    rec.handle:cancel()
-    hs[#hs + 1] = rec.handle
-  end
   flow.shield(function()
-    for _, h in ipairs(hs) do if not h:done() then flow.wait_any({ h }) end end
+    self.worker:stop("the server is stopping", { cancel = self.on_stop == "cancel" })
+    if self.worker.task then pcall(self.worker.wait, self.worker) end
   end)
 end
 

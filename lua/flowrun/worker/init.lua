@@ -10,7 +10,7 @@
 --
 -- How a run goes: the store's claim (PostgreSQL: FOR UPDATE SKIP LOCKED, the epoch bumped)
 -- gives a held journal; the run executes the workflow source it was submitted with
--- (engine.load(load(source, "=" .. name), name); `require` finds stdlib in this worker's
+-- (loaded under its file's name, as `flowrun run` loads it; `require` finds stdlib in this worker's
 -- installation), with its recorded public parameters and its secret ones from this worker's
 -- environment (FLOWRUN_VAR_<NAME>) or --vars-file. A run claimed as a takeover (its lease expired:
 -- its worker died or lost the store) is resumed as `flowrun resume` does: tasks that succeeded
@@ -40,6 +40,25 @@ M.MAX_TAKEOVERS = 5      -- a run taken over more often than this fails (its wor
 local Worker = {}
 Worker.__index = Worker
 
+-- use_aws(store, {sim, state_dir}): how the runs this process takes from `store` reach AWS
+-- (flowrun worker, flowrun server): with sim (the simulator's settings: fail, policy_file) one
+-- simulated world shared by every such process of this machine (FLOWRUN_SIM_STATE, else
+-- <state_dir>/sim-state.json: a cluster created by a worker that died is found by the one that
+-- takes its run over); else AWS itself, every call of a run fenced by the store's guard.
+function M.use_aws(store, o)
+  local fence = require "flowrun.worker.fence"
+  if o.sim then
+    sys.mkdir_p(o.state_dir)
+    local state_file = os.getenv("FLOWRUN_SIM_STATE")
+    if not state_file or state_file == "" then state_file = o.state_dir .. "/sim-state.json" end
+    require("aws").use_transport(require("flowrun.worker.simshare").share(state_file,
+      { fail = o.sim.fail, policy_file = o.sim.policy_file }, fence.checker(store)))
+  else
+    fence.install(store)
+  end
+end
+
+
 local function default_log(msg)
   io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " ", msg, "\n")
   io.stderr:flush()
@@ -49,7 +68,12 @@ end
 -- worker answers AWS from it: it then claims only runs submitted with --sim, and the others
 -- only runs submitted without), poll (seconds), id (default host:pid:random), vars_files
 -- (secret parameters), reporter (fn(run_id) -> a reporter, flowrun.cli.view's interface;
--- default quiet), log (fn(line)), on_finished (fn(run_id, summary | nil, err)).
+-- default quiet), log (fn(line)), on_finished (fn(run_id, summary | nil, err)), on_claim
+-- (fn(claim), before the run starts), secrets (fn(run_id) -> {name -> value}: secret
+-- parameters the process that submitted the run was given, when it is this one: the server's
+-- trigger), on_signal ("handback", the default: a signal hands the runs back for another worker;
+-- "cancel": a signal cancels them and their cleanup tasks run, as `flowrun run` does — for a
+-- process that may be the only one running them).
 function M.new(o)
   assert(o and o.store, "worker.new: a store is required")
   local host = sys.hostname() or "host"
@@ -59,6 +83,7 @@ function M.new(o)
     id = o.id or string.format("%s:%d:%04x", host, sys.getpid(), math.random(0, 0xffff)),
     hostname = host, pid = sys.getpid(), version = sys.version, vars_files = o.vars_files,
     reporter = o.reporter, log = o.log or default_log, on_finished = o.on_finished,
+    on_claim = o.on_claim, secrets = o.secrets, on_signal = o.on_signal or "handback",
     runs = {}, nrunning = 0, reported = 0, stopping = false, claimed = 0, finished = 0, lost = 0,
   }, Worker)
   w.lease = o.store.lease or 0
@@ -77,7 +102,10 @@ end
 -- start(): registers the worker and starts its loop (a task of its own). Returns at once.
 function Worker:start()
   assert(not self.task, "worker: already started")
-  self.store.handback_on_signal = true
+  assert(self.on_signal == "handback" or self.on_signal == "cancel",
+    "worker: on_signal is \"handback\" or \"cancel\"")
+  -- handing back refuses the runs' AWS calls from the signal on; cancelling needs them (cleanups)
+  if self.on_signal == "handback" then self.store.handback_on_signal = true end
   self.watcher = self.store:watch()
   self.task = flow.spawn(function() return self:main() end)
   return self
@@ -88,15 +116,26 @@ function Worker:wait()
   return self.task:wait()
 end
 
--- stop(why): stops claiming, hands every run back to the store (their tasks stop; another
--- worker takes them over at once) and waits until they let go.
-function Worker:stop(why)
+-- stop(why[, {cancel = true}]): stops claiming and hands every run back to the store (their
+-- tasks stop; another worker takes them over at once), or with cancel cancels them (their
+-- cleanup tasks run, as a cancel request makes them); wait() until they have let go.
+function Worker:stop(why, o)
   if self.stopping then return end
   self.stopping = why or "stopped"
   for _, r in pairs(self.runs) do
-    r.claim.journal:handback("the worker is stopping: " .. self.stopping)
+    local jr = r.claim.journal
+    if o and o.cancel and jr.hooks and jr.hooks.cancel then
+      jr.hooks.cancel("cancelled: " .. self.stopping)
+    else
+      jr:handback("the worker is stopping: " .. self.stopping)
+    end
   end
   if self.watcher then self.watcher:push("stop") end
+end
+
+-- wake(): looks for runs to claim now (the caller just submitted one).
+function Worker:wake()
+  if self.watcher then self.watcher:push("queued") end
 end
 
 local function errmsg(e)
@@ -148,8 +187,10 @@ function Worker:main()
   flow.shield(function()
     if not ok and not self.stopping then
       self.stopping = flow.cancelled(err) and ("signal " .. tostring(core.signal() or "")) or errmsg(err)
-      for _, r in pairs(self.runs) do
-        r.claim.journal:handback("the worker is stopping: " .. self.stopping)
+      if self.on_signal == "handback" or not flow.cancelled(err) then
+        for _, r in pairs(self.runs) do
+          r.claim.journal:handback("the worker is stopping: " .. self.stopping)
+        end
       end
     end
     for _, r in pairs(self.runs) do
@@ -184,6 +225,7 @@ function Worker:launch(c)
   self.nrunning = self.nrunning + 1
   local entry = { claim = c, started = flow.now() }
   self.runs[c.id] = entry
+  if self.on_claim then self.on_claim(c) end
   entry.handle = flow.spawn(function() return self:run_claim(c) end)
 end
 
@@ -237,7 +279,9 @@ function Worker:execute(c)
   if not c.source then
     return fail_unstartable(c, "the store has no workflow source for this run", self)
   end
-  local chunk, lerr = load(c.source, "=" .. name)
+  -- named by its file, as `flowrun run` names it: a workflow finds the files beside it (its
+  -- EMR job's script) from debug.getinfo, and errors name the file
+  local chunk, lerr = load(c.source, c.file and ("@" .. c.file) or ("=" .. name))
   local wf, werr
   if chunk then wf, werr = engine.load(chunk, name) else werr = lerr end
   if not wf then
@@ -259,6 +303,9 @@ function Worker:execute(c)
   -- recorded (public) parameters win; secret ones come from this worker
   local vars = {}
   for k, v in pairs(c.params or {}) do if wf.params[k] then vars[k] = v end end
+  for k, v in pairs(self.secrets and self.secrets(c.id) or {}) do
+    if wf.params[k] then vars[k] = v end
+  end
   local params, perr = wf:resolve_params { vars = vars, vars_files = self.vars_files,
     time = dates or engine.dates(wf) }
   if not params then
@@ -272,10 +319,10 @@ function Worker:execute(c)
     reporter = self.reporter and self.reporter(c.id) or nil, max_active = opts.max_active,
     timeout = opts.timeout, dates = dates, rerun = rerun,
     extra = { worker = self.id, epoch = c.epoch, kind = c.kind },
-    on_signal = function(sig)
+    on_signal = self.on_signal == "handback" and function(sig)
       jr:handback("the worker is stopping (signal " .. tostring(sig) .. ")")
       return jr.lost
-    end }
+    end or nil }
   if c.was == "running" then
     self.log(string.format("worker %s: taking over run %s (its holder stopped renewing its lease; "
       .. "takeover %d)", self.id, c.id, c.takeovers or 0))

@@ -1,8 +1,10 @@
--- flowrun server [--listen HOST:PORT] [--workflows DIR] [--state-dir DIR] [--tokens FILE]
--- [--tls-cert F --tls-key F] [--vars-file F] [--sim]: the HTTP API, the web UI and /metrics
--- over the runs of the store, running what it is asked to trigger or retry (flowrun.server).
--- Runs until SIGINT/SIGTERM: then it stops accepting, ends its streams, lets requests in flight
--- finish, cancels the runs it is running (their cleanup tasks run) and exits 130/143.
+-- flowrun server [--listen HOST:PORT] [--workflows DIR] [--store S | --state-dir DIR] [--tokens
+-- FILE] [--tls-cert F --tls-key F] [--vars-file F] [--concurrency N] [--no-schedule] [--sim]:
+-- the HTTP API, the web UI and /metrics over the runs of the store, a worker running the runs
+-- it queues (and any other queued run), and the scheduler of the workflows' schedules
+-- (flowrun.server). Runs until SIGINT/SIGTERM: then it stops accepting, ends its streams, lets
+-- requests in flight finish, hands its runs back (PostgreSQL) or cancels them (the file store:
+-- their cleanup tasks run) and exits 130/143.
 local flow = require "flow"
 local core = require "flow.core"
 local sys = require "flow.sys"
@@ -69,27 +71,42 @@ function M.run(opts)
   for _, f in ipairs(opts.vars_file or {}) do
     if not sys.stat(f) then common.eprint("--vars-file ", f, ": no such file") return 2 end
   end
+  local concurrency
+  if opts.concurrency then
+    concurrency = math.tointeger(tonumber(opts.concurrency))
+    if not concurrency or concurrency < 1 then
+      common.eprint("--concurrency expects a positive integer") return 2
+    end
+  end
   local sim = s.sim
-  s.sim = nil -- the simulator's world is kept beside the runs (below), not in memory
+  s.sim = nil -- the simulator's world is shared with this machine's workers (below)
   local aok, aerr = settings.apply(s)
   if not aok then common.eprint(aerr) return 2 end
-  if sim then
-    s.sim = sim
-    sys.mkdir_p(s.state_dir)
-    settings.use_sim(s, true)
-  end
+  s.sim = sim
+  local store = common.store(s)
+  require("flowrun.worker").use_aws(store, { sim = sim, state_dir = s.state_dir })
   local vars_files = {}
   for i, f in ipairs(opts.vars_file or {}) do vars_files[i] = common.abspath(f) end
   local server = require "flowrun.server"
   local ok, srv = pcall(server.new, { host = host, port = port, workflows = dir,
-    store = common.store(s), sim = sim, vars_files = vars_files, tokens = tokens,
+    store = store, sim = sim, vars_files = vars_files, tokens = tokens,
     tls = opts.tls_cert and { cert = opts.tls_cert, key = opts.tls_key } or nil,
-    max_active = s.max_active, access_log = opts.access_log })
+    max_active = s.max_active, concurrency = concurrency, schedule = not opts.no_schedule,
+    access_log = opts.access_log })
   if not ok then common.eprint(tostring(srv):gsub("^flowrun server: ", "")) return 2 end
   -- a long-lived heap (the index of every run) and short-lived garbage (each request): the
   -- generational collector does not walk the old part for every young one (half the time of a
   -- runs list answer over 10,000 runs)
   collectgarbage("generational")
+  if store.kind == "postgresql" then
+    -- the store is reached and its schema checked before anything listens: a store that
+    -- cannot be used is one line and exit 1, not a server answering 500s
+    local iok, ierr = pcall(store.pool, store)
+    if not iok then
+      common.eprint(type(ierr) == "table" and (ierr.message or ierr.code) or tostring(ierr))
+      return 1
+    end
+  end
   local lok, lerr = pcall(srv.start, srv)
   if not lok then
     common.eprint(type(lerr) == "table" and (lerr.message or lerr.code) or tostring(lerr))

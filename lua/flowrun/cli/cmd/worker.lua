@@ -58,16 +58,7 @@ function M.run(opts)
   local aok, aerr = settings.apply(s)
   if not aok then common.eprint(aerr) return 2 end
   local store = common.store(s)
-  if s.sim then
-    -- every worker on this machine answers AWS from one simulated world
-    require("flow.sys").mkdir_p(s.state_dir)
-    local state_file = os.getenv("FLOWRUN_SIM_STATE")
-    if not state_file or state_file == "" then state_file = s.state_dir .. "/sim-state.json" end
-    require("aws").use_transport(require("flowrun.worker.simshare").share(state_file,
-      { fail = s.sim.fail }, require("flowrun.worker.fence").checker(store)))
-  else
-    require("flowrun.worker.fence").install(store)
-  end
+  require("flowrun.worker").use_aws(store, { sim = s.sim, state_dir = s.state_dir })
   local fmt = s.log_format
   if fmt == "auto" or fmt == "tty" then fmt = "text" end
   local sched

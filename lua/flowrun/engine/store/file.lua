@@ -1058,6 +1058,19 @@ function Store:fire(workflow, decide)
   end)
 end
 
+-- store:requeue{id, options = {rerun}, source, hash} -> true | nil, msg (see store/pg.lua). The
+-- file store keeps no source of a finished run: source is required.
+function Store:requeue(r)
+  assert(r.source, "store:requeue: the file store needs the workflow's source")
+  return self:locked(function()
+    if self:requeue_locked(r) then return true end
+    local run = self:load(r.id)
+    if not run then return nil, "no run " .. r.id .. " in " .. self.runs_dir end
+    return nil, string.format("run %s is %s: only a finished run can be queued again", r.id,
+      run.state)
+  end)
+end
+
 -- A finished run queued again, the store's lock held: its queue entry is written anew (with the
 -- workflow's source and hash given, and options such as rerun), remembering the journal's size,
 -- so a worker resumes it. A run that is queued or running is left alone (false).

@@ -42,6 +42,8 @@
 --   store:claim(worker_id, n, {sim}) -> claims {id, was = "queued" | "running" (a takeover),
 --       journal, run (the replayed run of a takeover), source, params, ...}
 --   store:request_cancel(run_id) -> "cancelled" | "requested" | "requested-unheld" | nil, msg
+--   store:requeue{id, options = {rerun}, source, hash} -> true | nil, msg   a finished run queued
+--       again; a worker resumes it (the server's retry)
 --   store:register_worker(w), store:worker_heartbeat(w, state), store:workers()
 --
 -- Schedules (flowrun.schedule.scheduler, flowrun backfill, pause, schedules). One scheduled or

@@ -713,6 +713,20 @@ function Store:claim(worker_id, n, o)
   return out
 end
 
+-- store:requeue{id, options = {rerun}, source, hash} -> true | nil, msg: a finished run queued
+-- again for the workers, who resume it (tasks that succeeded keep their results unless
+-- options.rerun names them: the server's retry, a backfill's reprocess). source and hash: the
+-- workflow's text to run, when it changed (else the run's own).
+function Store:requeue(r)
+  if #self:q("requeue", r.id, json.encode(r.options or json.object {}), jnull(r.source),
+      jnull(r.hash)) > 0 then
+    return true
+  end
+  local row = self:q("run_row", r.id)[1]
+  if not row then return nil, "no run " .. r.id .. " in " .. self.where end
+  return nil, string.format("run %s is %s: only a finished run can be queued again", r.id, row.state)
+end
+
 -- store:request_cancel(run_id) -> what happened: "cancelled" (it was queued: it ends now, nothing
 -- ran), "requested" (its holder cancels it; its cleanup tasks run), "requested-unheld" (no live
 -- holder: a worker takes it over and cancels it); or nil and a message (no such run, already
