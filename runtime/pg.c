@@ -803,6 +803,21 @@ static void keep_result(pgop_t *op, PGresult *r)
     op->res = r;
 }
 
+/* What step_done returns once the op's next command was sent (rc: send_step's or
+ * send_request's): true when it went on (sent, or the connection was lost and conn_lost
+ * finished the op), false when the op is finished with the error kept by the sender. */
+static bool went_on(pgc_t *c, int rc)
+{
+    if (rc < 0) {
+        conn_lost(c, NULL);
+        return true;
+    }
+    if (rc > 0)
+        return false;
+    update_watch(c);
+    return true;
+}
+
 /* One command of the op is over (libpq returned NULL). Returns true when the op goes on: the
  * Describe or the Execute after a Parse, the Execute after a Describe, a re-prepare after the
  * server lost the statement. False when the op is finished (its result or error is kept). */
@@ -863,27 +878,11 @@ static bool step_done(pgc_t *c, pgop_t *op)
         op->retried = true;
         PQclear(op->res);
         op->res = NULL;
-        int rc = send_request(c, op);
-        if (rc < 0) {
-            conn_lost(c, NULL);
-            return true; /* conn_lost finished the op */
-        }
-        if (rc > 0)
-            return false;
-        update_watch(c);
-        return true;
+        return went_on(c, send_request(c, op));
     } else {
         return false;
     }
-    int rc = send_step(c, op);
-    if (rc < 0) {
-        conn_lost(c, NULL);
-        return true; /* conn_lost finished the op */
-    }
-    if (rc > 0)
-        return false;
-    update_watch(c);
-    return true;
+    return went_on(c, send_step(c, op));
 }
 
 /* Read results for the current statement until libpq says it is complete. */

@@ -72,6 +72,17 @@ function M.store_try(fn, ...)
   error(r[2], 0)
 end
 
+-- find_run(s, id) -> store, run: the run id names in the store of settings s (an id, a unique
+-- prefix, "last"); or nil and the exit code after saying why (1: the store failed, 2: no such
+-- run).
+function M.find_run(s, id)
+  local store = M.store(s)
+  local ok, r, err = M.store_try(store.find, store, id)
+  if not ok then return nil, 1 end
+  if not r then M.eprint(err) return nil, 2 end
+  return store, r
+end
+
 -- Where a store was named, as a command line continues it: "--store URL" (without password),
 -- "--state-dir DIR", or nothing when it is the default or comes from the environment.
 function M.store_arg(s)

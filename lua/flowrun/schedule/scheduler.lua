@@ -230,14 +230,6 @@ function Scheduler:count_broken()
   return n
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 local function describe(e)
   local sc = e.wf.schedule
   if not sc then return "not scheduled" end
@@ -256,7 +248,7 @@ end
 function Scheduler:reload(path, initial)
   local old = self.entries[path]
   local st = sys.stat(path)
-  local text = st and st.type == "file" and read_file(path)
+  local text = st and st.type == "file" and workflows.read(path)
   if not text then
     self.broken[path] = nil
     if old then

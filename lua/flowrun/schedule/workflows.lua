@@ -17,6 +17,7 @@ local M = {}
 
 M.DEFAULT_DIR = "workflows"
 
+-- read(path) -> the file's text, or nil and a message.
 local function read(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
@@ -25,10 +26,11 @@ local function read(path)
   if not text then return nil, path .. ": cannot read (a directory?)" end
   return text
 end
+M.read = read
 
 -- load(path [, text]) -> entry {path, name, wf (validated), source, hash, scheduled}, or nil and
--- a message. The text is loaded as a worker loads the run's source (load(text, "=" .. file
--- name)), so that what the scheduler checks is exactly what runs.
+-- a message. The text is loaded as a worker loads the run's source (named by its file), so that
+-- what the scheduler checks is exactly what runs.
 function M.load(path, text)
   if not text then
     local err
@@ -36,7 +38,7 @@ function M.load(path, text)
     if not text then return nil, "cannot read " .. tostring(err) end
   end
   local base = path:match("[^/]*$")
-  local chunk, lerr = load(text, "=" .. base)
+  local chunk, lerr = load(text, "@" .. path)
   if not chunk then return nil, lerr end
   local wf, werr = engine.load(chunk, base)
   if not wf then return nil, werr end

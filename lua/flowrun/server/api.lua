@@ -504,6 +504,15 @@ local function finished(srv, id)
   return e ~= nil and e.state ~= "running" and e.state ~= "queued"
 end
 
+-- The end of a stream: the run's watch released (w), the stream counted out, finished; its
+-- error raised unless it is the client going away or the server stopping.
+local function close_stream(x, w, ok, err)
+  if w then x.srv.data:unwatch_run(w) end
+  x.srv.sse = x.srv.sse - 1
+  if ok then x.req:finish() end
+  if not ok and not (flow.cancelled(err) or flow.is_error(err, "http.closed")) then error(err, 0) end
+end
+
 -- GET /runs/{id}/events: the whole run at once ("run"), then after every change what changed
 -- ("delta": {run: the run's fields, tasks: the tasks that changed}; the whole run again when
 -- this stream fell behind), then "end".
@@ -531,10 +540,7 @@ local function h_run_events(x)
       end
     end
   end)
-  srv.data:unwatch_run(w)
-  srv.sse = srv.sse - 1
-  if ok then x.req:finish() end
-  if not ok and not (flow.cancelled(err) or flow.is_error(err, "http.closed")) then error(err, 0) end
+  close_stream(x, w, ok, err)
 end
 
 local function log_filter(x)
@@ -596,10 +602,7 @@ local function h_logs(x)
       end
     end
   end)
-  srv.data:unwatch_run(w)
-  srv.sse = srv.sse - 1
-  if ok then x.req:finish() end
-  if not ok and not (flow.cancelled(err) or flow.is_error(err, "http.closed")) then error(err, 0) end
+  close_stream(x, w, ok, err)
 end
 
 -- GET /events: "runs" events listing the runs that changed (summaries), at most 4 a second.
@@ -627,9 +630,7 @@ local function h_events(x)
       end
     end
   end)
-  srv.sse = srv.sse - 1
-  if ok then x.req:finish() end
-  if not ok and not (flow.cancelled(err) or flow.is_error(err, "http.closed")) then error(err, 0) end
+  close_stream(x, nil, ok, err)
 end
 
 ---- the rest ------------------------------------------------------------------------------------

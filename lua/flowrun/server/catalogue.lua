@@ -21,18 +21,10 @@ function M.new(dir)
   return setmetatable({ dir = dir, by_file = {}, last_scan = nil }, C)
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 -- load_text(path) -> wf, source, hash | nil, message: the file read once, so the hash recorded
 -- with a run is the hash of the code it runs.
 local function load_text(path)
-  local src = read(path)
+  local src = require("flowrun.schedule.workflows").read(path)
   if not src then return nil, "cannot read " .. path end
   local chunk, err = load(src, "@" .. path)
   if not chunk then return nil, err end

@@ -32,6 +32,7 @@ local json = require "json"
 local file = require "flowrun.engine.store.file"
 local replay = require "flowrun.engine.replay"
 local signal = require "flowrun.server.signal"
+local changes = require "flowrun.server.changes"
 
 local M = {}
 
@@ -39,7 +40,6 @@ M.STATES = { queued = true, running = true, interrupted = true, success = true, 
   cancelled = true, damaged = true }
 M.MAX_LIMIT = 500
 M.LOG_CACHE = 16 -- runs whose log lines are kept in memory
-M.CHANGES = 512 -- recent changes kept for wait_any
 
 local D = {}
 D.__index = D
@@ -169,13 +169,7 @@ function D:insert(e)
   table.insert(order, lo, e)
 end
 
-function D:changed(id)
-  self.version = self.version + 1
-  local c = self.changes
-  c[#c + 1] = { v = self.version, id = id }
-  if #c > M.CHANGES then table.remove(c, 1) end
-  self.any_sig:fire()
-end
+function D:changed(id) changes.record(self, id) end
 
 -- touch(id): run `id` changed (its journal or its log). Cheap: the reading happens when someone
 -- looks, after the writer's commit (the engine tells its reporter before it commits).
@@ -496,32 +490,6 @@ function D:watch_run(id)
   return w
 end
 
-function D:unwatch_run(w)
-  w.n = w.n - 1
-  if w.n <= 0 and self.watches[w.id] == w then
-    self.watches[w.id] = nil
-    w.sig.state:close()
-    w.sig.log:close()
-  end
-end
-
--- wait_any(seen, timeout) -> the current version and the ids of runs changed since `seen`
--- (nil: too many to list), waiting up to timeout for a change.
-function D:wait_any(seen, timeout)
-  local deadline = flow.now() + timeout
-  while self.version == seen do
-    local left = deadline - flow.now()
-    if left <= 0 or self.closed then return self.version, {} end
-    self.any_sig:wait(left)
-  end
-  local ids, set = {}, {}
-  local c = self.changes
-  if #c > 0 and c[1].v > seen + 1 then return self.version, nil end
-  for i = #c, 1, -1 do
-    if c[i].v <= seen then break end
-    if not set[c[i].id] then set[c[i].id] = true; ids[#ids + 1] = c[i].id end
-  end
-  return self.version, ids
-end
+changes.mixin(D) -- unwatch_run(w); wait_any(seen, timeout) -> version, ids changed since seen
 
 return M

@@ -7,11 +7,11 @@
 -- the file store instead (one machine, no server to ask).
 local flow = require "flow"
 local signal = require "flowrun.server.signal"
+local changes = require "flowrun.server.changes"
 
 local M = {}
 
 M.MAX_LIMIT = 500
-M.CHANGES = 512
 M.FOLLOW_EVERY = 0.5 -- seconds between looks at followed runs
 
 local D = {}
@@ -40,18 +40,14 @@ local function summary_of(run)
 end
 
 function D:changed(id)
-  self.version = self.version + 1
   self.mutations = self.mutations + 1
-  local c = self.changes
-  c[#c + 1] = { v = self.version, id = id }
-  if #c > M.CHANGES then table.remove(c, 1) end
-  self.cache[id] = nil
+  if id then self.cache[id] = nil else self.cache = {} end
   local w = id and self.watches[id]
   if w then
     w.state = w.state + 1
     w.sig.state:fire()
   end
-  self.any_sig:fire()
+  changes.record(self, id)
 end
 
 -- run(id) -> the replayed run and its records, or nil and a message.
@@ -162,32 +158,7 @@ function D:watch_run(id)
   return w
 end
 
-function D:unwatch_run(w)
-  w.n = w.n - 1
-  if w.n <= 0 and self.watches[w.id] == w then
-    self.watches[w.id] = nil
-    w.sig.state:close()
-    w.sig.log:close()
-  end
-end
-
-function D:wait_any(seen, timeout)
-  local deadline = flow.now() + timeout
-  while self.version == seen do
-    local left = deadline - flow.now()
-    if left <= 0 or self.closed then return self.version, {} end
-    self.any_sig:wait(left)
-  end
-  local ids, set = {}, {}
-  local c = self.changes
-  if #c > 0 and c[1].v > seen + 1 then return self.version, nil end
-  for i = #c, 1, -1 do
-    if c[i].v <= seen then break end
-    local id = c[i].id
-    if id and not set[id] then set[id] = true; ids[#ids + 1] = id end
-  end
-  return self.version, ids
-end
+changes.mixin(D)
 
 -- A look at the runs someone follows: a journal that grew is a state change, new log lines a
 -- log change.

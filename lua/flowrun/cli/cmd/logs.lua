@@ -22,10 +22,8 @@ function M.run(opts)
   if opts.server or os.getenv("FLOWRUN_SERVER") then return require("flowrun.cli.remote").logs(opts) end
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
-  local store = common.store(s)
-  local ok, r, err = common.store_try(store.find, store, opts.run_id)
-  if not ok then return 1 end
-  if not r then common.eprint(err) return 2 end
+  local store, r = common.find_run(s, opts.run_id)
+  if not store then return r end
   if opts.task and not r.tasks[opts.task] then
     common.eprint("run ", r.id, " has no task ", opts.task, " (tasks: ",
       table.concat(r.task_order, ", "), ")")

@@ -12,10 +12,8 @@ function M.run(opts)
   if not s then common.eprint(serr) return 2 end
   local aok, aerr = settings.apply(s)
   if not aok then common.eprint(aerr) return 2 end
-  local store = common.store(s)
-  local ok, r, err = common.store_try(store.find, store, opts.run_id)
-  if not ok then return 1 end
-  if not r then common.eprint(err) return 2 end
+  local store, r = common.find_run(s, opts.run_id)
+  if not store then return r end
   local rerun = opts.rerun or {}
   if r.state == "success" and #rerun == 0 then
     io.stdout:write("run ", r.id, " already succeeded; nothing to resume (--rerun TASK runs a ",
