@@ -8,7 +8,9 @@
 #     p50/p99/max delay from a state change to its event at each client (bench/server_sse.py);
 #   * the server's RSS: after indexing the 10,000 runs, and with the 1,000 streams open;
 #   * what 10,000 runs cost the file store: the server's index built at start (every journal
-#     replayed once), and `flowrun runs` (the store's runs(): every journal replayed per call).
+#     replayed once), and `flowrun runs` (the store's runs(): every journal replayed per call);
+#   * the same runs list, RSS and start over the PostgreSQL store (a throwaway PostgreSQL 15,
+#     tests/servers/pg.sh): lists from the store's indexed summaries, nothing kept in memory.
 # Measures only; prints figures. Usage: bench/server.sh [SECONDS per wrk run, default 10] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ chmod 755 "$tmp"
 srv_pid=
 cleanup() {
   [ -n "$srv_pid" ] && kill "$srv_pid" 2>/dev/null || true
+  tests/servers/pg.sh stop "$tmp/pg" >/dev/null 2>&1 || true
   nginx_stop
   wait 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$tmp"
@@ -120,3 +123,34 @@ printf "   server RSS: %.1f MB with %d runs indexed, %.1f MB with 1,000 streams 
   "$(awk "BEGIN{print $rss_index/1024}")" "$NRUNS" "$(awk "BEGIN{print $rss_sse/1024}")"
 printf "   server start to its first runs list (every journal replayed once into the index): %s s\n" "$index_s"
 printf "   flowrun runs (the file store's runs(): every journal replayed on each call): %s s\n" "$cli_runs"
+
+echo "== the same list over the PostgreSQL store ($NRUNS runs) =="
+kill "$srv_pid" 2>/dev/null || true
+wait "$srv_pid" 2>/dev/null || true
+srv_pid=
+eval "$(tests/servers/pg.sh start "$tmp/pg")"
+pgurl="postgresql://$FLOWRUN_TEST_PGUSER:$FLOWRUN_TEST_PGPASSWORD@$FLOWRUN_TEST_PGHOST:$FLOWRUN_TEST_PGPORT/$FLOWRUN_TEST_PGDATABASE"
+t0=$(now)
+"$FLOWRUN" bench/server_runs.lua "$pgurl" "$NRUNS" >/dev/null
+printf "   %d runs written in %.1f s\n" "$NRUNS" "$(awk "BEGIN{print $(now)-$t0}")"
+t0=$(now)
+"$FLOWRUN" runs --store "$pgurl" >/dev/null
+pg_cli_runs=$(awk "BEGIN{printf \"%.2f\", $(now)-$t0}")
+port=$(free_port)
+t0=$(now)
+"$FLOWRUN" server --listen "127.0.0.1:$port" --workflows "$tmp/workflows" --store "$pgurl" \
+  2>"$tmp/server-pg.log" &
+srv_pid=$!
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do curl -sf -o /dev/null "$base/api/v1/health" && break; sleep 0.05; done
+curl -sf -o "$tmp/runs-pg.json" "$base/api/v1/runs?limit=50"
+pg_index_s=$(awk "BEGIN{printf \"%.2f\", $(now)-$t0}")
+read -r p_rps p_p50 p_p99 <<<"$(best "$base/api/v1/runs?limit=50")"
+read -r q_rps q_p50 q_p99 <<<"$(WRK_SCRIPT="$tmp/uncached.lua" best "$base/api/v1/runs?limit=50")"
+rss_pg=$(rss_kb "$srv_pid")
+printf "   %-46s %10s %10s %10s\n" "" "req/s" "p50 ms" "p99 ms"
+printf "   %-46s %10s %10s %10s\n" "flowrun server on PostgreSQL (the runs list)" "$p_rps" "$p_p50" "$p_p99"
+printf "   %-46s %10s %10s %10s\n" "  built for each request (a query each)" "$q_rps" "$q_p50" "$q_p99"
+awk -v f="$p_rps" -v n="$n_rps" 'BEGIN { printf "   flowrun on PostgreSQL / nginx: %.0f%%\n", 100 * f / n }'
+printf "   server RSS %.1f MB after the load; start to its first runs list %s s; flowrun runs --store: %s s\n" \
+  "$(awk "BEGIN{print $rss_pg/1024}")" "$pg_index_s" "$pg_cli_runs"

@@ -1,9 +1,15 @@
--- bench/server_runs.lua DIR N — writes N finished runs of dms_to_emr's 17 tasks into the file
--- store at DIR (journals as the engine writes them: a start and an end per task, a few failed
--- runs with a multi-line error, task logs), an hour apart, for bench/server.sh.
-local file = require "flowrun.engine.store.file"
-local dir, n = arg[1], tonumber(arg[2] or "10000")
-local store = file.open(dir, { fsync = false })
+-- bench/server_runs.lua DIR|postgresql://... N — writes N finished runs of dms_to_emr's 17 tasks
+-- into the file store at DIR or the PostgreSQL store at the URL (journals as the engine writes
+-- them: a start and an end per task, a few failed runs with a multi-line error, task logs), an
+-- hour apart, for bench/server.sh.
+local where, n = arg[1], tonumber(arg[2] or "10000")
+local store
+if where:match("^postgres") then
+  store = require("flowrun.engine.store.pg").open(where)
+  store:init()
+else
+  store = require("flowrun.engine.store.file").open(where, { fsync = false })
+end
 local tasks = { "preflight", "start_dms", "upload_job", "glue_database", "create_cluster",
   "serverless_app", "wait_dms", "check_raw", "plan", "wait_cluster", "start_job", "add_step",
   "wait_job", "wait_step", "stop_app", "terminate_cluster", "verify" }
