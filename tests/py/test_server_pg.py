@@ -192,6 +192,16 @@ def both_servers_schedule_each_tick_once():
            "the servers' schedulers fire tick, their workers run it")
     dup = DB.value("SELECT count(*) - count(DISTINCT logical_date) FROM flowrun.runs WHERE workflow = 'tick'")
     tap.eq(dup, "0", "one run per logical date, with two schedulers")
+    st, doc = A.api("GET", "/api/v1/workflows/tick")
+    sc = doc.get("schedule") or {}
+    tap.eq((sc.get("expr"), sc.get("timezone"), sc.get("max_active_runs")), ("1s", "UTC", 2),
+           "the workflow's schedule, as declared")
+    tap.ok(isinstance(sc.get("next_due"), (int, float)) and abs(sc["next_due"] - time.time()) < 5,
+           "and when its next run is due, by this server's scheduler")
+    st, grid = B.api("GET", "/api/v1/grid")
+    by = {w["name"]: w for w in grid["workflows"]}
+    tap.ok(by["tick"]["schedule"]["expr"] == "1s" and by["hello"]["schedule"] is None,
+           "the grid says which workflows are scheduled")
     st, doc = A.api("POST", "/api/v1/workflows/tick/pause", {})
     tap.eq((st, doc.get("paused")), (200, True), "paused through A")
     tap.ok(wait_for(lambda: B.api("GET", "/api/v1/workflows/tick")[1].get("paused") is True, 5),

@@ -25,6 +25,16 @@ export function clock(epoch) {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
+// until(epoch): how long until a time ahead ("in 5 min"; "due now" once it has come).
+export function until(epoch) {
+  if (!epoch) return "";
+  const s = epoch - Date.now() / 1000;
+  if (s < 60) return "due now";
+  if (s < 3600) return `in ${Math.floor(s / 60)} min`;
+  if (s < 86400) return `in ${Math.floor(s / 3600)} h`;
+  return `in ${Math.floor(s / 86400)} d`;
+}
+
 export function ago(epoch) {
   if (!epoch) return "";
   const s = Date.now() / 1000 - epoch;

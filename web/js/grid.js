@@ -4,7 +4,7 @@
 import { el, replace, $ } from "./dom.js";
 import { get, post, stream, enc, ApiError } from "./api.js";
 import { header, live } from "./header.js";
-import { duration, time, ago, label } from "./fmt.js";
+import { duration, time, ago, until, label } from "./fmt.js";
 
 let who = null;
 const main = $("#main");
@@ -29,6 +29,11 @@ function workflowCard(w) {
     last ? el("span", { class: `badge state-${last.state}`, text: label(last.state) }) : null,
     last ? el("span", { class: "muted", text: `last run ${ago(last.started)}` }) : null,
     w.paused ? el("span", { class: "badge", text: "paused" }) : null,
+    w.schedule ? el("span", {
+      class: "muted schedule", title: `scheduled: ${w.schedule.expr} in ${w.schedule.timezone}`,
+      text: `${w.schedule.expr} (${w.schedule.timezone})` +
+        (w.schedule.next_due && !w.paused ? ` · next ${until(w.schedule.next_due)}` : ""),
+    }) : null,
     el("span", { class: "spacer" }),
     canOperate && !w.error ? el("a", { class: "button primary", href: `/workflows/${enc(w.name)}/trigger`,
       text: "Trigger run" }) : null,

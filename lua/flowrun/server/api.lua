@@ -188,19 +188,41 @@ local function last_run(srv, name)
   return { id = e.id, state = e.state, started = e.started, finished = e.finished or json.null }
 end
 
-local function workflow_item(srv, e)
+-- next_dues(srv) -> {workflow name -> epoch its next scheduled run is due}, from this server's
+-- scheduler (empty when it runs none: --no-schedule).
+local function next_dues(srv)
+  local out = {}
+  if srv.scheduler then
+    for _, w in ipairs(srv.scheduler:workflows()) do
+      if w.name and w.next_due then out[w.name] = w.next_due end
+    end
+  end
+  return out
+end
+
+-- schedule_json(e, dues) -> the workflow's schedule as declared, with its next due time; or null.
+local function schedule_json(e, dues)
+  local sc = e.wf and e.wf.schedule
+  if not sc then return json.null end
+  return { expr = sc.expr, timezone = sc.timezone, catchup = sc.catchup,
+    max_active_runs = sc.max_active_runs, overlap = sc.overlap,
+    next_due = dues[e.name] or json.null }
+end
+
+local function workflow_item(srv, e, dues)
   local wf = e.wf
   return { name = e.name, file = e.file, doc = e.doc or json.null,
     error = e.error and redact.text(e.error) or json.null, duplicate_of = e.duplicate or json.null,
     loaded = wf ~= nil and not e.duplicate, paused = srv.runner:paused(e.name),
-    schedule = wf and wf.schedule or json.null,
+    schedule = schedule_json(e, dues),
     tasks = wf and #wf.order or 0, params = wf and #wf.param_order or 0,
     last_run = last_run(srv, e.name) }
 end
 
 local function h_workflows(x)
   local out = arr {}
-  for _, e in ipairs(x.srv.catalogue:list()) do out[#out + 1] = workflow_item(x.srv, e) end
+  local dues = next_dues(x.srv)
+  for _, e in ipairs(x.srv.catalogue:list()) do out[#out + 1] = workflow_item(x.srv, e, dues) end
   return 200, { workflows = out }
 end
 
@@ -268,7 +290,7 @@ local function h_workflow(x)
       trigger = t.trigger or "all_success", retries = t.retries or 0,
       timeout = t.timeout or json.null, doc = t.doc or json.null }
   end
-  local item = workflow_item(x.srv, e)
+  local item = workflow_item(x.srv, e, next_dues(x.srv))
   item.params, item.task_list = params, tasks
   return 200, item
 end
@@ -441,6 +463,7 @@ local function h_grid(x)
   local limit, lerr = int_arg(x.q, "limit", 20)
   if not limit or limit < 1 or limit > 100 then return fail(400, lerr or "limit must be from 1 to 100") end
   local out = arr {}
+  local dues = next_dues(x.srv)
   for _, e in ipairs(x.srv.catalogue:list()) do
     if not e.duplicate then
       local names = arr {}
@@ -464,7 +487,7 @@ local function h_grid(x)
         end
       end
       out[#out + 1] = { name = e.name, tasks = names, runs = runs, paused = x.srv.runner:paused(e.name),
-        error = e.error and redact.text(e.error) or json.null }
+        schedule = schedule_json(e, dues), error = e.error and redact.text(e.error) or json.null }
     end
   end
   return 200, { workflows = out }
