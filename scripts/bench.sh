@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh bench --check >/dev/null 2>&1 || scripts/deps.sh bench
 make -s all
-areas=${BENCH:-core,engine,aws,pg,pipeline,store,server,schedule}
+areas=${BENCH:-core,engine,aws,pg,pipeline,store,httpd,server,schedule}
 status=0
 for area in ${areas//,/ }; do
   f=bench/$area.sh
