@@ -44,7 +44,7 @@ export function ago(epoch) {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
-export const STATES = ["running", "up_for_retry", "pending", "success", "failed",
+export const STATES = ["queued", "running", "up_for_retry", "pending", "success", "failed",
   "upstream_failed", "skipped", "cancelled", "interrupted", "damaged"];
 
 export const LABEL = {

@@ -6,7 +6,7 @@ import { header } from "./header.js";
 import { duration, time, label } from "./fmt.js";
 
 const main = $("#main");
-const STATES = ["running", "interrupted", "success", "failed", "cancelled", "damaged"];
+const STATES = ["queued", "running", "interrupted", "success", "failed", "cancelled", "damaged"];
 let cursor = null;
 
 function query() {
