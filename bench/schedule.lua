@@ -4,8 +4,8 @@
 -- time, then zoneinfo) on the same mix as the peer, when Debian's python3-croniter is there.
 -- Prints figures only.   ./flowrun bench/schedule.lua [calls]
 local flow = require "flow"
-local cron = require "flowrun.schedule.cron"
-local tz = require "flowrun.schedule.tz"
+local cron = require "flow.schedule.cron"
+local tz = require "flow.schedule.tz"
 
 local N = tonumber(arg and arg[1]) or 200000
 

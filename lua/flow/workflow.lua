@@ -109,9 +109,9 @@ function M.new(spec)
     problem("workflow: max_active must be a positive integer, got %s", tostring(spec.max_active))
   end
   -- the schedule: checked here (a bad cron expression or zone is an invalid workflow, exit 2),
-  -- computed by flowrun.schedule (pure time arithmetic, below the engine)
+  -- computed by flow.schedule (pure time arithmetic)
   if spec.schedule ~= nil then
-    local tt, terr = require("flowrun.schedule.interval").timetable {
+    local tt, terr = require("flow.schedule.interval").timetable {
       schedule = spec.schedule, timezone = spec.timezone, start_date = spec.start_date,
       end_date = spec.end_date }
     if not tt then problem("workflow: %s", terr) end

@@ -1,12 +1,12 @@
--- flowrun.schedule.cron: the parser (every syntax element, every error) and next/prev on cases
+-- flow.schedule.cron: the parser (every syntax element, every error) and next/prev on cases
 -- checked by hand: DST changes of 2026 in Paris, New York, Lord Howe (30 minutes), Kolkata and
 -- UTC; a time skipped by spring-forward, a time repeated by fall-back; month ends, leap days,
 -- MON-FRI, the day-of-month/day-of-week OR rule, presets and intervals.
 -- (17,000 generated cases against croniter + zoneinfo: tests/py/test_schedule_oracle.py.)
 local t = require "tap"
-local cron = require "flowrun.schedule.cron"
-local tz = require "flowrun.schedule.tz"
-local interval = require "flowrun.schedule.interval"
+local cron = require "flow.schedule.cron"
+local tz = require "flow.schedule.tz"
+local interval = require "flow.schedule.interval"
 
 local function zone(name) return assert(tz.load(name)) end
 local UTC, PARIS, NY = zone("UTC"), zone("Europe/Paris"), zone("America/New_York")

@@ -1,9 +1,9 @@
--- flowrun.schedule.interval: data intervals between consecutive fire times, logical dates,
+-- flow.schedule.interval: data intervals between consecutive fire times, logical dates,
 -- catch-up and backfill ranges, the latest complete interval, start_date/end_date bounds,
 -- manual runs, ISO 8601 in the zone, parsing times.
 local t = require "tap"
-local tz = require "flowrun.schedule.tz"
-local interval = require "flowrun.schedule.interval"
+local tz = require "flow.schedule.tz"
+local interval = require "flow.schedule.interval"
 
 local PARIS = assert(tz.load("Europe/Paris"))
 local function at(s, z) return assert(interval.parse_time(s, z or PARIS)) end

@@ -21,8 +21,8 @@ local json = require "json"
 local filestore = require "flowrun.engine.store.file"
 local worker = require "flowrun.worker"
 local scheduler = require "flowrun.schedule.scheduler"
-local interval = require "flowrun.schedule.interval"
-local tz = require "flowrun.schedule.tz"
+local interval = require "flow.schedule.interval"
+local tz = require "flow.schedule.tz"
 
 core.set_virtual_time(true)
 

@@ -1,8 +1,8 @@
--- flowrun.schedule.tz: loading zones (names checked, errors clear), to_local, from_local in gaps
+-- flow.schedule.tz: loading zones (names checked, errors clear), to_local, from_local in gaps
 -- and overlaps, instant, fixed offsets, the POSIX rule past the tables, damaged files.
 -- (Every zone against Python's zoneinfo: tests/py/test_schedule_oracle.py.)
 local t = require "tap"
-local tz = require "flowrun.schedule.tz"
+local tz = require "flow.schedule.tz"
 
 -- Instants written as UTC ISO strings, computed apart from the code under test.
 local T = {

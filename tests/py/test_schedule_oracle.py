@@ -5,7 +5,7 @@ written as JSON, evaluated by one flowrun process, and compared twice.
 
 1. With the oracle: croniter on naive local wall-clock time, as Airflow calls it, with zoneinfo
    turning each local time croniter finds into instants by the documented DST policy
-   (lua/flowrun/schedule/cron.lua): a local time that occurs once is that instant; one that
+   (lua/flow/schedule/cron.lua): a local time that occurs once is that instant; one that
    occurs twice is its first occurrence, and also its second when the hour field is `*`; one
    that does not exist is read with the offset before the change (zoneinfo's fold=0). The
    oracle walks croniter's local times on both sides of the start, so it shares no code and no
@@ -66,8 +66,8 @@ random.seed(20260329)
 
 DRIVER = r"""
 local json = require "json"
-local cron = require "flowrun.schedule.cron"
-local tz = require "flowrun.schedule.tz"
+local cron = require "flow.schedule.cron"
+local tz = require "flow.schedule.tz"
 local f = assert(io.open(arg[1], "rb"))
 local doc = json.decode(f:read("a"))
 f:close()

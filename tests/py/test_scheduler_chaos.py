@@ -84,7 +84,7 @@ for _, p in ipairs(w.files(%r)) do
   out[e.name] = list
 end
 return out""" % WF)
-T0 = flowrun_e('return require("flowrun.schedule.interval").parse_time(%r)' % START)
+T0 = flowrun_e('return require("flow.schedule.interval").parse_time(%r)' % START)
 LAST_END = max(iv[1] for ivs in EXPECTED.values() for iv in ivs)
 SPEED = 7 * 86400 / WEEK_SECONDS
 R0 = time.time() + 1.0

@@ -70,7 +70,7 @@ end
 -- that starts at the first fire time at or after it), at (a manual run's start, default now).
 function M.dates(wf, o)
   o = o or {}
-  local interval = require "flowrun.schedule.interval"
+  local interval = require "flow.schedule.interval"
   local tt = wf.timetable
   local iv = o.interval
   if not iv then

@@ -22,7 +22,7 @@
 -- seconds, default flow.time, and how many of its seconds pass per second of the loop: tests
 -- and benchmarks run a week in a minute; virtual time works too).
 --
--- Semantics (Airflow's, as flowrun.schedule.interval computes them): a run covers the data
+-- Semantics (Airflow's, as flow.schedule.interval computes them): a run covers the data
 -- interval [start, end) between two fire times, is due at end, and its logical date is start.
 -- For each workflow, every decision is made from the run store, in one transaction under the
 -- workflow's lock (store:fire): the latest interval handled is the later of the latest
@@ -54,7 +54,7 @@ local flow = require "flow"
 local sys = require "flow.sys"
 local watch = require "flow.watch"
 local engine = require "flowrun.engine"
-local interval = require "flowrun.schedule.interval"
+local interval = require "flow.schedule.interval"
 local workflows = require "flowrun.schedule.workflows"
 
 local M = {}
@@ -345,7 +345,7 @@ end
 ---- deciding ----------------------------------------------------------------------------------------
 
 -- due(tt, now, handled_end, catchup [, max]) -> the intervals due now, oldest first, and true
--- when max held some back: the timetable's (flowrun.schedule.interval's due), but none that
+-- when max held some back: the timetable's (flow.schedule.interval's due), but none that
 -- starts before the end of the latest interval handled. Data intervals never overlap, as in
 -- Airflow: after a schedule is edited, the first interval of the new schedule is the first
 -- that starts at or after the end of the last one run.

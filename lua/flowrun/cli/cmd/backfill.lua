@@ -17,7 +17,7 @@ local flow = require "flow"
 local core = require "flow.core"
 local settings = require "flowrun.cli.settings"
 local common = require "flowrun.cli.common"
-local interval = require "flowrun.schedule.interval"
+local interval = require "flow.schedule.interval"
 local workflows = require "flowrun.schedule.workflows"
 
 local M = {}
@@ -48,7 +48,7 @@ local function parse_bound(v, zone, what, whole_day)
   if whole_day and v:match("^%d%d%d%d%-%d%d%-%d%d$") then
     -- a date alone covers that day: up to the last second before the next midnight
     local y, m, d = v:match("^(%d+)-(%d+)-(%d+)$")
-    local tz = require "flowrun.schedule.tz"
+    local tz = require "flow.schedule.tz"
     local days = tz.days_from_civil(tonumber(y), tonumber(m), tonumber(d)) + 1
     local ny, nm, nd = tz.civil_from_days(days)
     t = interval.parse_time(string.format("%04d-%02d-%02d", ny, nm, nd), zone) - 1

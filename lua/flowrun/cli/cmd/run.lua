@@ -43,7 +43,7 @@ end
 function M.dates(wf, opts)
   local at
   if opts.logical_date then
-    local interval = require "flowrun.schedule.interval"
+    local interval = require "flow.schedule.interval"
     local err
     at, err = interval.parse_time(opts.logical_date, wf.timetable and wf.timetable.zone)
     if not at then common.eprint("--logical-date: ", err) return nil end

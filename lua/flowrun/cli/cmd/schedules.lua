@@ -7,7 +7,7 @@ local flow = require "flow"
 local settings = require "flowrun.cli.settings"
 local common = require "flowrun.cli.common"
 local view = require "flowrun.cli.view"
-local interval = require "flowrun.schedule.interval"
+local interval = require "flow.schedule.interval"
 local workflows = require "flowrun.schedule.workflows"
 
 local M = {}

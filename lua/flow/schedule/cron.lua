@@ -1,7 +1,7 @@
--- flowrun.schedule.cron — schedules: 5-field cron expressions, presets and fixed intervals, and
+-- flow.schedule.cron — schedules: 5-field cron expressions, presets and fixed intervals, and
 -- their fire times in a time zone.
 --
---   local cron = require "flowrun.schedule.cron"
+--   local cron = require "flow.schedule.cron"
 --   local s = assert(cron.parse("0 2 * * MON-FRI"))      -- or "@daily", or "6h"
 --   s:next(after, zone)  -> the first fire time strictly after `after` (epoch seconds)
 --   s:prev(before, zone) -> the last fire time strictly before `before`
@@ -44,7 +44,7 @@
 --
 -- Parsing errors name the field and say why (`minute: 61 is out of range 0-59`). A schedule
 -- that can never fire (`0 0 30 2 *`) is refused by parse; next/prev search at most 10 years.
-local tz = require "flowrun.schedule.tz"
+local tz = require "flow.schedule.tz"
 local duration = require "flow.duration"
 
 local M = {}
@@ -175,7 +175,7 @@ end
 
 local Schedule = {}
 Schedule.__index = Schedule
-Schedule.__name = "flowrun.schedule.cron"
+Schedule.__name = "flow.schedule.cron"
 
 function Schedule:__tostring()
   return "schedule " .. self.expr

@@ -1,8 +1,8 @@
--- flowrun.schedule.tz — time zones from the system's tz database: TZif files (RFC 8536) read
+-- flow.schedule.tz — time zones from the system's tz database: TZif files (RFC 8536) read
 -- from /usr/share/zoneinfo (Debian's tzdata; $TZDIR overrides), the 64-bit data of version 2+
 -- files, and the footer's POSIX TZ rule for instants after the last transition.
 --
---   local tz = require "flowrun.schedule.tz"
+--   local tz = require "flow.schedule.tz"
 --   local paris = assert(tz.load("Europe/Paris"))      -- also "UTC", "+05:30", "-03:00"
 --   paris:to_local(epoch)  -> {year, month, day, hour, min, sec, wday, yday, offset, isdst, abbr}
 --   paris:from_local(2026, 3, 29, 2, 30, 0) -> {}                  (spring-forward gap)

@@ -1,4 +1,4 @@
--- flowrun.schedule.interval — logical dates and data intervals, with Airflow's semantics.
+-- flow.schedule.interval — logical dates and data intervals, with Airflow's semantics.
 --
 -- A scheduled run covers the data interval [start, end) between two consecutive fire times of
 -- its schedule and is due at `end`; its logical date is `start`. So the `0 2 * * *` run that
@@ -6,7 +6,7 @@
 -- A manual run's logical date is the time it was started (whole seconds); its data interval is
 -- the latest complete one at that time, as Airflow infers it.
 --
---   local interval = require "flowrun.schedule.interval"
+--   local interval = require "flow.schedule.interval"
 --   local tt = assert(interval.timetable {
 --     schedule = "0 2 * * *", timezone = "Europe/Paris",
 --     start_date = "2026-01-01", end_date = nil,            -- ISO 8601 (in the zone) or epochs
@@ -26,8 +26,8 @@
 -- An interval is {start = epoch, ["end"] = epoch, logical_date = epoch, manual = true|nil}.
 -- Bounds, as in Airflow: an interval exists when its start is >= start_date and <= end_date
 -- (so the last one may end after end_date). A schedule without start_date is unbounded.
-local tz = require "flowrun.schedule.tz"
-local cron = require "flowrun.schedule.cron"
+local tz = require "flow.schedule.tz"
+local cron = require "flow.schedule.cron"
 
 local M = {}
 
