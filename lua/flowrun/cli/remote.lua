@@ -126,11 +126,9 @@ function M.logs(opts)
   if not id then return fail(ierr, istatus) end
   local q = {}
   if opts.task then q[#q + 1] = "task=" .. esc(opts.task) end
-  if opts.attempt then
-    local n = math.tointeger(tonumber(opts.attempt))
-    if not n or n < 1 then common.eprint("--attempt expects a positive integer") return 2 end
-    q[#q + 1] = "attempt=" .. n
-  end
+  local n, aerr = require("flowrun.cli.settings").int_arg(opts.attempt, "--attempt", 1)
+  if aerr then common.eprint(aerr) return 2 end
+  if n then q[#q + 1] = "attempt=" .. n end
   local line = require("flowrun.cli.cmd.logs").line
   local after = 0
   while true do

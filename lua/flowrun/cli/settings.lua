@@ -143,13 +143,9 @@ function M.resolve(opts, getenv)
     if not d or d <= 0 then return nil, "--timeout: " .. (err or "must be greater than 0") end
     s.timeout = d
   end
-  if opts.max_active then
-    local n = math.tointeger(tonumber(opts.max_active))
-    if not n or n < 1 then
-      return nil, "--max-active expects a positive integer, got " .. string.format("%q", opts.max_active)
-    end
-    s.max_active = n
-  end
+  local max_active, merr = M.int_arg(opts.max_active, "--max-active", 1)
+  if merr then return nil, merr end
+  s.max_active = max_active
   s.debug = opts.debug or getenv("FLOWRUN_DEBUG")
   if s.debug == "" then s.debug = nil end
   local fails = opts.sim_fail or {}
@@ -172,6 +168,18 @@ end
 
 -- Routes every AWS call to the simulator. A workflow run keeps the simulated world beside its
 -- journal (<state_dir>/sim-state.json), so a resumed run finds the same clusters and tasks.
+-- int_arg(v, flag, min) -> the integer option value v (nil when not given), or nil and the
+-- message saying what flag expects (an integer >= min).
+function M.int_arg(v, flag, min)
+  if v == nil then return nil end
+  local n = math.tointeger(tonumber(v))
+  if not n or n < min then
+    return nil, string.format("%s expects %s, got %q", flag,
+      min == 1 and "a positive integer" or ("an integer >= " .. min), tostring(v))
+  end
+  return n
+end
+
 function M.use_sim(s, keep_world)
   local sim = require "sim"
   sim.configure { fail = s.sim.fail, policy_file = s.sim.policy_file,

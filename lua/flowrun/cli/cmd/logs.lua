@@ -29,11 +29,8 @@ function M.run(opts)
       table.concat(r.task_order, ", "), ")")
     return 2
   end
-  local attempt
-  if opts.attempt then
-    attempt = math.tointeger(tonumber(opts.attempt))
-    if not attempt or attempt < 1 then common.eprint("--attempt expects a positive integer") return 2 end
-  end
+  local attempt, aerr = settings.int_arg(opts.attempt, "--attempt", 1)
+  if aerr then common.eprint(aerr) return 2 end
   local last = 0
   local function print_new()
     local lines, upto = store:logs(r.id, { after = last })

@@ -26,11 +26,9 @@ function M.filter(opts)
     end
     filter.state = opts.state
   end
-  if opts.limit then
-    local n = math.tointeger(tonumber(opts.limit))
-    if not n or n < 1 then common.eprint("--limit expects a positive integer") return nil end
-    filter.limit, filter.order = n, "desc"
-  end
+  local n, lerr = settings.int_arg(opts.limit, "--limit", 1)
+  if lerr then common.eprint(lerr) return nil end
+  if n then filter.limit, filter.order = n, "desc" end
   return filter
 end
 

@@ -71,13 +71,8 @@ function M.run(opts)
   for _, f in ipairs(opts.vars_file or {}) do
     if not sys.stat(f) then common.eprint("--vars-file ", f, ": no such file") return 2 end
   end
-  local concurrency
-  if opts.concurrency then
-    concurrency = math.tointeger(tonumber(opts.concurrency))
-    if not concurrency or concurrency < 1 then
-      common.eprint("--concurrency expects a positive integer") return 2
-    end
-  end
+  local concurrency, cerr = settings.int_arg(opts.concurrency, "--concurrency", 1)
+  if cerr then common.eprint(cerr) return 2 end
   local sim = s.sim
   s.sim = nil -- the simulator's world is shared with this machine's workers (below)
   local aok, aerr = settings.apply(s)

@@ -38,18 +38,11 @@ end
 function M.run(opts)
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
-  local n = 4
-  if opts.concurrency then
-    n = math.tointeger(tonumber(opts.concurrency))
-    if not n or n < 1 then common.eprint("--concurrency expects a positive integer") return 2 end
-  end
-  local max_takeovers
-  if opts.max_takeovers then
-    max_takeovers = math.tointeger(tonumber(opts.max_takeovers))
-    if not max_takeovers or max_takeovers < 0 then
-      common.eprint("--max-takeovers expects an integer >= 0") return 2
-    end
-  end
+  local n, nerr = settings.int_arg(opts.concurrency, "--concurrency", 1)
+  if nerr then common.eprint(nerr) return 2 end
+  n = n or 4
+  local max_takeovers, terr = settings.int_arg(opts.max_takeovers, "--max-takeovers", 0)
+  if terr then common.eprint(terr) return 2 end
   local lease, lerr = positive_duration("--lease", opts.lease)
   if lerr then common.eprint(lerr) return 2 end
   local poll, perr = positive_duration("--poll", opts.poll)
