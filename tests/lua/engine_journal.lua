@@ -247,6 +247,37 @@ t.test(label .. ": task logs are kept per task and attempt, bounded", function()
   t.eq(upto, l2[#l2].id, "and the id to go on from")
 end)
 
+t.test(label .. ": a secret parameter's value is never kept: logs, progress, errors", function()
+  local secret = "s3cr3t-Pa55word-0042"
+  local wf = flow.workflow { name = "secrets", params = {
+    password = { secret = true, default = "" }, user = { default = "app" } } }
+  wf:task("talk", function(ctx)
+    ctx.log("connecting as", ctx.params.user, "with", ctx.params.password)
+    ctx.progress(10, "password=" .. ctx.params.password)
+    return { user = ctx.params.user }
+  end)
+  wf:task("fail", { after = "talk" }, function(ctx)
+    error(flow.error("test.auth", "login refused for " .. ctx.params.password .. "\nsecond line "
+      .. ctx.params.password, { retryable = false }))
+  end)
+  local jr = start_journal("sec", wf)
+  local progress = {}
+  local sum = engine.run(wf, { params = { password = secret, user = "app" }, journal = jr,
+    run_id = "sec", reporter = setmetatable({ progress = function(_, _, _, msg)
+      progress[#progress + 1] = msg end }, { __index = function() return function() end end }) })
+  jr:close()
+  t.eq(sum.state, "failed", "the run failed as its task did")
+  local lines = {}
+  for _, l in ipairs(store:logs("sec")) do lines[#lines + 1] = l.msg end
+  t.like(table.concat(lines, "\n"), "with <redacted>", "the log line is kept, the value masked")
+  t.eq(progress, { "password=<redacted>" }, "progress messages masked")
+  local run = assert(store:load("sec"))
+  t.eq(run.tasks.fail.error.message, "login refused for <redacted>\nsecond line <redacted>",
+    "the error kept whole, every occurrence masked")
+  local all = json.encode(store:records("sec")) .. table.concat(lines, "\n")
+  t.ok(not all:find(secret, 1, true), "the value is nowhere in the journal or the logs")
+end)
+
 t.test(label .. ": listing reads summaries: filters, order, pages", function()
   local wf = flow.workflow { name = "listed" }
   wf:task("a", function() return 1 end)
