@@ -65,17 +65,19 @@ function D:run(id)
     return nil, "no run " .. tostring(id)
   end
   local path = self.store:journal_path(id)
-  local queued = sys.stat(self.store:queue_path(id)) ~= nil
-  if queued then
-    -- submitted and not started yet, claimed a moment ago, or a finished run queued again:
-    -- the store's own reading of its queue entry says which
+  local queued_run
+  if sys.stat(self.store:queue_path(id)) then
+    -- submitted and not started yet, claimed a moment ago (its journal still empty), or a
+    -- finished run queued again: the store's own reading of its queue entry says which
     local run, err = self.store:load(id)
     if not run then return nil, err end
     if run.state == "queued" or not sys.stat(path) then return run, self.store:records(id) end
+    queued_run = run
   elseif not sys.stat(path) then
     return nil, "no run " .. id
   end
   local recs, trunc = file.read(path)
+  if not recs and queued_run then return queued_run, {} end
   if not recs then return nil, trunc end
   local run = replay.replay(recs)
   run.truncated = trunc or nil
