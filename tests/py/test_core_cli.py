@@ -299,4 +299,25 @@ def terminal_size_and_isatty():
     tap.like(compact, "[true,true,123,37]", "on a terminal: isatty(0), isatty(1), winsize(1) -> cols, rows")
 
 
+@tap.test
+def startup_loads_little():
+    # what `flowrun -e` and `flowrun script.lua` load before the user's code: not the option
+    # parser nor the workflow engine (a start-up costs what it loads; bench/core.sh times it)
+    probe = "local t = {} for k in pairs(package.loaded) do t[#t + 1] = k end table.sort(t) " \
+            "print(table.concat(t, ' '))"
+    rc, out, err = run(["-e", probe])
+    loaded = out.split()
+    tap.eq(rc, 0, "flowrun -e: exit 0")
+    for heavy in ("argparse", "flowrun.engine", "flowrun.engine.run", "flow.workflow"):
+        tap.ok(heavy not in loaded, "flowrun -e does not load %s" % heavy)
+    path = script("probe.lua", probe + "\n")
+    rc, out, err = run([path])
+    tap.ok(rc == 0 and "argparse" not in out.split() and "flowrun.engine" not in out.split(),
+           "nor does flowrun script.lua")
+    rc, out, err = run(["--sim", "-e", "return 1"])
+    tap.eq((rc, out.strip()), (0, "1"), "other options still go through the parser")
+    rc, out, err = run(["-e"])
+    tap.eq(rc, 2, "-e without code: the parser's error, exit 2")
+
+
 tap.done()

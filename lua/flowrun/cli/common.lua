@@ -1,7 +1,6 @@
 -- flowrun.cli.common — what the commands share: messages, the run store the settings name,
 -- loading a workflow file, parameters from --var.
 local sys = require "flow.sys"
-local engine = require "flowrun.engine"
 
 local M = {}
 
@@ -96,7 +95,7 @@ end
 
 -- load_workflow(path) -> workflow (validated), or nil after printing why (exit 2).
 function M.load_workflow(path)
-  local wf, err = engine.load_file(path)
+  local wf, err = require("flowrun.engine").load_file(path)
   if not wf then M.eprint(err) return nil end
   local ok, problems = wf:validate()
   if not ok then M.print_problems("invalid workflow " .. path, problems) return nil end

@@ -111,11 +111,23 @@ local function run_returned_workflow(wf, path, args, head_opts)
   return require("flowrun.cli.cmd.run").run(opts, wf)
 end
 
+-- quick(head) -> the options of the most common starts (`flowrun script.lua ...`, `flowrun -e
+-- CODE`), as the top-level parser would return them, without building it (building an argparse
+-- parser costs more than the rest of a start-up); nil for anything else.
+function M.quick(head)
+  local exec = {}
+  for i = 1, #head, 2 do
+    if head[i] ~= "-e" or head[i + 1] == nil then return nil end
+    exec[#exec + 1] = head[i + 1]
+  end
+  return { exec = exec, lib = {}, sim_fail = {} }
+end
+
 function M.main(argv)
   -- Lua seeds math.random from the time in seconds and an address, which a build without
   -- address randomisation (ASan) repeats: two processes started in one second then make the
   -- same run ids. The pid and the clock's microseconds tell them apart.
-  math.randomseed(math.floor(require("flow").time() * 1e6), sys.getpid())
+  math.randomseed(math.floor(require("flow.core").time() * 1e6), sys.getpid())
   local head, pos, dashdash = split(argv, 1)
   local first = pos and argv[pos]
   if first and not dashdash and options.BY_NAME[first] then
@@ -124,7 +136,8 @@ function M.main(argv)
     for j = pos + 1, #argv do args[#args + 1] = argv[j] end
     return M.command(first, args)
   end
-  local ok, opts = options.parser_of(TOP):pparse(head)
+  local ok, opts = true, M.quick(head)
+  if not opts then ok, opts = options.parser_of(TOP):pparse(head) end
   if not ok then
     eprint(opts, " (see flowrun --help)")
     return 2

@@ -4,7 +4,6 @@
 --
 -- Global options are accepted by every command, before or after its arguments
 -- (`flowrun wf.lua --debug aws` and `flowrun --debug aws wf.lua` are the same).
-local argparse = require "argparse"
 
 local M = {}
 
@@ -279,7 +278,8 @@ local function add_option(p, name)
 end
 
 local function make_parser(name, description, usage)
-  local p = argparse(name, description):add_help(false):help_max_width(100)
+  -- required here, not at load: a start-up that parses nothing (flowrun -e, flowrun x.lua) skips it
+  local p = require("argparse")(name, description):add_help(false):help_max_width(100)
   if usage then p:usage(usage) end
   return p
 end

@@ -39,6 +39,8 @@ local M = {}
 M.STATES = { queued = true, running = true, interrupted = true, success = true, failed = true,
   cancelled = true, damaged = true }
 M.MAX_LIMIT = 500
+-- states a run leaves without its journal's directory changing: kept in d.active
+local UNSETTLED = { running = true, interrupted = true, queued = true }
 M.LOG_CACHE = 16 -- runs whose log lines are kept in memory
 
 local D = {}
@@ -48,7 +50,7 @@ function M.new(store, o)
   o = o or {}
   return setmetatable({
     store = store, refresh_every = o.refresh or 1, sweep_every = o.sweep or 30,
-    index = {}, order = {}, ready = false, ready_sig = signal.new(), names = {},
+    index = {}, order = {}, active = {}, ready = false, ready_sig = signal.new(), names = {},
     dirty = {}, watches = {}, logcache = {}, log_tick = 0,
     version = 0, changes = {}, any_sig = signal.new(), closed = false, dir_mtime = nil,
     mutations = 0, -- bumped by every change of the index: what a cached list depends on
@@ -63,17 +65,19 @@ function D:run(id)
     return nil, "no run " .. tostring(id)
   end
   local path = self.store:journal_path(id)
-  local queued = sys.stat(self.store:queue_path(id)) ~= nil
-  if queued then
-    -- submitted and not started yet, claimed a moment ago, or a finished run queued again:
-    -- the store's own reading of its queue entry says which
+  local queued_run
+  if sys.stat(self.store:queue_path(id)) then
+    -- submitted and not started yet, claimed a moment ago (its journal still empty), or a
+    -- finished run queued again: the store's own reading of its queue entry says which
     local run, err = self.store:load(id)
     if not run then return nil, err end
     if run.state == "queued" or not sys.stat(path) then return run, self.store:records(id) end
+    queued_run = run
   elseif not sys.stat(path) then
     return nil, "no run " .. id
   end
   local recs, trunc = file.read(path)
+  if not recs and queued_run then return queued_run, {} end
   if not recs then return nil, trunc end
   local run = replay.replay(recs)
   run.truncated = trunc or nil
@@ -135,6 +139,8 @@ function D:load_entry(id, st)
   end
   e.size, e.mtime = st.size, st.mtime
   if new then self:insert(e) end
+  -- the runs whose journal can change without the runs directory changing: looked at each turn
+  self.active[id] = UNSETTLED[e.state] and e or nil
   self.mutations = self.mutations + 1
   return e, new
 end
@@ -289,12 +295,13 @@ function D:look(sweep)
       if i % 256 == 0 then flow.sleep(0) end
     end
   else
-    for _, e in ipairs(self.order) do
+    -- the unsettled runs only (a few), not the whole index: what ended is looked at by the sweep
+    for _, e in pairs(self.active) do
       if e.state == "running" and not self.dirty[e.id] and not self.store:live(e.id) then
         -- its process is gone (its lock with it): interrupted
         self:load_entry(e.id)
         self:changed(e.id)
-      elseif e.state == "running" or e.state == "interrupted" or e.state == "queued" then
+      else
         check(e)
       end
     end

@@ -493,17 +493,44 @@ function Srv:start()
   self.data:start()
   self.runner:start()
   if self.scheduler then self.scheduler:start() end
-  self.accepting = flow.spawn(function()
-    while true do
-      local req = self.srv:accept()
-      if not req then return end
-      flow.spawn(function()
-        local r <close> = req
-        self:handle(r)
-      end)
-    end
-  end)
+  self.pool = { idle = 0, tasks = {} }
+  self.accepting = flow.spawn(function() return self:request_task(true) end)
   return self
+end
+
+-- A request task: takes the next request, answers it, takes the next. Tasks are reused: a task
+-- made per request (a coroutine and its closures) was most of a cached answer's garbage, and
+-- the collector's pauses over a large index were the server's latency tail. Another task is
+-- started whenever none is left waiting, so a long answer (a stream) never holds the others
+-- back; beyond POOL_IDLE waiting tasks, a task that is done ends.
+M.POOL_IDLE = 16
+
+function Srv:request_task(permanent)
+  local pool = self.pool
+  while true do
+    pool.idle = pool.idle + 1
+    local ok, req = pcall(self.srv.accept, self.srv)
+    pool.idle = pool.idle - 1
+    if not ok then error(req, 0) end
+    if not req then return end
+    if pool.idle == 0 then self:spawn_request_task() end
+    do
+      local r <close> = req
+      self:handle(r)
+    end
+    if self.closed or (not permanent and pool.idle >= M.POOL_IDLE) then return end
+  end
+end
+
+function Srv:spawn_request_task()
+  local pool = self.pool
+  local h
+  h = flow.spawn(function()
+    local ok, err = pcall(self.request_task, self, false)
+    pool.tasks[h] = nil
+    if not ok and not flow.cancelled(err) then error(err, 0) end
+  end)
+  pool.tasks[h] = true
 end
 
 -- serve(): waits until the server is closed (or this task is cancelled: a signal).
@@ -523,9 +550,13 @@ function Srv:close(o)
       pcall(self.scheduler.wait, self.scheduler)
     end
     self.data:close()
-    if self.accepting and not self.accepting:done() then
-      self.accepting:cancel()
-      flow.wait_any({ self.accepting })
+    local tasks = { self.accepting }
+    for h in pairs(self.pool and self.pool.tasks or {}) do tasks[#tasks + 1] = h end
+    for _, h in ipairs(tasks) do
+      if h and not h:done() then
+        h:cancel()
+        flow.wait_any({ h })
+      end
     end
     self.runner:close()
   end)
