@@ -308,7 +308,7 @@ def startup_loads_little():
     rc, out, err = run(["-e", probe])
     loaded = out.split()
     tap.eq(rc, 0, "flowrun -e: exit 0")
-    for heavy in ("argparse", "flowrun.engine", "flowrun.engine.run", "flow.workflow"):
+    for heavy in ("argparse", "flowrun.cli.options", "flowrun.engine", "flowrun.engine.run", "flow.workflow"):
         tap.ok(heavy not in loaded, "flowrun -e does not load %s" % heavy)
     path = script("probe.lua", probe + "\n")
     rc, out, err = run([path])

@@ -7,7 +7,13 @@
 --   flowrun [options] -e CODE            run CODE, print its results
 --   flowrun                              the REPL on a terminal, else a script from stdin
 local sys = require "flow.sys"
-local options = require "flowrun.cli.options"
+-- the option table, loaded when a line needs it: `flowrun -e CODE` and `flowrun script.lua`
+-- start without it (compiling it is a fifth of a start-up)
+local options = setmetatable({}, { __index = function(t, k)
+  local o = require "flowrun.cli.options"
+  setmetatable(t, { __index = o })
+  return o[k]
+end })
 local settings = require "flowrun.cli.settings"
 local script = require "flowrun.cli.script"
 local common = require "flowrun.cli.common"
@@ -37,7 +43,7 @@ local function split(argv, from)
       end
     else
       head[#head + 1] = a
-      if not a:find("=", 1, true) and options.TAKES_VALUE[a] and argv[i + 1] ~= nil then
+      if not a:find("=", 1, true) and (a == "-e" or options.TAKES_VALUE[a]) and argv[i + 1] ~= nil then
         i = i + 1
         head[#head + 1] = argv[i]
       end
@@ -66,7 +72,7 @@ local function normalise_all(args)
 end
 M.normalise = normalise_all
 
-local TOP = { name = "[options] [script.lua [args...]]", options = options.TOP }
+local TOP = { name = "[options] [script.lua [args...]]" }
 
 -- command(name, args) -> exit code: parses args with the command's parser and runs it.
 local function wants_help(args)
@@ -130,14 +136,18 @@ function M.main(argv)
   math.randomseed(math.floor(require("flow.core").time() * 1e6), sys.getpid())
   local head, pos, dashdash = split(argv, 1)
   local first = pos and argv[pos]
-  if first and not dashdash and options.BY_NAME[first] then
+  -- a command is a plain word; a script is a path (x.lua, ./x, -)
+  if first and not dashdash and not first:find("[./]") and first ~= "-" and options.BY_NAME[first] then
     local args = {}
     for _, a in ipairs(head) do args[#args + 1] = a end
     for j = pos + 1, #argv do args[#args + 1] = argv[j] end
     return M.command(first, args)
   end
   local ok, opts = true, M.quick(head)
-  if not opts then ok, opts = options.parser_of(TOP):pparse(head) end
+  if not opts then
+    TOP.options = options.TOP
+    ok, opts = options.parser_of(TOP):pparse(head)
+  end
   if not ok then
     eprint(opts, " (see flowrun --help)")
     return 2
