@@ -1,5 +1,6 @@
 """The flowrun binary as a process: CLI, exit codes, errors, signals, the REPL on a pty, install."""
 import os
+import shutil
 import pty
 import select
 import signal
@@ -227,7 +228,7 @@ def pty_read(fd, until=None, timeout=5.0):
 
 @tap.test
 def repl_on_a_terminal():
-    home = tempfile.mkdtemp(prefix="flowrun-home-")
+    home = tempfile.mkdtemp(dir=tmp, prefix="home-")
     pid, fd = pty_session(home)
     banner = pty_read(fd, until="> ")
     tap.like(banner, "Ctrl-D exits", "the REPL starts on a terminal with a banner")
@@ -320,4 +321,5 @@ def startup_loads_little():
     tap.eq(rc, 2, "-e without code: the parser's error, exit 2")
 
 
+shutil.rmtree(tmp, ignore_errors=True)
 tap.done()

@@ -5,6 +5,7 @@ TLS (HTTP/1.1 and HTTP/2 by ALPN), and SIGTERM with clients still connected."""
 import http.client
 import json
 import os
+import shutil
 import select
 import signal
 import socket
@@ -235,4 +236,5 @@ def sigterm_with_clients_connected():
 
 if proc.poll() is None:
     proc.kill()
+shutil.rmtree(tmp, ignore_errors=True)
 tap.done()

@@ -330,4 +330,5 @@ def tls():
         s.stop()
 
 
+shutil.rmtree(TMP, ignore_errors=True)
 tap.done()

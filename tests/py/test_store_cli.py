@@ -8,6 +8,7 @@ input: an unreachable store, a wrong password (never printed), a schema from a n
 resume from the store's copy of the workflow when the file is gone."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -390,4 +391,5 @@ if tap._failed == 0:
     subprocess.run(["rm", "-rf", TMP])
 else:
     tap.diag("kept for inspection: " + TMP)
+shutil.rmtree(TMP, ignore_errors=True)
 tap.done()

@@ -62,6 +62,43 @@ function M.public_params(wf, params)
   return out, secret
 end
 
+-- A value that converts to the parameter's type: stands for a required secret parameter that a
+-- worker will be given, so that the others can be resolved where a run is queued.
+local PLACEHOLDER = { number = "0", integer = "0", boolean = "false", table = "{}" }
+
+-- queued_params(wf, o) -> public params, secret names; or nil, nil, problems. The parameters of
+-- a run queued for a worker (flowrun submit, a scheduler, a backfill): resolved as the run would
+-- resolve them (o.vars, o.vars_files, FLOWRUN_VAR_<NAME>, defaults, functions of o.time), except
+-- that required secret ones are the worker's to give; secret values are never returned, only
+-- the names of every secret parameter (the worker takes their values from its environment).
+function M.queued_params(wf, o)
+  local vars = {}
+  for k, v in pairs(o.vars or {}) do vars[k] = v end
+  local params, problems = wf:resolve_params { vars = vars, vars_files = o.vars_files, time = o.time }
+  if not params then
+    local placeholders = {}
+    for name, p in pairs(wf.params) do
+      if p.secret and p.required and vars[name] == nil then
+        local kind = p.type or (p.default ~= nil and type(p.default)) or "string"
+        vars[name] = PLACEHOLDER[kind] or "x"
+        placeholders[name] = true
+      end
+    end
+    params, problems = wf:resolve_params { vars = vars, vars_files = o.vars_files, time = o.time }
+    if not params then return nil, nil, problems end
+    for name in pairs(placeholders) do params[name] = nil end
+  end
+  return (M.public_params(wf, params)), M.secret_names(wf)
+end
+
+-- secret_names(wf) -> the names of the workflow's secret parameters, sorted.
+function M.secret_names(wf)
+  local out = {}
+  for name, p in pairs(wf.params) do if p.secret then out[#out + 1] = name end end
+  table.sort(out)
+  return out
+end
+
 -- dates(wf, o) -> the run's dates as tasks and parameter defaults see them: {logical_date (ISO
 -- 8601 in the schedule's zone), logical_date_epoch, data_interval = {start, ["end"], start_epoch,
 -- end_epoch}, data_interval_start, data_interval_end, ds ("YYYY-MM-DD" of the logical date),

@@ -110,41 +110,12 @@ function M.run_id(name, t)
   return name .. "@" .. os.date("!%Y%m%dT%H%M%SZ", math.floor(t))
 end
 
--- A value that converts to the parameter's type: stands for a required secret parameter the
--- worker will be given, so that the others can be resolved here (as flowrun submit does).
-local PLACEHOLDER = { number = "0", integer = "0", boolean = "false", table = "{}" }
-
 -- params(wf, dates, o) -> public params, secret names, problems | nil. Parameters as a run of
 -- those dates resolves them (defaults, functions of the dates, o.vars_files, FLOWRUN_VAR_<NAME>,
--- o.vars); required secret ones are left to the worker.
+-- o.vars); required secret ones are left to the worker (engine.queued_params).
 function M.params(wf, dates, o)
   o = o or {}
-  local vars = {}
-  for k, v in pairs(o.vars or {}) do vars[k] = v end
-  local placeholders = {}
-  local params, problems = wf:resolve_params { vars = vars, vars_files = o.vars_files, time = dates }
-  if not params then
-    for name, p in pairs(wf.params) do
-      if p.secret and p.required and vars[name] == nil then
-        local kind = p.type or (p.default ~= nil and type(p.default)) or "string"
-        vars[name] = PLACEHOLDER[kind] or "x"
-        placeholders[name] = true
-      end
-    end
-    params, problems = wf:resolve_params { vars = vars, vars_files = o.vars_files, time = dates }
-    if not params then return nil, nil, problems end
-    for name in pairs(placeholders) do params[name] = nil end
-  end
-  local public, secret = engine.public_params(wf, params)
-  for name, p in pairs(wf.params) do
-    if p.secret then
-      local seen = false
-      for _, x in ipairs(secret) do if x == name then seen = true end end
-      if not seen then secret[#secret + 1] = name end
-    end
-  end
-  table.sort(secret)
-  return public, secret
+  return engine.queued_params(wf, { vars = o.vars, vars_files = o.vars_files, time = dates })
 end
 
 -- submission(e, iv, o) -> the store:submit options of the run of interval iv ({start, end,

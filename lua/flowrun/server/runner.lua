@@ -155,11 +155,8 @@ function R:trigger(entry, vars, who)
   if not params then
     return nil, 400, { message = "invalid parameters", problems = problems }
   end
-  local public, secret_names = engine.public_params(wf, params)
-  for name, p in pairs(wf.params) do
-    if p.secret and params[name] == nil then secret_names[#secret_names + 1] = name end
-  end
-  table.sort(secret_names)
+  local public = engine.public_params(wf, params)
+  local secret_names = engine.secret_names(wf)
   local names = {}
   for i, t in ipairs(wf.order) do names[i] = t.name end
   local secrets = secret_values(wf, params)

@@ -9,10 +9,7 @@ local common = require "flowrun.cli.common"
 
 local M = {}
 
--- A value that converts to the parameter's type: stands for a secret parameter the worker
--- will be given, so the others can be checked now.
-local PLACEHOLDER = { number = "0", integer = "0", boolean = "false", table = "{}" }
-
+-- resolve(wf, opts) -> public params, secret names; or nil after saying why.
 local function resolve(wf, opts)
   local vars, verr = common.vars_of(opts.var)
   if not vars then common.eprint(verr) return nil end
@@ -26,22 +23,9 @@ local function resolve(wf, opts)
     common.eprint("--var ", k, ": a secret parameter is not stored with the run; the worker ",
       "takes it from its FLOWRUN_VAR_", k:upper(), " or --vars-file")
   end
-  local params, problems = wf:resolve_params { vars = vars, vars_files = opts.vars_file }
-  if not params then
-    -- required secret parameters are the worker's to give: check the rest without them
-    local placeholders = {}
-    for name, p in pairs(wf.params) do
-      if p.secret and p.required and vars[name] == nil then
-        local kind = p.type or (p.default ~= nil and type(p.default)) or "string"
-        vars[name] = PLACEHOLDER[kind] or "x"
-        placeholders[name] = true
-      end
-    end
-    params, problems = wf:resolve_params { vars = vars, vars_files = opts.vars_file }
-    if not params then common.print_problems("invalid parameters", problems) return nil end
-    for name in pairs(placeholders) do params[name] = nil end
-  end
-  return params
+  local public, secret, problems = engine.queued_params(wf, { vars = vars, vars_files = opts.vars_file })
+  if not public then common.print_problems("invalid parameters", problems) return nil end
+  return public, secret
 end
 
 function M.run(opts)
@@ -60,20 +44,11 @@ function M.run(opts)
   if not ok then common.print_problems("invalid workflow " .. path, problems) return 2 end
   local s, serr = settings.resolve(opts)
   if not s then common.eprint(serr) return 2 end
-  local params = resolve(wf, opts)
-  if not params then return 2 end
+  local public, secret = resolve(wf, opts)
+  if not public then return 2 end
   local options = {}
   if s.timeout then options.timeout = s.timeout end
   if s.max_active then options.max_active = s.max_active end
-  local public, secret = engine.public_params(wf, params)
-  for name in pairs(wf.params) do
-    if wf.params[name].secret then
-      local seen = false
-      for _, x in ipairs(secret) do if x == name then seen = true end end
-      if not seen then secret[#secret + 1] = name end
-    end
-  end
-  table.sort(secret)
   local names = {}
   for i, t in ipairs(wf.order) do names[i] = t.name end
   local store = common.store(s)
