@@ -181,6 +181,17 @@ bool fr_json_isnull(lua_State *L, int idx);
  * writes at most n / 4 * 3 + 3, skips whitespace, and on malformed input returns false with
  * what and where in why. */
 size_t fr_base64_encode(const void *in, size_t n, char *out);
+/* The value of one hexadecimal digit (either case), or -1 (percent-decoding, bytea). */
+static inline int fr_hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
 bool fr_base64_decode(const char *in, size_t n, void *out, size_t *outlen, char *why,
                       size_t whylen);
 

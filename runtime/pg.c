@@ -2342,17 +2342,6 @@ static bool is_space(char ch)
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static bool names_password(const char *k, size_t n)
 {
     for (size_t i = 0; i + 8 <= n; i++)
@@ -2470,7 +2459,8 @@ static void redact_url(const char *ci, size_t prefix, char *out)
         size_t kn = 0;
         for (const char *c = key; c < eq && kn < sizeof k; c++) {
             int h, l;
-            if (*c == '%' && c + 2 < eq && (h = hexval(c[1])) >= 0 && (l = hexval(c[2])) >= 0) {
+            if (*c == '%' && c + 2 < eq && (h = fr_hexval(c[1])) >= 0 &&
+                (l = fr_hexval(c[2])) >= 0) {
                 k[kn++] = (char)(h << 4 | l);
                 c += 2;
             } else {

@@ -114,27 +114,16 @@ static bool is_digit(char c)
 
 /* ---- text -> Lua ---------------------------------------------------------------------------- */
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 size_t fr_pg_unescape_bytea(const char *s, size_t len, char *out)
 {
     size_t n = 0;
     if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
         /* hex; anything that is not a hex pair (whitespace) is skipped, as libpq does */
         for (size_t i = 2; i < len;) {
-            int hi = hexval((unsigned char)s[i++]);
+            int hi = fr_hexval((unsigned char)s[i++]);
             if (hi < 0 || i >= len)
                 continue;
-            int lo = hexval((unsigned char)s[i++]);
+            int lo = fr_hexval((unsigned char)s[i++]);
             if (lo >= 0)
                 out[n++] = (char)(hi << 4 | lo);
         }

@@ -252,16 +252,6 @@ static void sb_encode(sb_t *b, const char *p, size_t n, bool keep_slash)
     b->len = (size_t)(o - b->s->buf);
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Percent-decode p[0..n) into the scratch buffer; returns the offset of the result. */
 static size_t sb_decode(sb_t *b, const char *p, size_t n)
 {
@@ -270,8 +260,8 @@ static size_t sb_decode(sb_t *b, const char *p, size_t n)
     char *o = b->s->buf + b->len;
     for (size_t i = 0; i < n; i++) {
         int h, l;
-        if (p[i] == '%' && i + 2 < n && (h = hexval(p[i + 1])) >= 0 &&
-            (l = hexval(p[i + 2])) >= 0) {
+        if (p[i] == '%' && i + 2 < n && (h = fr_hexval(p[i + 1])) >= 0 &&
+            (l = fr_hexval(p[i + 2])) >= 0) {
             *o++ = (char)(h * 16 + l);
             i += 2;
         } else {
@@ -921,8 +911,8 @@ static int l_sign(lua_State *L)
         char *o = s->buf + b.len;
         for (size_t i = 0; i < path_len; i++) {
             unsigned char c = (unsigned char)path[i];
-            if (c == '%' && i + 2 < path_len && hexval(path[i + 1]) >= 0 &&
-                hexval(path[i + 2]) >= 0) {
+            if (c == '%' && i + 2 < path_len && fr_hexval(path[i + 1]) >= 0 &&
+                fr_hexval(path[i + 2]) >= 0) {
                 *o++ = '%';
                 *o++ = (char)toupper((unsigned char)path[i + 1]);
                 *o++ = (char)toupper((unsigned char)path[i + 2]);
@@ -1150,8 +1140,8 @@ static int l_uri_decode(lua_State *L)
     size_t w = 0;
     for (size_t i = 0; i < n; i++) {
         int h, l;
-        if (s[i] == '%' && i + 2 < n && (h = hexval(s[i + 1])) >= 0 &&
-            (l = hexval(s[i + 2])) >= 0) {
+        if (s[i] == '%' && i + 2 < n && (h = fr_hexval(s[i + 1])) >= 0 &&
+            (l = fr_hexval(s[i + 2])) >= 0) {
             o[w++] = (char)(h * 16 + l);
             i += 2;
         } else {
