@@ -1,7 +1,7 @@
 -- flowrun.server.changes — what the two read seams (flowrun.server.data over the file store,
 -- flowrun.server.data_store over PostgreSQL) keep alike: a version bumped by every change of a
--- run, the recent changes (so that a stream asks "what changed since version v"), and releasing
--- a run someone followed. A seam has the fields version, changes, any_sig, closed and watches.
+-- run, the recent changes (so that a stream asks "what changed since version v"), releasing a
+-- run someone followed, and a run's summary. A seam has the fields version, changes, any_sig, closed and watches.
 local flow = require "flow"
 
 local M = {}
@@ -46,6 +46,23 @@ function M.unwatch_run(self, w)
     w.sig.state:close()
     w.sig.log:close()
   end
+end
+
+-- fill_summary(e, run) -> e with the summary fields the API shows, from a replayed run: its
+-- state and times, task counts, and the per-task states of the grid (task_states, in
+-- run.task_order).
+function M.fill_summary(e, run)
+  local states, ok, failed = {}, 0, 0
+  for i, name in ipairs(run.task_order) do
+    local s = run.tasks[name].state
+    states[i] = s
+    if s == "success" then ok = ok + 1 elseif s == "failed" then failed = failed + 1 end
+  end
+  e.workflow, e.state, e.started, e.finished = run.workflow, run.state, run.started, run.finished
+  e.last_t, e.exit, e.reason, e.resumed = run.last_t, run.exit, run.reason, run.resumed or 0
+  e.tasks_total, e.tasks_succeeded, e.tasks_failed = #run.task_order, ok, failed
+  e.task_states = states
+  return e
 end
 
 -- mixin(D): the seam's methods wait_any and unwatch_run.

@@ -98,16 +98,7 @@ function D:intern(order)
 end
 
 local function fill_summary(e, run)
-  local states, ok, failed = {}, 0, 0
-  for i, name in ipairs(run.task_order) do
-    local s = run.tasks[name].state
-    states[i] = s
-    if s == "success" then ok = ok + 1 elseif s == "failed" then failed = failed + 1 end
-  end
-  e.workflow, e.state, e.started, e.finished = run.workflow, run.state, run.started, run.finished
-  e.last_t, e.exit, e.reason, e.resumed = run.last_t, run.exit, run.reason, run.resumed
-  e.tasks_total, e.tasks_succeeded, e.tasks_failed = #run.task_order, ok, failed
-  e.task_states = states
+  changes.fill_summary(e, run)
   e.error = nil
   e.text = nil -- the API's JSON of the summary, made again when next asked for
 end

@@ -27,16 +27,7 @@ end
 
 -- The summary the API shows, with the per-task states of the grid, from a replayed run.
 local function summary_of(run)
-  local states, ok, failed = {}, 0, 0
-  for i, name in ipairs(run.task_order) do
-    local s = run.tasks[name].state
-    states[i] = s
-    if s == "success" then ok = ok + 1 elseif s == "failed" then failed = failed + 1 end
-  end
-  return { id = run.id, workflow = run.workflow, state = run.state, started = run.started,
-    finished = run.finished, last_t = run.last_t, exit = run.exit, reason = run.reason,
-    resumed = run.resumed or 0, tasks_total = #run.task_order, tasks_succeeded = ok,
-    tasks_failed = failed, task_names = run.task_order, task_states = states }
+  return changes.fill_summary({ id = run.id, task_names = run.task_order }, run)
 end
 
 function D:changed(id)

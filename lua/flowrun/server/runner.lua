@@ -39,16 +39,12 @@ M.PAUSE_TTL = 1 -- seconds a read of the schedules' pauses is reused
 local R = {}
 R.__index = R
 
-local function default_log(msg)
-  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " ", msg, "\n")
-  io.stderr:flush()
-end
-
 function M.new(o)
   local self = setmetatable({
     store = o.store, data = o.data, catalogue = o.catalogue, sim = o.sim,
     vars_files = o.vars_files or {}, max_active = o.max_active, metrics = o.metrics,
-    log = o.log or default_log, secrets = {}, progress_of = {}, workflow_of = {},
+    log = assert(o.log, "runner.new: log is required (the server's)"), secrets = {},
+    progress_of = {}, workflow_of = {},
     closing = false, pauses = nil,
     -- a store shared with other workers gets the runs back; on a store of this machine the
     -- server may be the only one to run them, so a stopping server ends them (no cluster left)

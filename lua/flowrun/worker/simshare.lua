@@ -2,15 +2,16 @@
 -- the same state file (workers started with --sim, and the tests that watch them). The simulator
 -- (lua/sim) keeps its world in memory and rewrites its state file after each call, which suits
 -- one process; several would each overwrite the others' clusters. Here every call takes an
--- exclusive lock on <state file>.lock, reloads the world when another process changed the file
--- since, answers, and saves before letting go; so a cluster created by a worker that then died
--- is found by the worker that takes its run over, and never created twice.
+-- exclusive lock on <state file>.lock (the file store's with_lock), reloads the world when
+-- another process changed the file since, answers, and saves before letting go; so a cluster
+-- created by a worker that then died is found by the worker that takes its run over, and never
+-- created twice.
 --
 -- The simulator's own sim.handle and sim.set_table_rows are replaced by locked ones (so a
 -- workflow that asks whether the transport in force is the simulator's still gets yes). A shared
 -- mode inside lua/sim would make this module unnecessary.
-local flow = require "flow"
 local sys = require "flow.sys"
+local with_lock = require("flowrun.engine.store.file").with_lock
 
 local M = {}
 
@@ -30,21 +31,7 @@ function M.share(state_file, opts, check)
     return st and (st.size .. "/" .. st.mtime) or "none"
   end
   local function locked(fn, ...)
-    local f = assert(io.open(lock_path, "a"))
-    local tries = 0
-    while true do
-      local ok, err = sys.flock(f)
-      if ok then break end
-      if not (err and err.code == "sys.locked") then
-        f:close()
-        error("sim: cannot lock " .. lock_path .. ": " .. tostring(err and err.message), 0)
-      end
-      tries = tries + 1
-      -- the holder answers in well under a millisecond: wait a little, more if it goes on
-      local ok2, serr = pcall(flow.sleep, math.min(0.0005 * tries, 0.01))
-      if not ok2 then f:close() error(serr, 0) end
-    end
-    local r = table.pack(pcall(function(...)
+    return with_lock(lock_path, function(...)
       if stamp() ~= seen then
         local o = { state_file = state_file }
         for k, v in pairs(opts or {}) do o[k] = v end
@@ -53,10 +40,7 @@ function M.share(state_file, opts, check)
       local res = table.pack(fn(...))
       seen = stamp()
       return table.unpack(res, 1, res.n)
-    end, ...))
-    f:close()
-    if not r[1] then error(r[2], 0) end
-    return table.unpack(r, 2, r.n)
+    end, ...)
   end
   sim.handle = function(req)
     return locked(function()

@@ -585,26 +585,35 @@ end
 
 ---- workers on this machine -----------------------------------------------------------------------
 
--- Runs fn while holding the store's lock (<dir>/.lock), which is held only for a moment: a
--- process that finds it taken tries again shortly.
-function Store:locked(fn, ...)
-  must("cannot create " .. self.dir, sys.mkdir_p(self.dir))
-  local f = assert(io.open(self.dir .. "/.lock", "a"))
+-- with_lock(path, fn, ...) -> fn's results: fn runs holding an exclusive lock on the file at
+-- path (made when missing), a lock held only for a moment (the store's, the shared simulated
+-- world's): a process that finds it taken tries again shortly, waiting a little more each time.
+-- The lock is let go however fn ends, and when the wait is cancelled.
+function M.with_lock(path, fn, ...)
+  local f = assert(io.open(path, "a"))
   local tries = 0
   while true do
     local ok, err = sys.flock(f)
     if ok then break end
     if not (err and err.code == "sys.locked") then
       f:close()
-      error("cannot lock " .. self.dir .. "/.lock: " .. tostring(err and err.message), 0)
+      error("cannot lock " .. path .. ": " .. tostring(err and err.message), 0)
     end
     tries = tries + 1
-    flow.sleep(math.min(0.001 * tries, 0.02))
+    -- a holder keeps it well under a millisecond
+    local sok, serr = pcall(flow.sleep, math.min(0.0005 * tries, 0.02))
+    if not sok then f:close() error(serr, 0) end
   end
   local r = table.pack(pcall(fn, ...))
   f:close()
   if not r[1] then error(r[2], 0) end
   return table.unpack(r, 2, r.n)
+end
+
+-- Runs fn while holding the store's lock (<dir>/.lock).
+function Store:locked(fn, ...)
+  must("cannot create " .. self.dir, sys.mkdir_p(self.dir))
+  return M.with_lock(self.dir .. "/.lock", fn, ...)
 end
 
 -- store:submit(o) -> run_id | nil, err: queues a run for the workers (see flowrun.engine.store).
